@@ -1,0 +1,1 @@
+"""Device profiles (CPU, Jetson, Cortex-M) as data, detection and backend choice."""

@@ -1,0 +1,179 @@
+"""The ``metaedge`` command line: one click group, small commands.
+
+Server-side commands import ``metaedge.sdk`` (and so torch) lazily inside the command, so
+``metaedge --help`` stays fast and device-side commands never load torch.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import __version__
+
+#: exceptions that mean "bad input": reported as one line and exit status 1, never a traceback
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, FloatingPointError, KeyError, OSError)
+
+
+class Group(click.Group):
+    """A click group that turns user errors raised by any command into one clear line."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except USER_ERRORS as e:
+            message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+            raise click.ClickException(str(message)) from e
+
+
+def _int_list(value: str | None, name: str) -> list[int] | None:
+    if value is None:
+        return None
+    try:
+        items = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers such as 0,1,5, got {value!r}", param_hint=name) from None
+    if any(v < 0 for v in items):
+        raise click.BadParameter(f"values must be non-negative, got {value!r}", param_hint=name)
+    return items
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    """A run config from JSON or TOML (same keys as the command-line options, with underscores)."""
+    text = path.read_text()
+    if path.suffix == ".toml":
+        import tomllib
+
+        try:
+            return tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise ValueError(f"{path} is not valid TOML ({e}); fix the file") from e
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); fix the file") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a JSON object of training options")
+    return data
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="metaedge")
+def main() -> None:
+    """Meta-train few-shot adaptation on a server, export it, adapt on devices.
+
+    \b
+    Typical flow:
+      metaedge train --family sensor-ntc --algo metasgd --shots 3 --out runs/ntc
+      metaedge eval runs/ntc --shots 3 --baseline-shots 10
+    """
+
+
+@main.command()
+def families() -> None:
+    """List the registered task families and what they map from and to."""
+    from .sdk.tasks import family_names, make_family
+
+    for name in family_names():
+        try:
+            fam = make_family(name)
+        except (FileNotFoundError, TypeError, ValueError) as e:  # needs data or options
+            click.echo(f"{name:18s} (needs options or data: {str(e).splitlines()[0][:80]})")
+            continue
+        ins = ", ".join(f"{n} [{u}]" if u else n for n, u in zip(fam.input_names, fam.input_units))
+        outs = ", ".join(f"{n} [{u}]" if u else n for n, u in zip(fam.output_names, fam.output_units))
+        click.echo(f"{name:18s} {fam.task_kind:14s} {ins} -> {outs}")
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="JSON or TOML file with the same keys as these options; options given here override it.")
+@click.option("--family", help="Task family (see `metaedge families`). [default: sinusoid]")
+@click.option("--family-option", "family_options", multiple=True, metavar="KEY=VALUE",
+              help="Option for the family, e.g. path=data.csv or fold=2; repeatable. Values are parsed as JSON "
+                   "when possible.")
+@click.option("--algo", type=click.Choice(["maml", "fomaml", "metasgd", "anil", "reptile"]),
+              help="Meta-learner. [default: maml]")
+@click.option("--shots", type=int, help="Support points per task during meta-training. [default: 10]")
+@click.option("--queries", type=int, help="Query points per task. [default: 10]")
+@click.option("--inner-steps", type=int, help="Inner-loop steps during meta-training. [default: 1]")
+@click.option("--inner-lr", type=float, help="Inner-loop step size (initial value for metasgd). [default: 0.01]")
+@click.option("--meta-lr", type=float, help="Adam step size of the outer loop. [default: 0.001]")
+@click.option("--meta-batch", type=int, help="Tasks per meta-iteration. [default: 25]")
+@click.option("--iterations", type=int, help="Meta-iterations in total (a resumed run continues to this). [1000]")
+@click.option("--hidden", help="Hidden layer widths, comma-separated. [default: 40,40]")
+@click.option("--activation", type=click.Choice(["relu", "tanh", "sigmoid", "gelu", "silu"]),
+              help="Hidden activation. [default: relu]")
+@click.option("--adapt", help="Which parameters adapt: all, head, biases or glob patterns. [all; head for anil]")
+@click.option("--seed", type=int, help="Seed for initialisation and task sampling. [default: 0]")
+@click.option("--device", help="torch device, e.g. cpu or cuda. [default: cpu]")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run directory.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+def train(config_path: Path | None, family_options: tuple[str, ...], out: Path, resume: bool, progress: bool,
+          **options: Any) -> None:
+    """Meta-train a model; writes config.json, model.safetensors and metrics.jsonl to --out.
+
+    Runs under `torchrun --nproc-per-node N metaedge train ...` unchanged: each rank takes a shard of
+    every meta-batch and the meta-gradient is all-reduced.
+    """
+    from .sdk.train import TrainConfig
+    from .sdk.train import train as run_training
+
+    data: dict[str, Any] = _read_config(config_path) if config_path else {}
+    if resume and not config_path and (out / "config.json").is_file():
+        data = json.loads((out / "config.json").read_text())["train"]
+    for key, value in options.items():
+        if value is not None:
+            data[key] = value
+    if isinstance(data.get("hidden"), str):
+        data["hidden"] = _int_list(data["hidden"], "--hidden")
+    for item in family_options:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--family-option")
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = value
+        data.setdefault("family_options", {})[key] = parsed
+    config = TrainConfig.from_dict(data)
+    path = run_training(config, out, resume=resume, progress=progress)
+    click.echo(f"run written to {path}")
+
+
+@main.command(name="eval")
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--tasks", default=1000, show_default=True, help="Held-out tasks to evaluate.")
+@click.option("--shots", default=5, show_default=True, help="Support points per task.")
+@click.option("--queries", default=100, show_default=True, help="Query points per task (scored).")
+@click.option("--steps", default="0,1,5,10", show_default=True, help="Inner-step counts to report.")
+@click.option("--baseline-shots", default="", help="Extra support sizes for classic calibration, e.g. 10.")
+@click.option("--baselines/--no-baselines", default=True, show_default=True, help="Evaluate the baselines too.")
+@click.option("--pretrain-steps", default=2000, show_default=True, help="Adam steps of the transfer baseline.")
+@click.option("--seed", default=1234, show_default=True, help="Seed for the held-out tasks.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of a table.")
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+def evaluate(run: Path, tasks: int, shots: int, queries: int, steps: str, baseline_shots: str, baselines: bool,
+             pretrain_steps: int, seed: int, as_json: bool, progress: bool) -> None:
+    """Evaluate a run on held-out tasks: mean and 95% CI per step count, beside baselines."""
+    from .sdk.evaluate import EvalSettings, evaluate_regression, format_table
+    from .sdk.train import Run
+
+    step_list = _int_list(steps, "--steps") or [0]
+    settings = EvalSettings(tasks=tasks, shots=shots, queries=queries, steps=step_list,
+                            baseline_shots=_int_list(baseline_shots, "--baseline-shots") or [],
+                            baselines=baselines, pretrain_steps=pretrain_steps, seed=seed)
+    report = evaluate_regression(Run.load(run), settings, progress=progress)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        click.echo(format_table(report))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Server side of metaedge: task families, models, meta-learners, trainer, evaluator, checkpoints."""

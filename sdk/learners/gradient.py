@@ -1,0 +1,232 @@
+"""Gradient-based meta-learners: MAML, first-order MAML, Meta-SGD, ANIL and Reptile.
+
+Every learner shares one representation, the *meta-state*::
+
+    {"params": {name: tensor}, "rates": {adapted name: tensor of the parameter's shape}}
+
+``rates`` are the inner-loop step sizes, one per adapted parameter entry: constant for MAML / ANIL /
+Reptile, meta-learned for Meta-SGD. Shipping them with every bundle keeps the device update the
+same for all learners: ``theta' = theta - rates * grad``.
+
+Meta-gradients over a meta-batch are computed with ``torch.func.vmap`` over tasks; the same
+per-task objective looped in Python (``batched=False``) is the reference the tests compare against.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.func import grad_and_value, vmap
+
+from .inner import InnerLoop, Params
+from .losses import get_loss
+from .spec import AdaptSpec
+
+MetaState = dict[str, Params]
+
+
+class MetaLearner:
+    """MAML (Finn et al. 2017): second-order meta-gradient through ``inner_steps`` SGD steps.
+
+    Args:
+        model: the network, used as a pure function of its parameters.
+        loss: ``"mse"`` or ``"cross_entropy"``.
+        inner_lr: initial (or fixed) inner-loop step size.
+        inner_steps: inner steps during meta-training.
+        adapt: adaptation spec (``all``, ``head``, ``biases`` or glob patterns).
+    """
+
+    algo = "maml"
+    first_order = False
+    learn_rates = False
+    default_adapt = "all"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        loss: str = "mse",
+        inner_lr: float = 0.01,
+        inner_steps: int = 1,
+        adapt: str | None = None,
+    ) -> None:
+        if inner_steps < 1:
+            raise ValueError(f"inner_steps must be at least 1, got {inner_steps}")
+        self.model = model
+        self.loss_name = loss
+        self.inner_lr = float(inner_lr)
+        self.inner_steps = int(inner_steps)
+        self.adapt_spec = adapt or self.default_adapt
+        self.names = [n for n, _ in model.named_parameters()]
+        self.adapted = AdaptSpec(self.adapt_spec).select(self.names)
+        self.inner = InnerLoop(model, get_loss(loss), first_order=self.first_order)
+
+    # --- state -------------------------------------------------------------------------------
+    def init_state(self) -> MetaState:
+        """Meta-state from the model's current (randomly initialised) parameters."""
+        params = {n: p.detach().clone() for n, p in self.model.named_parameters()}
+        rates = {n: torch.full_like(params[n], self.inner_lr) for n in self.adapted}
+        return {"params": params, "rates": rates}
+
+    def canonical(self, state: MetaState) -> MetaState:
+        """``state`` with its entries in model order (files store them sorted); checks that none is missing."""
+        missing = [n for n in self.names if n not in state.get("params", {})]
+        missing += [f"rates/{n}" for n in self.adapted if n not in state.get("rates", {})]
+        if missing:
+            raise ValueError(f"meta-state lacks {', '.join(missing[:5])}; it was saved for a different model")
+        return {"params": {n: state["params"][n] for n in self.names},
+                "rates": {n: state["rates"][n] for n in self.adapted}}
+
+    def trainable_keys(self) -> tuple[str, ...]:
+        """Which parts of the meta-state the outer optimiser updates."""
+        return ("params", "rates") if self.learn_rates else ("params",)
+
+    def split(self, params: Params) -> tuple[Params, Params]:
+        """``(fast, frozen)``: adapted and frozen parameters."""
+        fast = {n: params[n] for n in self.adapted}
+        frozen = {n: p for n, p in params.items() if n not in fast}
+        return fast, frozen
+
+    # --- per-task functions (unbatched) --------------------------------------------------------
+    def task_objective(
+        self, state: MetaState, xs: torch.Tensor, ys: torch.Tensor, xq: torch.Tensor, yq: torch.Tensor
+    ) -> torch.Tensor:
+        """Query loss after ``inner_steps`` adaptation steps on the support set of one task."""
+        fast, frozen = self.split(state["params"])
+        fast = self.inner.adapt(fast, frozen, state["rates"], xs, ys, self.inner_steps)
+        return self.inner.support_loss(fast, frozen, xq, yq)
+
+    # --- meta-batch ----------------------------------------------------------------------------
+    def meta_gradient(
+        self,
+        state: MetaState,
+        xs: torch.Tensor,
+        ys: torch.Tensor,
+        xq: torch.Tensor,
+        yq: torch.Tensor,
+        denominator: int | None = None,
+        batched: bool = True,
+    ) -> tuple[MetaState, torch.Tensor]:
+        """Gradient of ``sum(task losses) / denominator`` w.r.t. the trainable meta-state.
+
+        Args:
+            state: meta-state.
+            xs, ys: support sets ``(T, k, ...)``; xq, yq: query sets ``(T, q, ...)``.
+            denominator: global meta-batch size (differs from ``T`` when ranks share a meta-batch).
+            batched: ``vmap`` over tasks (default) or a Python loop (the reference).
+
+        Returns:
+            ``(grads, task_losses)``: grads keyed like the trainable parts of ``state``;
+            per-task query losses ``(T,)`` (detached).
+        """
+        denominator = denominator or xs.shape[0]
+        trainable = {k: state[k] for k in self.trainable_keys()}
+        fixed = {k: v for k, v in state.items() if k not in trainable}
+
+        def objective(tr: MetaState) -> tuple[torch.Tensor, torch.Tensor]:
+            full = {**fixed, **tr}
+            if batched:
+                losses = vmap(self.task_objective, in_dims=(None, 0, 0, 0, 0))(full, xs, ys, xq, yq)
+            else:
+                losses = torch.stack([self.task_objective(full, *t) for t in zip(xs, ys, xq, yq)])
+            return losses.sum() / denominator, losses.detach()
+
+        grads, (_, losses) = grad_and_value(objective, has_aux=True)(trainable)
+        return grads, losses
+
+    # --- adaptation for evaluation ---------------------------------------------------------------
+    def adapt_batch(
+        self, state: MetaState, xs: torch.Tensor, ys: torch.Tensor, steps: int, rates: Params | None = None
+    ) -> list[Params]:
+        """Adapted fast parameters for each task after 0..``steps`` steps, batched over tasks.
+
+        Returns a list of ``steps + 1`` dicts whose tensors have a leading task axis ``T``.
+        """
+        fast, frozen = self.split(state["params"])
+        rates = state["rates"] if rates is None else rates
+
+        def one(xs_t: torch.Tensor, ys_t: torch.Tensor) -> list[Params]:
+            return self.inner.adapt_trajectory(fast, frozen, rates, xs_t, ys_t, steps)
+
+        with torch.no_grad():
+            return vmap(one)(xs, ys)
+
+    def predict_batch(self, state: MetaState, fast: Params, x: torch.Tensor) -> torch.Tensor:
+        """Predictions ``(T, n, out)`` for inputs ``x`` ``(T, n, ...)`` with per-task ``fast`` params."""
+        _, frozen = self.split(state["params"])
+        with torch.no_grad():
+            return vmap(self.inner.forward, in_dims=(0, None, 0))(fast, frozen, x)
+
+
+class FirstOrderMAML(MetaLearner):
+    """First-order MAML: the inner gradient is a constant for the outer derivative."""
+
+    algo = "fomaml"
+    first_order = True
+
+
+class MetaSGD(MetaLearner):
+    """Meta-SGD (Li et al. 2017): per-parameter inner step sizes are meta-learned with the init."""
+
+    algo = "metasgd"
+    learn_rates = True
+
+
+class ANIL(MetaLearner):
+    """ANIL (Raghu et al. 2020): MAML whose inner loop adapts the head only."""
+
+    algo = "anil"
+    default_adapt = "head"
+
+
+class Reptile(MetaLearner):
+    """Reptile (Nichol et al. 2018): move the init toward the task-adapted parameters.
+
+    The "meta-gradient" handed to the outer optimiser is ``theta - mean_i(phi_i)``, where ``phi_i``
+    is the result of ``inner_steps`` SGD steps on task ``i``'s support set; no second derivatives.
+    """
+
+    algo = "reptile"
+    first_order = True
+
+    def meta_gradient(
+        self,
+        state: MetaState,
+        xs: torch.Tensor,
+        ys: torch.Tensor,
+        xq: torch.Tensor,
+        yq: torch.Tensor,
+        denominator: int | None = None,
+        batched: bool = True,
+    ) -> tuple[MetaState, torch.Tensor]:
+        denominator = denominator or xs.shape[0]
+        fast, frozen = self.split(state["params"])
+        rates = state["rates"]
+
+        def one(xs_t, ys_t, xq_t, yq_t):
+            phi = self.inner.adapt(fast, frozen, rates, xs_t, ys_t, self.inner_steps)
+            return phi, self.inner.support_loss(phi, frozen, xq_t, yq_t)
+
+        with torch.no_grad():
+            if batched:
+                phi, losses = vmap(one)(xs, ys, xq, yq)
+            else:
+                outs = [one(*t) for t in zip(xs, ys, xq, yq)]
+                phi = {k: torch.stack([o[0][k] for o in outs]) for k in fast}
+                losses = torch.stack([o[1] for o in outs])
+        grads = {n: torch.zeros_like(p) for n, p in state["params"].items()}
+        for n in fast:
+            grads[n] = (fast[n] - phi[n]).sum(0) / denominator
+        return {"params": grads}, losses
+
+
+ALGORITHMS: dict[str, type[MetaLearner]] = {
+    cls.algo: cls for cls in (MetaLearner, FirstOrderMAML, MetaSGD, ANIL, Reptile)
+}
+
+
+def make_learner(algo: str, model: nn.Module, **options) -> MetaLearner:
+    """Build the learner called ``algo`` (``maml``, ``fomaml``, ``metasgd``, ``anil``, ``reptile``)."""
+    if algo not in ALGORITHMS:
+        raise ValueError(f"unknown meta-learning algorithm {algo!r}; choose one of {', '.join(ALGORITHMS)}")
+    return ALGORITHMS[algo](model, **options)

@@ -1,0 +1,44 @@
+"""Multi-layer perceptron with a named ``head`` layer, the regression model of the MAML papers."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+}
+
+
+class MLP(nn.Module):
+    """``in_dim -> hidden... -> out_dim`` with one activation between Linear layers.
+
+    Parameters are named ``body.<i>.weight|bias`` and ``head.weight|bias`` so that adaptation specs
+    (``head``, ``biases``, name patterns) can select them.
+
+    Args:
+        in_dim: input features.
+        out_dim: outputs (regression targets or class logits).
+        hidden: widths of the hidden layers, e.g. ``(40, 40)`` as in MAML's sinusoid model.
+        activation: one of :data:`ACTIVATIONS`.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, hidden: tuple[int, ...] = (40, 40), activation: str = "relu"):
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}")
+        layers: list[nn.Module] = []
+        width = in_dim
+        for h in hidden:
+            layers += [nn.Linear(width, h), ACTIVATIONS[activation]()]
+            width = h
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(width, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: ``(n, in_dim)`` (extra leading dims are flattened into ``n``) -> ``(n, out_dim)``."""
+        return self.head(self.body(x.reshape(x.shape[0], -1)))

@@ -36,7 +36,8 @@ def _int_list(value: str | None, name: str) -> list[int] | None:
     try:
         items = [int(v) for v in value.split(",") if v.strip()]
     except ValueError:
-        raise click.BadParameter(f"expected comma-separated integers such as 0,1,5, got {value!r}", param_hint=name) from None
+        message = f"expected comma-separated integers such as 0,1,5, got {value!r}"
+        raise click.BadParameter(message, param_hint=name) from None
     if any(v < 0 for v in items):
         raise click.BadParameter(f"values must be non-negative, got {value!r}", param_hint=name)
     return items
@@ -108,9 +109,11 @@ def families() -> None:
 @click.option("--hidden", help="Hidden layer widths, comma-separated. [default: 40,40]")
 @click.option("--activation", type=click.Choice(["relu", "tanh", "sigmoid", "gelu", "silu"]),
               help="Hidden activation. [default: relu]")
+@click.option("--skip/--no-skip", default=None, help="Add a linear input->output path to the MLP. [no-skip]")
 @click.option("--adapt", help="Which parameters adapt: all, head, biases or glob patterns. [all; head for anil]")
 @click.option("--seed", type=int, help="Seed for initialisation and task sampling. [default: 0]")
 @click.option("--device", help="torch device, e.g. cpu or cuda. [default: cpu]")
+@click.option("--threads", type=int, help="CPU threads for torch (0 = torch's default). [default: 1]")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run directory.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")

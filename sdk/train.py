@@ -42,9 +42,13 @@ class TrainConfig:
     iterations: int = 1000
     hidden: list[int] = field(default_factory=lambda: [40, 40])
     activation: str = "relu"
+    #: linear input->output path beside the hidden layers (helps near-linear calibration curves)
+    skip: bool = False
     adapt: str | None = None
     seed: int = 0
     device: str = "cpu"
+    #: intra-op CPU threads; 1 is fastest for small models and avoids oversubscription under torchrun
+    threads: int = 1
     log_every: int = 100
     checkpoint_every: int = 1000
 
@@ -127,6 +131,7 @@ def model_config(config: TrainConfig, family: TaskFamily) -> dict[str, Any]:
         "out_dim": family.output_dim,
         "hidden": list(config.hidden),
         "activation": config.activation,
+        "skip": config.skip,
     }
 
 
@@ -152,6 +157,8 @@ def train(
 
 
 def _train(config, out, resume, progress, on_log, world: World) -> Path:
+    if config.threads > 0:
+        torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     family = make_family(config.family, **config.family_options)
     learner = build_learner(config, family)
@@ -159,7 +166,7 @@ def _train(config, out, resume, progress, on_log, world: World) -> Path:
     if resume:
         run = Run.load(out, config.device)
         saved = run.config.to_dict()
-        for key in ("family", "family_options", "algo", "hidden", "activation", "adapt", "seed", "shots"):
+        for key in ("family", "family_options", "algo", "hidden", "activation", "skip", "adapt", "seed", "shots"):
             if saved[key] != config.to_dict()[key]:
                 raise ValueError(f"cannot resume {out}: its {key} is {saved[key]!r}, not {config.to_dict()[key]!r}")
         state, normalizer = run.state, run.normalizer

@@ -74,6 +74,8 @@ def evaluate_regression(run: Run, settings: EvalSettings, progress: bool = False
     """Evaluate ``run`` on ``settings.tasks`` held-out tasks; returns a JSON-able report."""
     fam, learner, norm = run.family, run.learner, run.normalizer
     s = settings
+    if run.config.threads > 0:
+        torch.set_num_threads(run.config.threads)
     if s.shots < 1 or s.tasks < 1:
         raise ValueError("--shots and --tasks must be positive")
     max_shots = max([s.shots, *s.baseline_shots])
@@ -97,7 +99,8 @@ def evaluate_regression(run: Run, settings: EvalSettings, progress: bool = False
 
         traj = learner.adapt_batch(run.state, xs[:, :k], ys[:, :k], max_steps)
         for st in s.steps:
-            rows.add(f"metaedge {learner.algo}", k, st, physical(learner.predict_batch(run.state, traj[st], xq)), target)
+            pred = physical(learner.predict_batch(run.state, traj[st], xq))
+            rows.add(f"metaedge {learner.algo}", k, st, pred, target)
         if s.baselines:
             for name, init in (("transfer", transfer), ("scratch", scratch)):
                 _neural_baseline(rows, learner, name, init, xs[:, :k], ys[:, :k], xq, target, s, physical)

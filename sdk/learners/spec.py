@@ -12,7 +12,7 @@ NAMED_SPECS = ("all", "head", "biases")
 class AdaptSpec:
     """Selects adapted parameters by name.
 
-    ``"all"``: every parameter; ``"head"``: parameters under ``head.`` (ANIL); ``"biases"``: every
+    ``"all"``: every parameter; ``"head"``: the output layer ``head.*`` and the linear ``skip.*`` path if any (ANIL); ``"biases"``: every
     ``*.bias`` (TinyTL-style); anything else is a comma-separated list of glob patterns matched
     against parameter names, e.g. ``"head.*,body.2.bias"``.
     """
@@ -24,7 +24,7 @@ class AdaptSpec:
         if self.spec == "all":
             chosen = list(names)
         elif self.spec == "head":
-            chosen = [n for n in names if n.startswith("head.")]
+            chosen = [n for n in names if n.startswith(("head.", "skip."))]
         elif self.spec == "biases":
             chosen = [n for n in names if n.endswith(".bias")]
         else:

@@ -25,9 +25,19 @@ class MLP(nn.Module):
         out_dim: outputs (regression targets or class logits).
         hidden: widths of the hidden layers, e.g. ``(40, 40)`` as in MAML's sinusoid model.
         activation: one of :data:`ACTIVATIONS`.
+        skip: add a linear path ``skip(x)`` from input to output (named ``skip.*``, part of the head).
+            Calibration curves are mostly linear; the skip carries the linear part so the hidden layers
+            only model the family's shared nonlinearity.
     """
 
-    def __init__(self, in_dim: int, out_dim: int, hidden: tuple[int, ...] = (40, 40), activation: str = "relu"):
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        hidden: tuple[int, ...] = (40, 40),
+        activation: str = "relu",
+        skip: bool = False,
+    ):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}")
@@ -38,7 +48,10 @@ class MLP(nn.Module):
             width = h
         self.body = nn.Sequential(*layers)
         self.head = nn.Linear(width, out_dim)
+        self.skip = nn.Linear(in_dim, out_dim) if skip else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: ``(n, in_dim)`` (extra leading dims are flattened into ``n``) -> ``(n, out_dim)``."""
-        return self.head(self.body(x.reshape(x.shape[0], -1)))
+        x = x.reshape(x.shape[0], -1)
+        out = self.head(self.body(x))
+        return out if self.skip is None else out + self.skip(x)

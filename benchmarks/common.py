@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 from metaedge.sdk.train import TrainConfig, train
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -20,7 +19,8 @@ def train_or_resume(config: TrainConfig, out: Path, progress: bool = True) -> tu
     in training, accumulated over resumes (kept in ``out/wall_seconds.json``)."""
     wall_file = out / "wall_seconds.json"
     spent = json.loads(wall_file.read_text())["seconds"] if wall_file.is_file() else 0.0
-    done = (out / "state.json").is_file() and json.loads((out / "state.json").read_text())["iteration"] >= config.iterations
+    state = out / "state.json"
+    done = state.is_file() and json.loads(state.read_text())["iteration"] >= config.iterations
     if not done:
         t0 = time.perf_counter()
         train(config, out, resume=(out / "state.json").is_file(), progress=progress)

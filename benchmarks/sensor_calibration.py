@@ -20,7 +20,6 @@ import json
 from pathlib import Path
 
 from common import train_or_resume, write_result
-
 from metaedge.sdk.evaluate import EvalSettings, evaluate_regression, format_table
 from metaedge.sdk.train import Run, TrainConfig
 
@@ -75,7 +74,8 @@ def main() -> None:
         text = " ".join(f"{c['rmse']:9.4f} ± {c['rmse_ci']:.4f}" for c in cells)
         met = cells[0]["rmse"] < cells[1]["rmse"] and cells[0]["rmse"] < cells[2]["rmse"]
         print(f"{name:10s} {unit:6s} {text}  {'met' if met else 'NOT met'}")
-        print(f"{'':17s} classic 3 pts = {h['classic_best_3pt']['method']}; 10 pts = {h['classic_best_10pt']['method']}")
+        best3, best10 = h["classic_best_3pt"]["method"], h["classic_best_10pt"]["method"]
+        print(f"{'':17s} classic 3 pts = {best3}; 10 pts = {best10}")
     print(f"written to {write_result('sensor_calibration', {'units': args.units, 'results': results})}")
 
 

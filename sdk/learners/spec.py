@@ -12,9 +12,9 @@ NAMED_SPECS = ("all", "head", "biases")
 class AdaptSpec:
     """Selects adapted parameters by name.
 
-    ``"all"``: every parameter; ``"head"``: the output layer ``head.*`` and the linear ``skip.*`` path if any (ANIL); ``"biases"``: every
-    ``*.bias`` (TinyTL-style); anything else is a comma-separated list of glob patterns matched
-    against parameter names, e.g. ``"head.*,body.2.bias"``.
+    ``"all"``: every parameter; ``"head"``: the output layer ``head.*`` and the linear ``skip.*`` path
+    if any (ANIL); ``"biases"``: every ``*.bias`` (TinyTL-style); anything else is a comma-separated
+    list of glob patterns matched against parameter names, e.g. ``"head.*,body.2.bias"``.
     """
 
     spec: str = "all"

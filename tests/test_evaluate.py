@@ -51,7 +51,7 @@ def test_report_has_every_method_with_cis(tiny_run):
     methods = {(r["method"], r["shots"], r["steps"]) for r in report["rows"]}
     assert ("metaedge metasgd", 3, 0) in methods and ("metaedge metasgd", 3, 2) in methods
     assert ("transfer (SGD)", 3, 2) in methods and ("scratch (Adam)", 3, 5) in methods
-    assert ("classic 2-point linear", 10, None) in methods and ("classic LS multilinear", 10, None) not in methods
+    assert ("classic 2-point linear", 10, None) in methods and ("classic Steinhart-Hart 3-term", 3, None) in methods
     assert all(r["tasks"] == 40 and r["rmse_ci"] > 0 for r in report["rows"])
     assert report["metric"] == "rmse" and report["units"] == ["degC"]
     assert (tiny_run.path / "transfer.safetensors").is_file()  # pretrained baseline is cached

@@ -4,7 +4,7 @@ All fits run in physical units on one task at a time:
 - *2-point linear*: the line through the two reference points with the lowest and highest raw
   reading (the textbook zero/span calibration);
 - *least-squares polynomial of degree d* in the raw reading (``d <= k - 1``);
-- *least-squares multilinear* in every input (needs ``k > n_inputs``), which can absorb a linear
+- *least-squares multilinear* in every input (needs ``k >= n_inputs + 1``), which can absorb a linear
   temperature cross-sensitivity when temperature is an input.
 """
 
@@ -47,12 +47,12 @@ def classic_predictions(
 
     Returns:
         ``{method name: (T, q, 1)}``: ``"2-point linear"``, ``"LS polynomial deg d"`` for
-        ``1 <= d <= min(k - 1, max_degree)``, and ``"LS multilinear"`` when ``k > d_in + 1``.
+        ``1 <= d <= min(k - 1, max_degree)``, and ``"LS multilinear"`` when ``k >= d_in + 1``.
     """
     k, d_in = xs.shape[1], xs.shape[2]
     methods = {"2-point linear": lambda a, b, c: two_point(a, b, c, primary)}
     for deg in range(1, min(k - 1, max_degree) + 1):
         methods[f"LS polynomial deg {deg}"] = lambda a, b, c, deg=deg: polynomial(a, b, c, deg, primary)
-    if d_in > 1 and k > d_in + 1:
+    if d_in > 1 and k >= d_in + 1:
         methods["LS multilinear"] = multilinear
     return {name: np.stack([f(a, b, c) for a, b, c in zip(xs, ys, xq)]) for name, f in methods.items()}

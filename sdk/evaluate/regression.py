@@ -108,6 +108,9 @@ def evaluate_regression(run: Run, settings: EvalSettings, progress: bool = False
                 for kb in sorted({k, *s.baseline_shots}):
                     preds = classic_predictions(batch.x_support[:, :kb], batch.y_support[:, :kb], batch.x_query,
                                                 fam.primary_input)
+                    for name, fit in getattr(fam, "physics_baselines", dict)().items():
+                        preds[name] = np.stack([fit(a, b, c) for a, b, c in
+                                                zip(batch.x_support[:, :kb], batch.y_support[:, :kb], batch.x_query)])
                     for method, pred in preds.items():
                         rows.add(f"classic {method}", kb, None, pred, target)
             for name, formula in getattr(fam, "known_formulas", dict)().items():

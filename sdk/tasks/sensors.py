@@ -167,6 +167,26 @@ class NTCThermistor(_SensorFamily):
         x = np.log(info["r_fix_ohm"] * ratio / (1 - ratio) / info["r25_ohm"]) * _NTC_B / info["b25_85_k"]
         return 1.0 / np.polyval(_NTC_SH[::-1], x) - _T0
 
+    def physics_baselines(self) -> dict[str, Any]:
+        """Domain calibrations a test engineer would use instead of a generic polynomial."""
+        return {"Steinhart-Hart 3-term": self.steinhart_hart_fit}
+
+    def steinhart_hart_fit(self, xs: np.ndarray, ys: np.ndarray, xq: np.ndarray) -> np.ndarray:
+        """The thermistor industry's 3-point calibration: ``1/T = A + B ln R + C (ln R)^3``.
+
+        ``R`` is computed from counts with the *nominal* divider (10 kOhm, ideal ADC), so the unit's
+        resistor and ADC errors are what the fit must absorb. Least squares when ``k > 3``.
+        Args: xs ``(k, 1)`` counts, ys ``(k, 1)`` degC, xq ``(q, 1)`` counts. Returns ``(q, 1)`` degC.
+        """
+
+        def design(counts: np.ndarray) -> np.ndarray:
+            ratio = np.clip(counts[:, 0].astype(np.float64) / 2.0**self.bits, 1e-6, 1 - 1e-6)
+            ln_r = np.log(10e3 * ratio / (1 - ratio))
+            return np.column_stack([np.ones_like(ln_r), ln_r, ln_r**3])
+
+        coef, *_ = np.linalg.lstsq(design(xs), 1.0 / (ys[:, 0].astype(np.float64) + _T0), rcond=None)
+        return (1.0 / (design(xq) @ coef) - _T0)[:, None]
+
     def measure(self, info: dict[str, Any], raw: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Noisy counts, rounded to integers and clipped to ``[0, 2^bits - 1]``."""
         return np.clip(np.rint(super().measure(info, raw, rng)), 0, 2.0 ** info["bits"] - 1)

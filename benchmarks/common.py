@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from metaedge.sdk.train import TrainConfig, train
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -48,6 +48,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from metaedge.sdk.learners import make_learner
 from metaedge.sdk.models import build_model
 from metaedge.sdk.tasks import make_family

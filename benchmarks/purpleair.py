@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from common import train_or_resume, write_result
+
 from metaedge.sdk.evaluate import mean_ci
 from metaedge.sdk.train import Run, TrainConfig
 

@@ -20,6 +20,7 @@ import json
 from pathlib import Path
 
 from common import train_or_resume, write_result
+
 from metaedge.sdk.evaluate import EvalSettings, evaluate_regression, format_table
 from metaedge.sdk.train import Run, TrainConfig
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 from common import train_or_resume, write_result
+
 from metaedge.sdk.evaluate import EvalSettings, evaluate_regression, format_table
 from metaedge.sdk.train import Run, TrainConfig
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from metaedge.sdk.evaluate import EvalSettings, evaluate_regression, format_table, mean_ci
 from metaedge.sdk.evaluate.classic import classic_predictions, multilinear, polynomial, two_point
 from metaedge.sdk.train import Run, TrainConfig, train

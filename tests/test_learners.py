@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from metaedge.sdk.learners import ALGORITHMS, AdaptSpec, make_learner
 from metaedge.sdk.models import MLP
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from metaedge.sdk.tasks import TaskBatch, family_names, make_family
 
 NAMES = ["sensor-ntc", "sensor-loadcell", "sensor-pressure"]

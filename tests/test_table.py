@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from metaedge.sdk.tasks import TableFamily, find_data_dir, make_family
 
 # Unit id -> number of rows; unit 9 is small so that large draws leave it out.

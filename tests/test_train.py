@@ -8,8 +8,9 @@ import subprocess
 import sys
 
 import pytest
-from metaedge.sdk.train import Run, TrainConfig, train
 from safetensors.torch import load_file
+
+from metaedge.sdk.train import Run, TrainConfig, train
 
 
 def _cfg(**kw) -> TrainConfig:

@@ -36,6 +36,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -149,9 +150,7 @@ class Ours:
 class WorkerContender:
     """A per-task-loop contender (``l2l`` or ``ref``) living in a subprocess running the worker script."""
 
-    def __init__(
-        self, name: str, impl: str, python: str, files: dict[str, str], loop: str, log: Path
-    ) -> None:
+    def __init__(self, name: str, impl: str, python: str, files: dict[str, str], loop: str, log: Path) -> None:
         self.name, self.impl, self.files, self.loop = name, impl, files, loop
         self.log = log
         self._log_file = open(log, "w")
@@ -292,9 +291,7 @@ def print_table(settings: list[Setting], names: list[str], comparator: str) -> N
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
-    )
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--quick", action="store_true", help="smoke test: 2 repeats x 10 iterations, 1 thread")
     p.add_argument("--repeats", type=int, default=5, help="timed repeats per contender and setting")
     p.add_argument("--iters", type=int, default=200, help="meta-iterations per timed repeat")
@@ -304,9 +301,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--algos", nargs="+", default=["maml", "fomaml"], choices=["maml", "fomaml"])
     p.add_argument("--pool", type=int, default=16, help="pre-generated meta-batches, cycled through")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--l2l-python", default=None, help=f"learn2learn interpreter (default: {' or '.join(DEFAULT_L2L)})"
-    )
+    p.add_argument("--l2l-python", default=None, help=f"learn2learn interpreter (default: {' or '.join(DEFAULT_L2L)})")
     p.add_argument(
         "--l2l-loop",
         default="per-task",
@@ -322,11 +317,85 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def write_record(
+    out: Path,
+    args: argparse.Namespace,
+    settings: list[Setting],
+    comparator: str,
+    headline: str,
+    info: dict[str, Any],
+    seconds: float,
+    complete: bool,
+) -> None:
+    """Write the JSON results (atomically); called after every setting, so an interrupted run keeps its data."""
+    done = [s for s in settings if s.results]
+    record = {
+        "benchmark": "meta_train_speed",
+        "complete": complete,
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "setting": {
+            "family": "sinusoid",
+            "model": f"MLP 1-{HIDDEN}-{HIDDEN}-1 relu",
+            "shots": SHOTS,
+            "queries": QUERIES,
+            "meta_batch": META_BATCH,
+            "inner_lr": INNER_LR,
+            "meta_lr": META_LR,
+            "task_pool": args.pool,
+            "seed": args.seed,
+        },
+        "protocol": {
+            "repeats": args.repeats,
+            "iters": args.iters,
+            "warmup": args.warmup,
+            "statistic": "median it/s",
+            "order": "interleaved, rotating per repeat",
+        },
+        "comparator": comparator,
+        "headline": headline,
+        "l2l_loop": args.l2l_loop if headline == "l2l" else None,
+        "environment": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "workers": info,
+            "cpu_count": os.cpu_count(),
+            "loadavg": list(os.getloadavg()),
+            "machine": platform.machine(),
+        },
+        "total_seconds": seconds,
+        "results": [
+            {
+                "algo": s.algo,
+                "inner_steps": s.inner_steps,
+                "threads": s.threads,
+                "iters_per_repeat": s.iters,
+                "its_per_s": s.results,
+                "median_its_per_s": {n: median(v) for n, v in s.results.items()},
+                "ratio_ours_over": {
+                    n: median(s.results["ours"]) / median(v) for n, v in s.results.items() if n != "ours"
+                },
+                "check_vs_ours": s.check,
+            }
+            for s in done
+        ],
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp_out = out.with_suffix(".json.tmp")
+    tmp_out.write_text(json.dumps(record, indent=2) + "\n")
+    tmp_out.replace(out)
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)  # unwinds through ``finally``: workers are closed, temp files removed
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
     l2l_python = find_l2l_python(args.l2l_python)
     pool = make_task_pool(args.pool, args.seed)
     weights = initial_weights(args.seed)
+    out = Path(args.out)
 
     with tempfile.TemporaryDirectory(prefix="meta_train_speed_") as tmp:
         files = {"dir": tmp, "data": str(Path(tmp) / "tasks.npz"), "weights": str(Path(tmp) / "init.npz")}
@@ -364,10 +433,12 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         t_start = time.perf_counter()
+        info: dict[str, Any] = {}
         try:
             for s in settings:
                 t0 = time.perf_counter()
                 bench_setting(s, contenders, args.repeats, args.warmup)
+                info = {c.name: c.info for c in contenders if isinstance(c, WorkerContender)}
                 med = {n: median(v) for n, v in s.results.items()}
                 checks = "; ".join(
                     f"{n}: max|dgrad| {c['grad_max_abs_diff']:.1e} max|dw| {c['weights_max_abs_diff']:.1e}"
@@ -379,7 +450,8 @@ def main(argv: list[str] | None = None) -> int:
                     + f" [{checks}] ({time.perf_counter() - t0:.0f}s)",
                     flush=True,
                 )
-            info = {c.name: c.info for c in contenders if isinstance(c, WorkerContender)}
+                complete = s is settings[-1]
+                write_record(out, args, settings, comparator, headline, info, time.perf_counter() - t_start, complete)
         finally:
             for c in contenders:
                 c.close()
@@ -388,61 +460,6 @@ def main(argv: list[str] | None = None) -> int:
     print_table(settings, names, comparator)
     worst = max((c["grad_max_abs_diff"] for s in settings for c in s.check.values()), default=0.0)
     print(f"correctness: max |meta-gradient difference| over all settings and contenders = {worst:.2e}")
-
-    record = {
-        "benchmark": "meta_train_speed",
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "setting": {
-            "family": "sinusoid",
-            "model": f"MLP 1-{HIDDEN}-{HIDDEN}-1 relu",
-            "shots": SHOTS,
-            "queries": QUERIES,
-            "meta_batch": META_BATCH,
-            "inner_lr": INNER_LR,
-            "meta_lr": META_LR,
-            "task_pool": args.pool,
-            "seed": args.seed,
-        },
-        "protocol": {
-            "repeats": args.repeats,
-            "iters": args.iters,
-            "warmup": args.warmup,
-            "statistic": "median it/s",
-            "order": "interleaved, rotating per repeat",
-        },
-        "comparator": comparator,
-        "headline": headline,
-        "l2l_loop": args.l2l_loop if l2l_python is not None else None,
-        "environment": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "workers": info,
-            "cpu_count": os.cpu_count(),
-            "loadavg_at_end": list(os.getloadavg()),
-            "machine": platform.machine(),
-        },
-        "total_seconds": time.perf_counter() - t_start,
-        "results": [
-            {
-                "algo": s.algo,
-                "inner_steps": s.inner_steps,
-                "threads": s.threads,
-                "iters_per_repeat": s.iters,
-                "its_per_s": s.results,
-                "median_its_per_s": {n: median(v) for n, v in s.results.items()},
-                "ratio_ours_over": {
-                    n: median(s.results["ours"]) / median(v) for n, v in s.results.items() if n != "ours"
-                },
-                "check_vs_ours": s.check,
-            }
-            for s in settings
-        ],
-    }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = out.with_suffix(".json.tmp")
-    tmp_out.write_text(json.dumps(record, indent=2) + "\n")
-    tmp_out.replace(out)
     print(f"wrote {out}")
     return 0
 

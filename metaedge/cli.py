@@ -97,13 +97,20 @@ def families() -> None:
 @click.option("--family-option", "family_options", multiple=True, metavar="KEY=VALUE",
               help="Option for the family, e.g. path=data.csv or fold=2; repeatable. Values are parsed as JSON "
                    "when possible.")
-@click.option("--algo", type=click.Choice(["maml", "fomaml", "metasgd", "anil", "reptile"]),
+@click.option("--algo", type=click.Choice(["maml", "fomaml", "metasgd", "anil", "reptile", "ridge", "protonet"]),
               help="Meta-learner. [default: maml]")
-@click.option("--shots", type=int, help="Support points per task during meta-training. [default: 10]")
+@click.option("--shots", type=int, help="Support points per task (per class for classification). [default: 10]")
+@click.option("--ways", type=int, help="Classes per episode for classification families. [family's default]")
+@click.option("--model", type=click.Choice(["auto", "mlp", "conv4", "conv1d"]),
+              help="Network: auto picks mlp for features, conv4 for images, conv1d for time series. [auto]")
+@click.option("--width", type=int, help="Channels per conv block. [default: 64]")
+@click.option("--norm", type=click.Choice(["batch", "group", "none"]), help="Conv normalisation. [default: batch]")
 @click.option("--queries", type=int, help="Query points per task. [default: 10]")
 @click.option("--inner-steps", type=int, help="Inner-loop steps during meta-training. [default: 1]")
 @click.option("--inner-lr", type=float, help="Inner-loop step size (initial value for metasgd). [default: 0.01]")
 @click.option("--meta-lr", type=float, help="Adam step size of the outer loop. [default: 0.001]")
+@click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]),
+              help="Outer step size over the run. [default: constant]")
 @click.option("--meta-batch", type=int, help="Tasks per meta-iteration. [default: 25]")
 @click.option("--iterations", type=int, help="Meta-iterations in total (a resumed run continues to this). [1000]")
 @click.option("--hidden", help="Hidden layer widths, comma-separated. [default: 40,40]")

@@ -8,6 +8,7 @@ sees the same meta-batch and keeps its own contiguous shard of it.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
@@ -38,8 +39,17 @@ class TrainConfig:
     inner_steps: int = 1
     inner_lr: float = 0.01
     meta_lr: float = 1e-3
+    #: "constant" (the MAML papers) or "cosine" (decay to 1% of meta_lr: reaches the precision calibration needs)
+    lr_schedule: str = "constant"
     meta_batch: int = 25
     iterations: int = 1000
+    #: classification: classes per episode (default: the family's)
+    ways: int | None = None
+    #: "auto" (mlp for feature vectors, conv4 for images, conv1d for time series), "mlp", "conv4", "conv1d"
+    model: str = "auto"
+    #: conv nets: channels per block and normalisation ("batch", "group", "none")
+    width: int = 64
+    norm: str = "batch"
     hidden: list[int] = field(default_factory=lambda: [40, 40])
     activation: str = "relu"
     #: linear input->output path beside the hidden layers (helps near-linear calibration curves)
@@ -69,6 +79,8 @@ class TrainConfig:
         for name in positive:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
         for name in ("inner_lr", "meta_lr"):
             value = float(getattr(self, name))
             if not np.isfinite(value) or value <= 0:
@@ -76,6 +88,15 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def meta_lr_at(config: TrainConfig, iteration: int) -> float:
+    """Outer step size at ``iteration`` (a pure function of it, so resumed runs match uninterrupted ones)."""
+    if config.lr_schedule == "cosine":
+        floor = 0.01
+        progress = iteration / max(config.iterations - 1, 1)
+        return config.meta_lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+    return config.meta_lr
 
 
 def task_rng(seed: int, iteration: int) -> np.random.Generator:
@@ -124,15 +145,33 @@ def build_learner(config: TrainConfig, family: TaskFamily) -> MetaLearner:
     )
 
 
+def model_kind(config: TrainConfig, family: TaskFamily) -> str:
+    """The model kind ``auto`` resolves to for the family's input shape."""
+    if config.model != "auto":
+        return config.model
+    return {1: "mlp", 2: "conv1d", 3: "conv4"}.get(len(family.input_shape), "mlp")
+
+
 def model_config(config: TrainConfig, family: TaskFamily) -> dict[str, Any]:
-    return {
-        "kind": "mlp",
-        "in_dim": family.input_dim,
-        "out_dim": family.output_dim,
-        "hidden": list(config.hidden),
-        "activation": config.activation,
-        "skip": config.skip,
-    }
+    """JSON-able model description (stored in ``config.json``, rebuilt by ``build_model``)."""
+    if config.algo == "protonet":
+        out_dim = 0  # an embedding network: prototypes replace the head
+    elif family.task_kind == "classification":
+        out_dim = config.ways or family.output_dim
+    else:
+        out_dim = family.output_dim
+    kind = model_kind(config, family)
+    if kind == "mlp":
+        return {"kind": "mlp", "in_dim": family.input_dim, "out_dim": out_dim, "hidden": list(config.hidden),
+                "activation": config.activation, "skip": config.skip}
+    shape = family.input_shape
+    return {"kind": kind, "in_channels": shape[0], "out_dim": out_dim, "width": config.width,
+            "input_size": shape[1], "norm": config.norm}
+
+
+def sample_options(config: TrainConfig, family: TaskFamily) -> dict[str, Any]:
+    """Extra ``sample_batch`` options: the number of ways for classification families."""
+    return {"ways": config.ways} if family.task_kind == "classification" and config.ways else {}
 
 
 def train(
@@ -166,7 +205,9 @@ def _train(config, out, resume, progress, on_log, world: World) -> Path:
     if resume:
         run = Run.load(out, config.device)
         saved = run.config.to_dict()
-        for key in ("family", "family_options", "algo", "hidden", "activation", "skip", "adapt", "seed", "shots"):
+        keys = ("family", "family_options", "algo", "model", "ways", "width", "norm", "hidden", "activation", "skip",
+                "adapt", "seed", "shots")
+        for key in keys:
             if saved[key] != config.to_dict()[key]:
                 raise ValueError(f"cannot resume {out}: its {key} is {saved[key]!r}, not {config.to_dict()[key]!r}")
         state, normalizer = run.state, run.normalizer
@@ -209,7 +250,8 @@ def _train(config, out, resume, progress, on_log, world: World) -> Path:
     t0 = time.perf_counter()
     shard = world.shard(config.meta_batch)
     for it in bar:
-        batch = family.sample_batch(task_rng(config.seed, it), config.meta_batch, config.shots, config.queries)
+        batch = family.sample_batch(task_rng(config.seed, it), config.meta_batch, config.shots, config.queries,
+                                    **sample_options(config, family))
         xs, ys, xq, yq = (t[shard] for t in to_tensors(normalizer.batch(batch), config.device))
         grads, losses = learner.meta_gradient(state, xs, ys, xq, yq, denominator=config.meta_batch)
         flat_grads = [grads[key][n] for key in learner.trainable_keys() for n in state[key]]
@@ -217,6 +259,8 @@ def _train(config, out, resume, progress, on_log, world: World) -> Path:
         world.all_reduce_sum([*flat_grads, loss_sum])
         for p, g in zip(trainable, flat_grads):
             p.grad = g
+        for group in optimizer.param_groups:
+            group["lr"] = meta_lr_at(config, it)
         optimizer.step()
         window.append(loss_sum.item() / config.meta_batch)
         if not np.isfinite(window[-1]):

@@ -33,7 +33,8 @@ def test_classic_predictions_offers_what_k_points_allow():
     xs, ys, xq = np.zeros((2, 3, 2)), np.zeros((2, 3, 1)), np.zeros((2, 5, 2))
     xs[..., 0] = [1, 2, 3]
     names = set(classic_predictions(xs, ys, xq))
-    assert names == {"2-point linear", "LS polynomial deg 1", "LS polynomial deg 2"}  # multilinear needs k > 3
+    assert names == {"2-point linear", "LS polynomial deg 1", "LS polynomial deg 2", "LS multilinear"}
+    assert "LS multilinear" not in classic_predictions(xs[:, :2], ys[:, :2], xq)  # needs k >= inputs + 1
     assert classic_predictions(xs, ys, xq)["2-point linear"].shape == (2, 5, 1)
 
 

@@ -1,8 +1,10 @@
 """Meta-learners built on one pure inner loop (see :mod:`.inner`)."""
 
-from .gradient import ALGORITHMS, ANIL, FirstOrderMAML, MetaLearner, MetaSGD, MetaState, Reptile, make_learner
+from .gradient import ANIL, FirstOrderMAML, MetaLearner, MetaSGD, MetaState, Reptile
 from .inner import InnerLoop, Params
 from .losses import get_loss
+from .protonet import ProtoNet
+from .registry import ALGORITHMS, make_learner
 from .spec import AdaptSpec
 
 __all__ = [
@@ -15,6 +17,7 @@ __all__ = [
     "MetaSGD",
     "MetaState",
     "Params",
+    "ProtoNet",
     "Reptile",
     "get_loss",
     "make_learner",

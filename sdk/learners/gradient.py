@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.func import grad_and_value, vmap
 
+from ..models.conv import has_batch_norm, use_batch_statistics
 from .inner import InnerLoop, Params
 from .losses import get_loss
 from .spec import AdaptSpec
@@ -57,6 +58,11 @@ class MetaLearner:
         self.inner_lr = float(inner_lr)
         self.inner_steps = int(inner_steps)
         self.adapt_spec = adapt or self.default_adapt
+        if has_batch_norm(model):
+            use_batch_statistics(model)  # per-task batch statistics, no running buffers (see models.conv)
+        # vmap over tasks gives wrong second-order meta-gradients through batch norm (measured, see
+        # docs); such learners batch tasks with a Python loop instead.
+        self.vmap_tasks = not (has_batch_norm(model) and not self.first_order)
         self.names = [n for n, _ in model.named_parameters()]
         self.adapted = AdaptSpec(self.adapt_spec).select(self.names)
         self.inner = InnerLoop(model, get_loss(loss), first_order=self.first_order)
@@ -113,13 +119,15 @@ class MetaLearner:
             state: meta-state.
             xs, ys: support sets ``(T, k, ...)``; xq, yq: query sets ``(T, q, ...)``.
             denominator: global meta-batch size (differs from ``T`` when ranks share a meta-batch).
-            batched: ``vmap`` over tasks (default) or a Python loop (the reference).
+            batched: ``vmap`` over tasks (default, where correct: see ``vmap_tasks``) or a Python loop
+                (the reference).
 
         Returns:
             ``(grads, task_losses)``: grads keyed like the trainable parts of ``state``;
             per-task query losses ``(T,)`` (detached).
         """
         denominator = denominator or xs.shape[0]
+        batched = batched and self.vmap_tasks
         trainable = {k: state[k] for k in self.trainable_keys()}
         fixed = {k: v for k, v in state.items() if k not in trainable}
 
@@ -150,6 +158,13 @@ class MetaLearner:
 
         with torch.no_grad():
             return vmap(one)(xs, ys)
+
+    def predictions_after_steps(
+        self, state: MetaState, xs: torch.Tensor, ys: torch.Tensor, xq: torch.Tensor, steps: list[int]
+    ) -> dict[int, torch.Tensor]:
+        """Query outputs ``(T, q, out)`` after each step count in ``steps``, batched over tasks."""
+        traj = self.adapt_batch(state, xs, ys, max(steps))
+        return {st: self.predict_batch(state, traj[st], xq) for st in steps}
 
     def predict_batch(self, state: MetaState, fast: Params, x: torch.Tensor) -> torch.Tensor:
         """Predictions ``(T, n, out)`` for inputs ``x`` ``(T, n, ...)`` with per-task ``fast`` params."""
@@ -218,15 +233,3 @@ class Reptile(MetaLearner):
         for n in fast:
             grads[n] = (fast[n] - phi[n]).sum(0) / denominator
         return {"params": grads}, losses
-
-
-ALGORITHMS: dict[str, type[MetaLearner]] = {
-    cls.algo: cls for cls in (MetaLearner, FirstOrderMAML, MetaSGD, ANIL, Reptile)
-}
-
-
-def make_learner(algo: str, model: nn.Module, **options) -> MetaLearner:
-    """Build the learner called ``algo`` (``maml``, ``fomaml``, ``metasgd``, ``anil``, ``reptile``)."""
-    if algo not in ALGORITHMS:
-        raise ValueError(f"unknown meta-learning algorithm {algo!r}; choose one of {', '.join(ALGORITHMS)}")
-    return ALGORITHMS[algo](model, **options)

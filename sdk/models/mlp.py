@@ -22,7 +22,8 @@ class MLP(nn.Module):
 
     Args:
         in_dim: input features.
-        out_dim: outputs (regression targets or class logits).
+        out_dim: outputs (regression targets or class logits); ``0`` for an embedding network whose
+            output is the last hidden layer (ProtoNets).
         hidden: widths of the hidden layers, e.g. ``(40, 40)`` as in MAML's sinusoid model.
         activation: one of :data:`ACTIVATIONS`.
         skip: add a linear path ``skip(x)`` from input to output (named ``skip.*``, part of the head).
@@ -47,11 +48,14 @@ class MLP(nn.Module):
             layers += [nn.Linear(width, h), ACTIVATIONS[activation]()]
             width = h
         self.body = nn.Sequential(*layers)
-        self.head = nn.Linear(width, out_dim)
-        self.skip = nn.Linear(in_dim, out_dim) if skip else None
+        self.head = nn.Linear(width, out_dim) if out_dim > 0 else None
+        self.skip = nn.Linear(in_dim, out_dim) if skip and out_dim > 0 else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: ``(n, in_dim)`` (extra leading dims are flattened into ``n``) -> ``(n, out_dim)``."""
         x = x.reshape(x.shape[0], -1)
-        out = self.head(self.body(x))
+        z = self.body(x)
+        if self.head is None:
+            return z
+        out = self.head(z)
         return out if self.skip is None else out + self.skip(x)

@@ -7,6 +7,7 @@ from typing import Any
 
 from torch import nn
 
+from .conv import conv1d, conv4
 from .mlp import MLP
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
@@ -34,3 +35,5 @@ def build_model(config: dict[str, Any]) -> nn.Module:
 
 
 register_model("mlp", MLP)
+register_model("conv4", conv4)
+register_model("conv1d", conv1d)

@@ -164,7 +164,7 @@ def register_family(name: str, factory: FamilyFactory | None = None):
     return _register(factory) if factory is not None else _register
 
 
-def make_family(name: str, **kwargs: Any) -> TaskFamily:
+def make_family(name: str, /, **kwargs: Any) -> TaskFamily:
     """Build the registered family ``name`` with keyword options (e.g. ``path=`` for tables)."""
     if name not in _REGISTRY:
         known = ", ".join(sorted(_REGISTRY))

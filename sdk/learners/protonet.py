@@ -1,0 +1,92 @@
+"""Prototypical Networks (Snell et al. 2017): classify by distance to class-mean embeddings.
+
+There is no inner loop: "adaptation" on a device is computing one prototype per class from the
+support embeddings, which is why ProtoNets export only the embedding network.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from .gradient import MetaLearner, MetaState
+
+
+def prototypes(z: torch.Tensor, labels: torch.Tensor, ways: int) -> torch.Tensor:
+    """Class means of embeddings ``z`` ``(n, d)`` with ``labels`` ``(n,)`` in ``0..ways-1`` -> ``(ways, d)``."""
+    onehot = F.one_hot(labels, ways).to(z.dtype)
+    return onehot.T @ z / onehot.sum(0).clamp_min(1)[:, None]
+
+
+def prototype_logits(zq: torch.Tensor, protos: torch.Tensor) -> torch.Tensor:
+    """Negative squared Euclidean distances ``(q, ways)`` (the paper's choice of distance)."""
+    return -((zq[:, None, :] - protos[None, :, :]) ** 2).sum(-1)
+
+
+class ProtoNet(MetaLearner):
+    """Prototypical Networks over an embedding model (a network without head, e.g. Conv4 with ``out_dim=0``).
+
+    Batch norm keeps running statistics: support and query of an episode are embedded together in
+    training mode (as in the reference code), evaluation uses the running statistics, so a device
+    can embed one sample at a time.
+    """
+
+    algo = "protonet"
+    first_order = True
+
+    def __init__(self, model: nn.Module, *, loss: str = "cross_entropy", inner_lr: float = 0.0,
+                 inner_steps: int = 1, adapt: str | None = None) -> None:
+        if loss != "cross_entropy":
+            raise ValueError("Prototypical Networks are for classification families (cross-entropy loss)")
+        self.model = model
+        self.loss_name = loss
+        self.inner_lr = float(inner_lr)
+        self.inner_steps = 0
+        self.adapt_spec = "none"
+        self.vmap_tasks = False
+        self.names = [n for n, _ in model.named_parameters()]
+        self.buffer_names = [n for n, _ in model.named_buffers()]
+        self.adapted: list[str] = []
+
+    def init_state(self) -> MetaState:
+        return {
+            "params": {n: p.detach().clone() for n, p in self.model.named_parameters()},
+            "rates": {},
+            "buffers": {n: b.detach().clone() for n, b in self.model.named_buffers()},
+        }
+
+    def canonical(self, state: MetaState) -> MetaState:
+        missing = [n for n in self.names if n not in state.get("params", {})]
+        missing += [n for n in self.buffer_names if n not in state.get("buffers", {})]
+        if missing:
+            raise ValueError(f"meta-state lacks {', '.join(missing[:5])}; it was saved for a different model")
+        return {"params": {n: state["params"][n] for n in self.names}, "rates": {},
+                "buffers": {n: state["buffers"][n] for n in self.buffer_names}}
+
+    def embed(self, state: MetaState, x: torch.Tensor, params=None, train: bool = False) -> torch.Tensor:
+        """Embeddings ``(n, d)``; in training mode batch norm also updates the running buffers in place."""
+        self.model.train(train)
+        return functional_call(self.model, {**(params or state["params"]), **state.get("buffers", {})}, (x,))
+
+    def episode_logits(self, state: MetaState, xs, ys, xq, params=None, train: bool = False) -> torch.Tensor:
+        """Logits ``(q, ways)`` of one episode: support ``(k*ways, ...)`` and query embedded in one batch."""
+        ways = int(ys.max().item()) + 1
+        z = self.embed(state, torch.cat([xs, xq]), params, train)
+        return prototype_logits(z[len(xs):], prototypes(z[: len(xs)], ys, ways))
+
+    def meta_gradient(self, state, xs, ys, xq, yq, denominator=None, batched=True):
+        """Gradient of the mean query cross-entropy over the episodes ``(T, ...)`` (looped: T is usually 1)."""
+        denominator = denominator or xs.shape[0]
+        params = {k: v.detach().requires_grad_(True) for k, v in state["params"].items()}
+        losses = torch.stack([F.cross_entropy(self.episode_logits(state, *e[:3], params=params, train=True), e[3])
+                              for e in zip(xs, ys, xq, yq)])
+        grads = torch.autograd.grad(losses.sum() / denominator, list(params.values()))
+        return {"params": dict(zip(params, grads))}, losses.detach()
+
+    def predictions_after_steps(self, state, xs, ys, xq, steps):
+        """Prototype logits ``(T, q, ways)``; identical for every step count (there is no inner loop)."""
+        with torch.no_grad():
+            logits = torch.stack([self.episode_logits(state, a, b, c) for a, b, c in zip(xs, ys, xq)])
+        return {st: logits for st in steps}

@@ -1,0 +1,90 @@
+"""Convolutional backbones of the few-shot literature: Conv4 for images, a 1-D twin for time series.
+
+Normalisation (``norm``):
+
+- ``"batch"``: batch norm as in the MAML / ProtoNets papers. Gradient-based learners call
+  :func:`use_batch_statistics` on the model, so every forward normalises with the statistics of the
+  batch it sees; under ``vmap`` over tasks that is *per-task* statistics (the MAML reference code's
+  convention, including at test time). ProtoNets keeps running statistics for evaluation instead.
+- ``"group"``: group norm (per sample), which behaves the same in training, evaluation and on a device
+  that predicts one sample at a time;
+- ``"none"``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def _norm(kind: str, channels: int, dims: int) -> nn.Module:
+    if kind == "batch":
+        return nn.BatchNorm2d(channels) if dims == 2 else nn.BatchNorm1d(channels)
+    if kind == "group":
+        return nn.GroupNorm(min(8, channels), channels)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"unknown norm {kind!r}; choose batch, group or none")
+
+
+class ConvNet(nn.Module):
+    """``blocks`` x [conv 3, ``width`` channels, norm, ReLU, max-pool 2] -> flatten -> optional linear head.
+
+    Args:
+        in_channels: input channels (1 for Omniglot, 3 for RGB, sensor channels for time series).
+        out_dim: classes of the linear ``head``; ``0`` for an embedding network (ProtoNets).
+        width: channels of every block (64 in the papers).
+        blocks: number of blocks (4 = Conv4).
+        dims: 2 for images ``(C, H, W)``, 1 for time series ``(C, L)``.
+        input_size: spatial size (H or L) used to size the head.
+        norm: ``batch``, ``group`` or ``none``.
+    """
+
+    def __init__(self, in_channels: int, out_dim: int, width: int = 64, blocks: int = 4, dims: int = 2,
+                 input_size: int = 28, norm: str = "batch"):
+        super().__init__()
+        conv, pool = (nn.Conv2d, nn.MaxPool2d) if dims == 2 else (nn.Conv1d, nn.MaxPool1d)
+        layers: list[nn.Module] = []
+        channels, size = in_channels, input_size
+        for _ in range(blocks):
+            layers += [conv(channels, width, 3, padding=1), _norm(norm, width, dims), nn.ReLU(), pool(2)]
+            channels, size = width, size // 2
+        self.body = nn.Sequential(*layers)
+        self.embedding_dim = width * max(size, 1) ** dims
+        self.head = nn.Linear(self.embedding_dim, out_dim) if out_dim > 0 else None
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """``(n, C, H, W)`` or ``(n, C, L)`` -> ``(n, embedding_dim)``."""
+        return self.body(x).flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(n, out_dim)``, or embeddings ``(n, embedding_dim)`` when there is no head."""
+        z = self.embed(x)
+        return z if self.head is None else self.head(z)
+
+
+def conv4(in_channels: int = 1, out_dim: int = 5, width: int = 64, input_size: int = 28, norm: str = "batch",
+          **kw) -> ConvNet:
+    """Conv4 of Vinyals et al. / Finn et al. / Snell et al. for ``(C, H, W)`` images."""
+    return ConvNet(in_channels, out_dim, width=width, blocks=4, dims=2, input_size=input_size, norm=norm, **kw)
+
+
+def conv1d(in_channels: int = 1, out_dim: int = 5, width: int = 64, input_size: int = 128, blocks: int = 4,
+           norm: str = "batch", **kw) -> ConvNet:
+    """A small 1-D conv net for ``(C, L)`` sensor time series (same blocks, 1-D)."""
+    return ConvNet(in_channels, out_dim, width=width, blocks=blocks, dims=1, input_size=input_size, norm=norm, **kw)
+
+
+def has_batch_norm(model: nn.Module) -> bool:
+    """Whether ``model`` contains batch-norm layers (they need per-task care under ``vmap``)."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def use_batch_statistics(model: nn.Module) -> nn.Module:
+    """Make every batch norm normalise with the current batch's statistics and keep no running stats.
+
+    Required for ``torch.func`` transforms (no in-place buffer updates) and gives per-task statistics
+    under ``vmap`` over tasks.
+    """
+    torch.func.replace_all_batch_norm_modules_(model)
+    return model

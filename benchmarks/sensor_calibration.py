@@ -21,7 +21,7 @@ from pathlib import Path
 
 from common import train_or_resume, write_result
 
-from metaedge.sdk.evaluate import EvalSettings, evaluate_regression, format_table
+from metaedge.sdk.evaluate import EvalSettings, evaluate, format_table
 from metaedge.sdk.train import Run, TrainConfig
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -59,7 +59,7 @@ def main() -> None:
         cfg = TrainConfig.from_dict(data)
         path, wall = train_or_resume(cfg, args.runs / name)
         steps = cfg.inner_steps
-        report = evaluate_regression(
+        report = evaluate(
             Run.load(path),
             EvalSettings(tasks=args.units, shots=3, steps=sorted({0, 1, steps, 10}), baseline_shots=[10]),
         )

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from common import train_or_resume, write_result
 
-from metaedge.sdk.evaluate import EvalSettings, evaluate_regression, format_table
+from metaedge.sdk.evaluate import EvalSettings, evaluate, format_table
 from metaedge.sdk.train import Run, TrainConfig
 
 PAPER = {1: 0.67, 5: 0.38, 10: 0.35}
@@ -39,7 +39,7 @@ def main() -> None:
                           meta_lr=1e-3, meta_batch=25, iterations=args.iterations, hidden=[40, 40],
                           log_every=1000, checkpoint_every=5000)
         path, wall = train_or_resume(cfg, args.runs / algo)
-        report = evaluate_regression(Run.load(path), EvalSettings(tasks=args.tasks, shots=5, steps=[0, 1, 5, 10]))
+        report = evaluate(Run.load(path), EvalSettings(tasks=args.tasks, shots=5, steps=[0, 1, 5, 10]))
         print(format_table(report))
         ours = {r["steps"]: (r["mse"], r["mse_ci"]) for r in report["rows"] if r["method"].startswith("metaedge")}
         results[algo] = {"train_wall_seconds": wall, "mse": ours, "report": report}

@@ -158,31 +158,43 @@ def train(config_path: Path | None, family_options: tuple[str, ...], out: Path, 
 
 @main.command(name="eval")
 @click.argument("run", type=click.Path(path_type=Path))
-@click.option("--tasks", default=1000, show_default=True, help="Held-out tasks to evaluate.")
-@click.option("--shots", default=5, show_default=True, help="Support points per task.")
-@click.option("--queries", default=100, show_default=True, help="Query points per task (scored).")
+@click.option("--tasks", "--episodes", "tasks", default=1000, show_default=True,
+              help="Held-out tasks (episodes) per setting.")
+@click.option("--shots", default="5", show_default=True, help="Support points (per class), comma-separated: 1,5.")
+@click.option("--ways", default="", help="Classification: classes per episode, comma-separated: 5,20. [run's ways]")
+@click.option("--queries", type=int, help="Query points per task (per class for classification). [100 / 15]")
 @click.option("--steps", default="0,1,5,10", show_default=True, help="Inner-step counts to report.")
 @click.option("--baseline-shots", default="", help="Extra support sizes for classic calibration, e.g. 10.")
 @click.option("--baselines/--no-baselines", default=True, show_default=True, help="Evaluate the baselines too.")
 @click.option("--pretrain-steps", default=2000, show_default=True, help="Adam steps of the transfer baseline.")
+@click.option("--split", help="Split to draw held-out tasks from. [the family's evaluation split]")
 @click.option("--seed", default=1234, show_default=True, help="Seed for the held-out tasks.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of a table.")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Also write report.json, report.md and PNG plots to this directory.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
-def evaluate(run: Path, tasks: int, shots: int, queries: int, steps: str, baseline_shots: str, baselines: bool,
-             pretrain_steps: int, seed: int, as_json: bool, progress: bool) -> None:
-    """Evaluate a run on held-out tasks: mean and 95% CI per step count, beside baselines."""
-    from .sdk.evaluate import EvalSettings, evaluate_regression, format_table
+def evaluate(run: Path, tasks: int, shots: str, ways: str, queries: int | None, steps: str, baseline_shots: str,
+             baselines: bool, pretrain_steps: int, split: str | None, seed: int, as_json: bool,
+             report_dir: Path | None, progress: bool) -> None:
+    """Evaluate a run on held-out tasks: mean and 95% CI per setting and step count, beside baselines."""
+    from .sdk.evaluate import EvalSettings, format_table
+    from .sdk.evaluate import evaluate as run_evaluation
     from .sdk.train import Run
 
-    step_list = _int_list(steps, "--steps") or [0]
-    settings = EvalSettings(tasks=tasks, shots=shots, queries=queries, steps=step_list,
-                            baseline_shots=_int_list(baseline_shots, "--baseline-shots") or [],
-                            baselines=baselines, pretrain_steps=pretrain_steps, seed=seed)
-    report = evaluate_regression(Run.load(run), settings, progress=progress)
-    if as_json:
-        click.echo(json.dumps(report, indent=2))
-    else:
-        click.echo(format_table(report))
+    settings = EvalSettings(
+        tasks=tasks, shots=_int_list(shots, "--shots") or [5], ways=_int_list(ways, "--ways") or [],
+        queries=queries, steps=_int_list(steps, "--steps") or [0],
+        baseline_shots=_int_list(baseline_shots, "--baseline-shots") or [], baselines=baselines,
+        pretrain_steps=pretrain_steps, split=split, seed=seed,
+    )
+    report = run_evaluation(Run.load(run), settings, progress=progress)
+    if report_dir is not None:
+        from .sdk.evaluate.report import write_report
+
+        write_report(report, report_dir, Run.load(run).family)
+    click.echo(json.dumps(report, indent=2) if as_json else format_table(report))
+    if report_dir is not None:
+        click.echo(f"report written to {report_dir}")
 
 
 if __name__ == "__main__":  # pragma: no cover

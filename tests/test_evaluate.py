@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from metaedge.sdk.evaluate import EvalSettings, evaluate_regression, format_table, mean_ci
+from metaedge.sdk.evaluate import EvalSettings, evaluate, format_table, mean_ci
 from metaedge.sdk.evaluate.classic import classic_predictions, multilinear, polynomial, two_point
 from metaedge.sdk.train import Run, TrainConfig, train
 
@@ -49,7 +49,7 @@ def tiny_run(tmp_path_factory):
 def test_report_has_every_method_with_cis(tiny_run):
     settings = EvalSettings(tasks=40, shots=3, queries=20, steps=[0, 2], baseline_shots=[10], adam_steps=5,
                             pretrain_steps=20, chunk=16)
-    report = evaluate_regression(tiny_run, settings)
+    report = evaluate(tiny_run, settings)
     methods = {(r["method"], r["shots"], r["steps"]) for r in report["rows"]}
     assert ("metaedge metasgd", 3, 0) in methods and ("metaedge metasgd", 3, 2) in methods
     assert ("transfer (SGD)", 3, 2) in methods and ("scratch (Adam)", 3, 5) in methods
@@ -63,6 +63,6 @@ def test_report_has_every_method_with_cis(tiny_run):
 
 def test_report_is_deterministic_for_a_seed(tiny_run):
     settings = EvalSettings(tasks=10, shots=3, queries=10, steps=[1], baselines=False)
-    a = evaluate_regression(tiny_run, settings)["rows"]
-    b = evaluate_regression(tiny_run, settings)["rows"]
+    a = evaluate(tiny_run, settings)["rows"]
+    b = evaluate(tiny_run, settings)["rows"]
     assert a == b

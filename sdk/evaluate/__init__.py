@@ -1,6 +1,6 @@
-"""Meta-evaluation: held-out tasks, error bars, adaptation curves, honest baselines."""
+"""Meta-evaluation: held-out tasks, error bars, adaptation curves, honest baselines, reports."""
 
-from .regression import EvalSettings, evaluate_regression, format_table
+from .evaluator import EvalSettings, evaluate, format_table
 from .stats import mean_ci
 
-__all__ = ["EvalSettings", "evaluate_regression", "format_table", "mean_ci"]
+__all__ = ["EvalSettings", "evaluate", "format_table", "mean_ci"]

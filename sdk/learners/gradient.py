@@ -67,6 +67,16 @@ class MetaLearner:
         self.adapted = AdaptSpec(self.adapt_spec).select(self.names)
         self.inner = InnerLoop(model, get_loss(loss), first_order=self.first_order)
 
+    @property
+    def output_dim(self) -> int | None:
+        """Outputs of the model's head (classes for classification), or None for an embedding network."""
+        head = getattr(self.model, "head", None)
+        return head.out_features if isinstance(head, nn.Linear) else None
+
+    def can_predict(self, ways: int | None) -> bool:
+        """Whether episodes with ``ways`` classes fit the model's head (prototype learners fit any)."""
+        return ways is None or self.output_dim is None or self.output_dim == ways
+
     # --- state -------------------------------------------------------------------------------
     def init_state(self) -> MetaState:
         """Meta-state from the model's current (randomly initialised) parameters."""

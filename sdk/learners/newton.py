@@ -7,11 +7,12 @@ named by its spec (default: the output ``head`` and the linear ``skip`` path) wi
 Gauss-Newton steps::
 
     J = d outputs / d theta_adapted            (k*out, p)
-    theta' = theta - (J^T J + diag(rates))^-1 J^T (f(theta, xs) - ys)
+    theta' = theta - (J^T J + diag(exp(rates)))^-1 J^T (f(theta, xs) - ys)
 
 When the adapted parameters enter the output linearly (head, skip), one step is the exact ridge
 regression solution pulled toward the meta-learned head, i.e. Bayesian linear regression with a
-meta-learned prior mean (the head) and per-parameter prior precisions (``rates``), on meta-learned
+meta-learned prior mean (the head) and per-parameter prior precisions (``exp(rates)``: the rates hold
+log-precisions, so the outer optimiser can move them over decades), on meta-learned
 features (the body), in the spirit of ALPaCA (Harrison et al. 2018) and R2-D2 (Bertinetto et al. 2019).
 Meta-training differentiates through the solve, batched over tasks with ``vmap``.
 """
@@ -45,7 +46,7 @@ class GaussNewtonLoop(InnerLoop):
 
         residual = outputs(theta) - ys.reshape(-1)
         jac = jacrev(outputs)(theta)  # (k*out, p)
-        damping = torch.cat([rates[n].reshape(-1) for n in names]).abs() + MIN_DAMPING
+        damping = torch.cat([rates[n].reshape(-1) for n in names]).exp() + MIN_DAMPING
         hessian = jac.T @ jac + torch.diag(damping)
         delta = torch.linalg.solve(hessian, jac.T @ residual)
         if self.first_order:
@@ -58,7 +59,8 @@ class GaussNewtonLoop(InnerLoop):
 class RidgeHead(MetaLearner):
     """Meta-learned features + closed-form ridge head (see module docstring).
 
-    ``inner_lr`` is the initial prior precision (damping) of every adapted parameter; it is meta-learned.
+    ``inner_lr`` is the initial prior precision (damping) of every adapted parameter; its logarithm is
+    meta-learned per parameter entry.
     ``inner_steps`` Gauss-Newton steps are taken (1 is exact for a linear head).
     """
 
@@ -72,3 +74,8 @@ class RidgeHead(MetaLearner):
             raise ValueError("the ridge learner solves least-squares problems: use it with regression families")
         super().__init__(model, loss=loss, inner_lr=inner_lr, inner_steps=inner_steps, adapt=adapt)
         self.inner = GaussNewtonLoop(model, self.inner.loss, first_order=False)
+
+    def init_state(self):
+        state = super().init_state()
+        state["rates"] = {n: torch.full_like(r, math.log(self.inner_lr)) for n, r in state["rates"].items()}
+        return state

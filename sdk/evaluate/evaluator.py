@@ -1,0 +1,193 @@
+"""The meta-evaluator: one code path for regression and classification runs.
+
+For every setting (ways x shots) it draws held-out tasks from the family's evaluation split, lets the
+meta-learned model adapt after each requested number of inner steps, runs the baselines on the very
+same tasks, and reports per-task metrics as mean and 95% CI:
+
+- regression: MSE and RMSE in the family's physical units (the headline is the family's ``metric``);
+- classification: accuracy.
+
+Which baselines run depends on the task kind (:mod:`.baselines`): scratch and transfer networks and
+classic calibration for regression; nearest neighbour and pretrain-then-new-head for classification.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..train import Run, to_tensors
+from . import baselines
+from .stats import mean_ci
+
+
+@dataclass
+class EvalSettings:
+    """What to evaluate. ``queries`` is points per task for regression, samples per class for classification."""
+
+    tasks: int = 1000
+    shots: list[int] = field(default_factory=lambda: [5])
+    ways: list[int] = field(default_factory=list)
+    queries: int | None = None
+    steps: list[int] = field(default_factory=lambda: [0, 1, 5, 10])
+    baseline_shots: list[int] = field(default_factory=list)
+    baselines: bool = True
+    adam_steps: int = 100
+    adam_lr: float = 0.01
+    pretrain_steps: int = 2000
+    split: str | None = None
+    seed: int = 1234
+    chunk: int = 250
+    #: held-out tasks whose predictions are kept for plots (``report`` calibration curves)
+    keep_examples: int = 4
+
+    def __post_init__(self) -> None:
+        if isinstance(self.shots, int):
+            self.shots = [self.shots]
+        if self.tasks < 1 or not self.shots or min(self.shots) < 1:
+            raise ValueError("--tasks and every --shots value must be positive integers")
+        if not self.steps:
+            raise ValueError("--steps needs at least one step count, e.g. 0,1,5")
+
+
+class Rows:
+    """Per-task metric values per (method, ways, shots, steps), summarised as mean ± 95% CI."""
+
+    def __init__(self) -> None:
+        self.values: dict[tuple, dict[str, list[np.ndarray]]] = {}
+
+    def add(self, method: str, ways: int | None, shots: int, steps: int | None, metrics: dict[str, np.ndarray]) -> None:
+        slot = self.values.setdefault((method, ways, shots, steps), {})
+        for name, v in metrics.items():
+            slot.setdefault(name, []).append(np.asarray(v, dtype=np.float64))
+
+    def summary(self) -> list[dict[str, Any]]:
+        out = []
+        for (method, ways, shots, steps), metrics in self.values.items():
+            row: dict[str, Any] = {"method": method, "ways": ways, "shots": shots, "steps": steps}
+            for name, chunks in metrics.items():
+                v = np.concatenate(chunks)
+                row[name], row[f"{name}_ci"] = mean_ci(v)
+                row["tasks"] = int(v.size)
+            out.append(row)
+        return out
+
+
+def task_metrics(kind: str, pred: np.ndarray, target: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-task metrics; ``pred`` ``(T, q, out)`` values or logits, ``target`` ``(T, q, out)`` or labels ``(T, q)``."""
+    if kind == "classification":
+        return {"accuracy": (pred.argmax(-1) == target).mean(1)}
+    mse = ((pred.astype(np.float64) - target.astype(np.float64)) ** 2).reshape(len(pred), -1).mean(1)
+    return {"mse": mse, "rmse": np.sqrt(mse)}
+
+
+def evaluate(run: Run, settings: EvalSettings, progress: bool = False) -> dict[str, Any]:
+    """Evaluate ``run`` on held-out tasks; returns a JSON-able report (see :func:`format_table`)."""
+    fam, learner, norm, s = run.family, run.learner, run.normalizer, settings
+    if run.config.threads > 0:
+        torch.set_num_threads(run.config.threads)
+    kind = fam.task_kind
+    classification = kind == "classification"
+    split = s.split or getattr(fam, "eval_split", "test")
+    queries = s.queries or (15 if classification else 100)
+    ways_list: list[int | None] = (s.ways or [run.config.ways or fam.output_dim]) if classification else [None]
+    rng = np.random.default_rng(s.seed)
+    rows, notes, examples = Rows(), [], []
+    context = baselines.Context(run, s) if s.baselines else None
+    method = f"metaedge {learner.algo}"
+    bar = tqdm(total=s.tasks * len(ways_list) * len(s.shots), disable=not progress, desc=f"eval {fam.name}",
+               unit="task")
+    for ways in ways_list:
+        ways_kw = {"ways": ways} if classification else {}
+        runnable = learner.can_predict(ways)
+        if not runnable:
+            notes.append(f"{method} skipped for {ways}-way: its head has {learner.output_dim} outputs; "
+                         f"meta-train with --ways {ways} for that setting")
+        for shots in s.shots:
+            # regression: one draw serves the meta-learner (first `shots` points) and larger classic baselines
+            max_shots = shots if classification else max([shots, *s.baseline_shots])
+            done = 0
+            while done < s.tasks:
+                n = min(s.chunk, s.tasks - done)
+                batch = fam.sample_batch(rng, n, max_shots, queries, split=split, **ways_kw)
+                nb = norm.batch(batch)
+                xs, ys, xq, _ = to_tensors(nb)
+                xs, ys = xs[:, :shots], ys[:, :shots]
+                target = batch.y_query
+
+                def output(t: torch.Tensor) -> np.ndarray:
+                    a = t.detach().cpu().numpy()
+                    return a if classification else norm.y_inverse(a)
+
+                if runnable:
+                    preds = learner.predictions_after_steps(run.state, xs, ys, xq, sorted(set(s.steps)))
+                    for st, p in preds.items():
+                        rows.add(method, ways, shots, st, task_metrics(kind, output(p), target))
+                    if not examples and not classification:
+                        examples = _examples(batch, shots, output(preds[max(preds)]), s.keep_examples)
+                if context is not None:
+                    for label, kshots, steps, pred in context.predictions(batch, nb, shots, output):
+                        rows.add(label, ways, kshots, steps, task_metrics(kind, pred, target))
+                done += n
+                bar.update(n)
+    bar.close()
+    result = rows.summary()
+    return {
+        "family": fam.name,
+        "algo": learner.algo,
+        "run": str(run.path),
+        "task_kind": kind,
+        "metric": fam.metric,
+        "units": list(fam.output_units) if not classification else [],
+        "split": split,
+        "settings": asdict(s),
+        "rows": result,
+        "notes": notes,
+        "best_classic": _best_classic(result),
+        "examples": examples,
+    }
+
+
+def _examples(batch, shots: int, pred: np.ndarray, n: int) -> list[dict[str, Any]]:
+    """A few held-out regression tasks with their reference points and adapted predictions, for plots."""
+    out = []
+    for i in range(min(n, len(batch))):
+        out.append({"info": {k: v for k, v in batch.info[i].items() if isinstance(v, int | float | str)},
+                    "x_support": batch.x_support[i, :shots].tolist(), "y_support": batch.y_support[i, :shots].tolist(),
+                    "x_query": batch.x_query[i].tolist(), "y_query": batch.y_query[i].tolist(),
+                    "prediction": pred[i].tolist()})
+    return out
+
+
+def _best_classic(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per shot count, the classic least-squares polynomial with the lowest mean RMSE (degree picked in hindsight)."""
+    best: dict[int, dict[str, Any]] = {}
+    for r in rows:
+        if r["method"].startswith("classic LS polynomial") and (
+            r["shots"] not in best or r["rmse"] < best[r["shots"]]["rmse"]
+        ):
+            best[r["shots"]] = r
+    return [best[k] for k in sorted(best)]
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """Plain-text table of a report, one row per (method, ways, shots, steps)."""
+    metric = report["metric"]
+    unit = report["units"][0] if report["units"] and report["units"][0] else ""
+    scale = 100.0 if metric == "accuracy" else 1.0
+    label = "accuracy [%]" if metric == "accuracy" else metric.upper() + (
+        f" [{unit}{'^2' if metric == 'mse' else ''}]" if unit else "")
+    lines = [f"{report['family']} / {report['algo']} on split {report['split']!r}: {label}, mean ± 95% CI over tasks",
+             f"{'method':40s} {'ways':>4s} {'shots':>5s} {'steps':>5s} {label:>22s}"]
+    for r in report["rows"]:
+        ways = "-" if r["ways"] is None else str(r["ways"])
+        steps = "-" if r["steps"] is None else str(r["steps"])
+        shots = "-" if r["shots"] == 0 else str(r["shots"])
+        value, ci = r[metric] * scale, r[metric + "_ci"] * scale
+        lines.append(f"{r['method']:40s} {ways:>4s} {shots:>5s} {steps:>5s} {value:>12.4f} ± {ci:.4f}")
+    lines += [f"note: {n}" for n in report.get("notes", [])]
+    return "\n".join(lines)

@@ -1,0 +1,145 @@
+"""Report directories: ``report.json``, ``report.md`` and PNG plots of an evaluation.
+
+Plots: the headline metric against inner steps (adaptation curves) and against shots, and for
+regression families the calibration curves of a few held-out units with their reference points.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..tasks import TaskFamily
+from .evaluator import format_table
+
+
+def write_report(report: dict[str, Any], out: Path, family: TaskFamily | None = None) -> list[Path]:
+    """Write the report and its plots into ``out`` (created); returns the files written."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display needed
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = [out / "report.json", out / "report.md"]
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    plots = [_plot_steps(report, out / "steps.png"), _plot_shots(report, out / "shots.png")]
+    if report["task_kind"] == "regression" and report.get("examples"):
+        plots.append(_plot_calibration(report, out / "calibration.png", family))
+    written += [p for p in plots if p is not None]
+    (out / "report.md").write_text(_markdown(report, [p.name for p in plots if p is not None]))
+    return written
+
+
+def _label(report: dict[str, Any]) -> tuple[str, float]:
+    metric = report["metric"]
+    if metric == "accuracy":
+        return "accuracy [%]", 100.0
+    unit = report["units"][0] if report["units"] and report["units"][0] else ""
+    return f"{metric.upper()}" + (f" [{unit}{'^2' if metric == 'mse' else ''}]" if unit else ""), 1.0
+
+
+def _setting(r: dict[str, Any]) -> str:
+    return (f"{r['ways']}-way " if r["ways"] else "") + f"{r['shots']}-shot"
+
+
+def _plot_steps(report: dict[str, Any], path: Path) -> Path | None:
+    """Metric vs inner steps for every method evaluated at more than one step count."""
+    import matplotlib.pyplot as plt
+
+    label, scale = _label(report)
+    curves: dict[str, list[tuple[int, float, float]]] = {}
+    for r in report["rows"]:
+        if r["steps"] is not None:
+            curves.setdefault(f"{r['method']} ({_setting(r)})", []).append(
+                (r["steps"], r[report["metric"]] * scale, r[report["metric"] + "_ci"] * scale))
+    curves = {k: sorted(v) for k, v in curves.items() if len(v) > 1}
+    if not curves:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, pts in curves.items():
+        steps, mean, ci = (np.array(c) for c in zip(*pts))
+        style = "-o" if name.startswith("metaedge") else "--."
+        ax.errorbar(steps, mean, yerr=ci, fmt=style, capsize=3, label=name)
+    for r in report.get("best_classic", []):
+        ax.axhline(r["rmse"] if report["metric"] == "rmse" else r[report["metric"]], color="grey", lw=0.8, ls=":")
+        ax.annotate(f"best classic, {r['shots']} pts", (0, r[report["metric"]]), fontsize=7, color="grey")
+    ax.set_xlabel("inner steps")
+    ax.set_ylabel(label)
+    if report["metric"] != "accuracy":
+        ax.set_yscale("log")
+    ax.set_title(f"{report['family']} / {report['algo']}: adaptation curves")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _plot_shots(report: dict[str, Any], path: Path) -> Path | None:
+    """Metric vs shots per method (at each method's most-adapted step count)."""
+    import matplotlib.pyplot as plt
+
+    label, scale = _label(report)
+    best: dict[tuple[str, Any, int], dict[str, Any]] = {}
+    for r in report["rows"]:
+        key = (r["method"], r["ways"], r["shots"])
+        if r["shots"] and (key not in best or (r["steps"] or 0) > (best[key]["steps"] or 0)):
+            best[key] = r
+    series: dict[str, list[tuple[int, float, float]]] = {}
+    for (method, ways, shots), r in best.items():
+        name = method + (f" ({ways}-way)" if ways else "")
+        series.setdefault(name, []).append((shots, r[report["metric"]] * scale, r[report["metric"] + "_ci"] * scale))
+    series = {k: sorted(v) for k, v in series.items() if len(v) > 1}
+    if not series:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, pts in series.items():
+        shots, mean, ci = (np.array(c) for c in zip(*pts))
+        ax.errorbar(shots, mean, yerr=ci, fmt="-o" if name.startswith("metaedge") else "--.", capsize=3, label=name)
+    ax.set_xlabel("shots (support samples per class / reference points)")
+    ax.set_ylabel(label)
+    if report["metric"] != "accuracy":
+        ax.set_yscale("log")
+    ax.set_title(f"{report['family']} / {report['algo']}: {label} vs shots")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _plot_calibration(report: dict[str, Any], path: Path, family: TaskFamily | None) -> Path:
+    """Held-out units: truth and adapted prediction against the primary input, reference points marked."""
+    import matplotlib.pyplot as plt
+
+    examples = report["examples"]
+    primary = family.primary_input if family is not None else 0
+    fig, axes = plt.subplots(1, len(examples), figsize=(3.6 * len(examples), 3.4), squeeze=False)
+    for ax, ex in zip(axes[0], examples):
+        xq, yq, pred = np.array(ex["x_query"]), np.array(ex["y_query"]), np.array(ex["prediction"])
+        order = np.argsort(xq[:, primary])
+        ax.plot(xq[order, primary], yq[order, 0], ".", ms=3, color="grey", label="truth (query)")
+        ax.plot(xq[order, primary], pred[order, 0], "-" if xq.shape[1] == 1 else ".", ms=3, label="adapted model")
+        xs, ys = np.array(ex["x_support"]), np.array(ex["y_support"])
+        ax.plot(xs[:, primary], ys[:, 0], "o", mfc="none", ms=9, mew=2, color="C3", label="reference points")
+        if family is not None:
+            ax.set_xlabel(f"{family.input_names[primary]} [{family.input_units[primary]}]")
+            ax.set_ylabel(f"{family.output_names[0]} [{family.output_units[0]}]")
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(f"{report['family']}: held-out units adapted from {len(examples[0]['x_support'])} points")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _markdown(report: dict[str, Any], plots: list[str]) -> str:
+    lines = [f"# Evaluation of `{report['run']}`", "",
+             f"Family `{report['family']}`, learner `{report['algo']}`, split `{report['split']}`, "
+             f"{report['settings']['tasks']} held-out tasks per setting; mean ± 95% CI over tasks.", "",
+             "```", format_table(report), "```", ""]
+    lines += [f"![{p}]({p})" for p in plots]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,112 @@
+"""Classification: Conv4 / Conv1d learners, batch norm under vmap, ProtoNets, and the ridge head."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from metaedge.sdk.learners import make_learner
+from metaedge.sdk.learners.protonet import prototype_logits, prototypes
+from metaedge.sdk.models import build_model
+from metaedge.sdk.tasks import EpisodicFamily
+
+
+def _episodes(ways=3, shots=2, queries=2, tasks=3, shape=(1, 16, 16), seed=0, dtype=torch.float32):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(ways * 6, *shape)).astype(np.float32)
+    y = np.repeat(np.arange(ways), 6)
+    fam = EpisodicFamily({"train": (x, y)}, ways=ways)
+    b = fam.sample_batch(rng, tasks, shots, queries)
+    return tuple(torch.as_tensor(a) if a.dtype != np.float32 else torch.as_tensor(a, dtype=dtype)
+                 for a in (b.x_support, b.y_support, b.x_query, b.y_query))
+
+
+def _conv(out_dim=3, norm="batch", dtype=torch.float32, dims=2):
+    torch.manual_seed(0)
+    kind = "conv4" if dims == 2 else "conv1d"
+    return build_model({"kind": kind, "in_channels": 1, "out_dim": out_dim, "width": 4, "input_size": 16,
+                        "norm": norm}).to(dtype)
+
+
+@pytest.mark.parametrize("algo", ["maml", "fomaml", "metasgd", "anil"])
+def test_conv4_batch_norm_meta_gradients_match_the_loop(algo):
+    learner = make_learner(algo, _conv(), loss="cross_entropy", inner_lr=0.1, inner_steps=2)
+    assert learner.vmap_tasks == (algo == "fomaml")  # second order through BN: looped (known vmap issue)
+    state = learner.init_state()
+    batch = _episodes()
+    g_b, _ = learner.meta_gradient(state, *batch)
+    g_l, _ = learner.meta_gradient(state, *batch, batched=False)
+    for key in g_l:
+        for name in g_l[key]:
+            torch.testing.assert_close(g_b[key][name], g_l[key][name], atol=1e-5, rtol=1e-4)
+
+
+def test_conv4_second_order_meta_gradient_matches_finite_differences():
+    learner = make_learner("maml", _conv(dtype=torch.float64), loss="cross_entropy", inner_lr=0.1, inner_steps=1)
+    state = learner.init_state()
+    batch = _episodes(dtype=torch.float64)
+    grads, _ = learner.meta_gradient(state, *batch)
+
+    def objective(st):
+        return sum(learner.task_objective(st, *t) for t in zip(*batch)) / batch[0].shape[0]
+
+    eps = 1e-6
+    for name in ("body.0.weight", "body.1.weight", "head.bias"):
+        plus = {g: {n: t.clone() for n, t in d.items()} for g, d in state.items()}
+        minus = {g: {n: t.clone() for n, t in d.items()} for g, d in state.items()}
+        idx = (0,) * state["params"][name].dim()
+        plus["params"][name][idx] += eps
+        minus["params"][name][idx] -= eps
+        fd = (objective(plus) - objective(minus)) / (2 * eps)
+        assert grads["params"][name][idx].item() == pytest.approx(fd.item(), rel=1e-5, abs=1e-9), name
+
+
+def test_conv1d_group_norm_learner_runs_batched():
+    learner = make_learner("maml", _conv(norm="group", dims=1), loss="cross_entropy", inner_lr=0.1)
+    assert learner.vmap_tasks
+    batch = _episodes(shape=(1, 16))
+    grads, losses = learner.meta_gradient(learner.init_state(), *batch)
+    assert losses.shape == (3,) and torch.isfinite(grads["params"]["head.weight"]).all()
+
+
+def test_prototypes_and_logits_golden_values():
+    z = torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 4.0]])
+    labels = torch.tensor([0, 0, 1])
+    protos = prototypes(z, labels, 2)
+    torch.testing.assert_close(protos, torch.tensor([[1.0, 0.0], [0.0, 4.0]]))
+    logits = prototype_logits(torch.tensor([[1.0, 1.0]]), protos)
+    torch.testing.assert_close(logits, torch.tensor([[-1.0, -10.0]]))
+
+
+def test_protonet_trains_and_keeps_running_statistics():
+    model = _conv(out_dim=0)
+    learner = make_learner("protonet", model, loss="cross_entropy")
+    state = learner.init_state()
+    assert "buffers" in state and any("running_mean" in n for n in state["buffers"])
+    before = {n: b.clone() for n, b in state["buffers"].items()}
+    batch = _episodes()
+    grads, losses = learner.meta_gradient(state, *batch)
+    assert set(grads["params"]) == set(state["params"]) and losses.shape == (3,)
+    assert any(not torch.equal(before[n], state["buffers"][n]) for n in before)  # BN stats updated in place
+    preds = learner.predictions_after_steps(state, batch[0], batch[1], batch[2], [0, 5])
+    assert preds[0].shape == (3, 6, 3) and torch.equal(preds[0], preds[5])
+    assert learner.can_predict(20)
+
+
+def test_protonet_refuses_regression():
+    with pytest.raises(ValueError, match="classification"):
+        make_learner("protonet", _conv(out_dim=0), loss="mse")
+
+
+def test_ridge_head_is_exact_least_squares_for_a_linear_model():
+    """With a linear model, one Gauss-Newton step with tiny damping is ordinary least squares."""
+    torch.manual_seed(0)
+    model = build_model({"kind": "mlp", "in_dim": 2, "out_dim": 1, "hidden": [], "activation": "relu"})
+    learner = make_learner("ridge", model, inner_lr=1e-9, inner_steps=1)
+    state = learner.init_state()
+    xs = torch.randn(1, 6, 2)
+    ys = xs @ torch.tensor([[2.0], [-1.0]]) + 0.5
+    fast = learner.adapt_batch(state, xs, ys, 1)[1]
+    torch.testing.assert_close(fast["head.weight"][0], torch.tensor([[2.0, -1.0]]), atol=1e-4, rtol=0)
+    torch.testing.assert_close(fast["head.bias"][0], torch.tensor([0.5]), atol=1e-4, rtol=0)

@@ -47,7 +47,9 @@ class Context:
     def __init__(self, run: Run, settings: EvalSettings) -> None:
         self.run, self.s = run, settings
         self.kind = run.family.task_kind
+        # baselines train with plain SGD / Adam whatever the learner's own inner loop is
         if self.kind == "regression":
+            self.sgd = InnerLoop(run.learner.model, get_loss("mse"))
             self.transfer = _pretrain_regression(run, settings.pretrain_steps)
             self.scratch = fresh_init(run.learner.model, settings.seed)
         else:
@@ -76,7 +78,7 @@ class Context:
             yield f"formula {name}", 0, None, np.stack([formula(x) for x in batch.x_query])
 
     def _finetune(self, name, init, xs, ys, xq, output) -> Iterator[Prediction]:
-        inner, s = self.run.learner.inner, self.s
+        inner, s = self.sgd, self.s
         rates = {k: torch.tensor(self.run.learner.inner_lr) for k in init}
         fwd = vmap(inner.forward, in_dims=(0, None, 0))
         with torch.no_grad():
@@ -119,7 +121,8 @@ def _pretrain_regression(run: Run, steps: int):
         return torch.cat([xs, xq], 1).flatten(0, 1), torch.cat([ys, yq], 1).flatten(0, 1)
 
     init = fresh_init(run.learner.model, cfg.seed + 1)
-    return pretrain(run.learner.inner, init, sample, steps, cache=run.path / "transfer.safetensors")
+    sgd = InnerLoop(run.learner.model, get_loss("mse"))
+    return pretrain(sgd, init, sample, steps, cache=run.path / "transfer.safetensors")
 
 
 def _pretrain_classifier(run: Run, steps: int, batch_size: int = 64) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -93,7 +93,7 @@ def evaluate(run: Run, settings: EvalSettings, progress: bool = False) -> dict[s
     kind = fam.task_kind
     classification = kind == "classification"
     split = s.split or getattr(fam, "eval_split", "test")
-    queries = s.queries or (15 if classification else 100)
+    queries = s.queries or _default_queries(fam, split, max(s.shots))
     ways_list: list[int | None] = (s.ways or [run.config.ways or fam.output_dim]) if classification else [None]
     rng = np.random.default_rng(s.seed)
     rows, notes, examples = Rows(), [], []
@@ -150,6 +150,14 @@ def evaluate(run: Run, settings: EvalSettings, progress: bool = False) -> dict[s
         "best_classic": _best_classic(result),
         "examples": examples,
     }
+
+
+def _default_queries(fam, split: str, shots: int) -> int:
+    """100 points per regression task; 15 per class for classification, fewer where classes are small."""
+    if fam.task_kind != "classification":
+        return 100
+    counts = getattr(fam, "class_counts", lambda _: {})(split)
+    return max(1, min(15, min(counts.values()) - shots)) if counts else 15
 
 
 def _examples(batch, shots: int, pred: np.ndarray, n: int) -> list[dict[str, Any]]:

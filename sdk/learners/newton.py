@@ -47,8 +47,11 @@ class GaussNewtonLoop(InnerLoop):
         residual = outputs(theta) - ys.reshape(-1)
         jac = jacrev(outputs)(theta)  # (k*out, p)
         damping = torch.cat([rates[n].reshape(-1) for n in names]).exp() + MIN_DAMPING
-        hessian = jac.T @ jac + torch.diag(damping)
-        delta = torch.linalg.solve(hessian, jac.T @ residual)
+        # The normal equations square the condition number: form and solve them in float64, or a
+        # float32 solve alone costs ~1e-3 relative accuracy on a 3-point calibration (measured).
+        j64, r64 = jac.double(), residual.double()
+        hessian = j64.T @ j64 + torch.diag(damping.double())
+        delta = torch.linalg.solve(hessian, j64.T @ r64).to(theta.dtype)
         if self.first_order:
             delta = delta.detach()
         new = theta - delta

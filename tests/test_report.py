@@ -1,0 +1,79 @@
+"""Classification evaluation end to end, and report directories with plots."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from metaedge.sdk.evaluate import EvalSettings, evaluate
+from metaedge.sdk.evaluate.report import write_report
+from metaedge.sdk.tasks import EpisodicFamily, register_family
+from metaedge.sdk.train import Run, TrainConfig, train
+
+
+class Blobs(EpisodicFamily):
+    """Gaussian blobs as 1x16 'time series', 12 train classes and 8 test classes (split by class)."""
+
+    name = "test-blobs"
+
+    def __init__(self, ways: int = 3):
+        rng = np.random.default_rng(0)
+        centres = rng.normal(size=(20, 1, 16)).astype(np.float32)
+        y = np.repeat(np.arange(20), 10)
+        x = centres[y] + 0.3 * rng.normal(size=(200, 1, 16)).astype(np.float32)
+        train_rows, test_rows = y < 12, y >= 12
+        super().__init__({"train": (x[train_rows], y[train_rows]), "test": (x[test_rows], y[test_rows])}, ways=ways)
+
+
+register_family("test-blobs", Blobs)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cls")
+    common = dict(family="test-blobs", shots=2, queries=3, meta_batch=4, iterations=15, width=8, log_every=5,
+                  checkpoint_every=15, inner_lr=0.1)
+    proto = train(TrainConfig(algo="protonet", **common), root / "proto", progress=False)
+    maml = train(TrainConfig(algo="fomaml", ways=3, **common), root / "maml", progress=False)
+    return Run.load(proto), Run.load(maml)
+
+
+def test_classification_report_rows_and_skips(runs, tmp_path):
+    proto, maml = runs
+    settings = EvalSettings(tasks=12, shots=[1, 2], ways=[3, 5], steps=[0, 2], pretrain_steps=10, adam_steps=5,
+                            chunk=5)
+    report = evaluate(proto, settings)
+    methods = {(r["method"], r["ways"], r["shots"]) for r in report["rows"]}
+    for ways in (3, 5):
+        for shots in (1, 2):
+            assert ("metaedge protonet", ways, shots) in methods
+            assert ("nearest neighbour (raw inputs)", ways, shots) in methods
+            assert ("transfer (pretrained, new head)", ways, shots) in methods
+    assert all(0 <= r["accuracy"] <= 1 for r in report["rows"])
+    assert report["split"] == "test" and report["metric"] == "accuracy"
+    nn_row = next(r for r in report["rows"] if r["method"].startswith("nearest") and r["ways"] == 3)
+    assert nn_row["accuracy"] > 0.8  # well-separated blobs: raw 1-NN is nearly perfect
+
+    maml_report = evaluate(maml, settings)
+    assert any("skipped for 5-way" in n for n in maml_report["notes"])
+    assert {r["steps"] for r in maml_report["rows"] if r["method"] == "metaedge fomaml"} == {0, 2}
+
+    files = write_report(report, tmp_path / "rep")
+    names = {p.name for p in files}
+    assert {"report.json", "report.md", "steps.png", "shots.png"} <= names or {"report.json", "report.md",
+                                                                                "shots.png"} <= names
+    assert json.loads((tmp_path / "rep" / "report.json").read_text())["family"] == "test-blobs"
+    assert (tmp_path / "rep" / "shots.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_regression_report_has_calibration_plot(tmp_path):
+    out = train(TrainConfig(family="sensor-pressure", algo="ridge", shots=3, queries=5, meta_batch=4, iterations=5,
+                            hidden=[8], skip=True, inner_lr=0.1), tmp_path / "p", progress=False)
+    run = Run.load(out)
+    report = evaluate(run, EvalSettings(tasks=8, shots=[3], steps=[0, 1], baseline_shots=[10], pretrain_steps=5,
+                                        adam_steps=3))
+    files = {p.name for p in write_report(report, tmp_path / "rep", run.family)}
+    assert {"calibration.png", "steps.png", "report.md"} <= files
+    assert "classic LS multilinear" in (tmp_path / "rep" / "report.md").read_text()

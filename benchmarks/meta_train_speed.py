@@ -93,7 +93,8 @@ class Ours:
 
     name = "ours"
 
-    def __init__(self, pool: dict[str, np.ndarray], weights: dict[str, torch.Tensor]) -> None:
+    def __init__(self, pool: dict[str, np.ndarray], weights: dict[str, torch.Tensor], compile: bool = False) -> None:
+        self.compile = compile
         self.data = tuple(torch.from_numpy(pool[k]) for k in ("xs", "ys", "xq", "yq"))
         self.weights = weights
         self.pool = int(pool["xs"].shape[0])
@@ -113,10 +114,12 @@ class Ours:
         optimizer = torch.optim.Adam(trainable, lr=META_LR)
         xs_all, ys_all, xq_all, yq_all = self.data
         self.state, self.it = state, 0
+        # --compile: the trainer's TrainConfig(compile=True) path; the warm-up iterations absorb the compile
+        meta_gradient = torch.compile(learner.meta_gradient, dynamic=False) if self.compile else learner.meta_gradient
 
         def step(b: int) -> float:
             xs, ys, xq, yq = xs_all[b], ys_all[b], xq_all[b], yq_all[b]
-            grads, losses = learner.meta_gradient(state, xs, ys, xq, yq, denominator=META_BATCH)
+            grads, losses = meta_gradient(state, xs, ys, xq, yq, denominator=META_BATCH)
             flat = [grads[key][n] for key in learner.trainable_keys() for n in state[key]]
             for p, g in zip(trainable, flat, strict=True):
                 p.grad = g
@@ -310,6 +313,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "query losses (examples/maml_sine.py)",
     )
     p.add_argument("--no-ref", action="store_true", help="skip the plain-PyTorch reference column")
+    p.add_argument("--compile", action="store_true", help="ours with torch.compile (TrainConfig compile=True)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "meta_train_speed.json"))
     args = p.parse_args(argv)
     if args.quick:
@@ -402,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
         np.savez(files["data"], **pool)
         np.savez(files["weights"], **{f"w{i}": w.numpy() for i, w in enumerate(weights.values())})
 
-        contenders: list[Contender] = [Ours(pool, weights)]
+        contenders: list[Contender] = [Ours(pool, weights, compile=args.compile)]
         if l2l_python is not None:
             l2l = WorkerContender("l2l", "l2l", str(l2l_python), files, args.l2l_loop, Path(tmp) / "l2l.log")
             contenders.append(l2l)

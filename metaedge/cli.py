@@ -120,6 +120,8 @@ def families() -> None:
 @click.option("--adapt", help="Which parameters adapt: all, head, biases or glob patterns. [all; head for anil]")
 @click.option("--seed", type=int, help="Seed for initialisation and task sampling. [default: 0]")
 @click.option("--device", help="torch device, e.g. cpu or cuda. [default: cpu]")
+@click.option("--compile/--no-compile", "compile_", default=None,
+              help="torch.compile the meta-gradient: much faster for small models after a 15-40 s compile.")
 @click.option("--threads", type=int, help="CPU threads for torch (0 = torch's default). [default: 1]")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run directory.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
@@ -137,6 +139,7 @@ def train(config_path: Path | None, family_options: tuple[str, ...], out: Path, 
     data: dict[str, Any] = _read_config(config_path) if config_path else {}
     if resume and not config_path and (out / "config.json").is_file():
         data = json.loads((out / "config.json").read_text())["train"]
+    options["compile"] = options.pop("compile_")
     for key, value in options.items():
         if value is not None:
             data[key] = value

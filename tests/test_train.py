@@ -90,3 +90,13 @@ def test_two_processes_equal_one(tmp_path):
     w1, w2 = _weights(tmp_path / "one"), _weights(tmp_path / "two")
     for k in w1:
         assert (w1[k] - w2[k]).abs().max().item() < 1e-5, k
+
+
+@pytest.mark.slow
+def test_compiled_meta_gradient_matches_eager(tmp_path, recwarn):
+    eager = train(_cfg(iterations=6, log_every=2), tmp_path / "eager", progress=False)
+    compiled = train(_cfg(iterations=6, log_every=2, compile=True), tmp_path / "compiled", progress=False)
+    assert not [w for w in recwarn if "torch.compile failed" in str(w.message)]  # really compiled
+    we, wc = _weights(eager), _weights(compiled)
+    for k in we:
+        assert (we[k] - wc[k]).abs().max().item() < 1e-5, k

@@ -93,7 +93,17 @@ def main() -> None:
         pooled = float(np.sqrt(np.concatenate(sq[(m, k)]).mean()))
         rows.append({"method": m, "shots": k, "rmse": mean, "rmse_ci": ci, "pooled_rmse": pooled, "tasks": len(errs)})
         print(f"{m:28s} {k:3d} {mean:9.3f} ± {ci:.3f} {pooled:8.3f}")
-    print(f"written to {write_result('purpleair', {'folds': FOLDS, 'draws': args.draws, 'rows': rows})}")
+    # The methods are scored on the very same (unit, draw) tasks, so paired differences are the sharp test.
+    paired = []
+    print("\npaired difference, meta-learned minus baseline (negative = meta-learned better), mean ± 95% CI")
+    for k in shots_list:
+        ours = np.array(errors[(methods[0], k)])
+        for m in methods[1:]:
+            diff, ci = mean_ci(ours - np.array(errors[(m, k)]))
+            paired.append({"baseline": m, "shots": k, "rmse_difference": diff, "ci": ci})
+            print(f"k={k:2d} vs {m:26s} {diff:+.3f} ± {ci:.3f}")
+    result = {"folds": FOLDS, "draws": args.draws, "algo": args.algo, "rows": rows, "paired": paired}
+    print(f"written to {write_result('purpleair', result)}")
 
 
 if __name__ == "__main__":

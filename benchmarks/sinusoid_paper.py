@@ -41,14 +41,20 @@ def main() -> None:
         path, wall = train_or_resume(cfg, args.runs / algo)
         report = evaluate(Run.load(path), EvalSettings(tasks=args.tasks, shots=5, steps=[0, 1, 5, 10]))
         print(format_table(report))
-        ours = {r["steps"]: (r["mse"], r["mse_ci"]) for r in report["rows"] if r["method"].startswith("metaedge")}
-        results[algo] = {"train_wall_seconds": wall, "mse": ours, "report": report}
+        ours = {r["steps"]: (r["mse"], r["mse_ci"]) for r in report["rows"] if r["method"] == f"metaedge {algo}"}
+        guarded = {r["steps"]: (r["mse"], r["mse_ci"]) for r in report["rows"]
+                   if r["method"] == f"metaedge {algo} (guarded)"}
+        results[algo] = {"train_wall_seconds": wall, "mse": ours, "mse_guarded": {**ours, **guarded},
+                         "report": report}
     print(f"\n5-shot MSE on {args.tasks} new tasks (paper MAML: 0.67 / 0.38 / 0.35 after 1 / 5 / 10 steps)")
-    print(f"{'algo':10s} {'1 step':>16s} {'5 steps':>16s} {'10 steps':>16s} {'train wall':>12s}")
+    print(f"{'algo':16s} {'1 step':>16s} {'5 steps':>16s} {'10 steps':>16s} {'train wall':>12s}")
     for algo, r in results.items():
-        cells = " ".join(f"{r['mse'][s][0]:8.3f} ± {r['mse'][s][1]:.3f}" for s in (1, 5, 10))
-        beat = all(r["mse"][s][0] <= PAPER[s] for s in PAPER)
-        print(f"{algo:10s} {cells} {r['train_wall_seconds']:10.0f} s  {'<= paper' if beat else '> paper'}")
+        for kind in ("mse", "mse_guarded"):
+            cells = " ".join(f"{r[kind][s][0]:8.3f} ± {r[kind][s][1]:.3f}" for s in (1, 5, 10))
+            beat = all(r[kind][s][0] <= PAPER[s] for s in PAPER)
+            name = algo + (" guarded" if kind == "mse_guarded" else "")
+            print(f"{name:16s} {cells} {r['train_wall_seconds']:10.0f} s  {'<= paper' if beat else '> paper'}")
+    print("guarded: a step that raises the support loss is rejected, as the on-device runtime does")
     print(f"written to {write_result('sinusoid_paper', {'iterations': args.iterations, 'results': results})}")
 
 

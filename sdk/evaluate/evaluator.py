@@ -129,6 +129,12 @@ def evaluate(run: Run, settings: EvalSettings, progress: bool = False) -> dict[s
                         rows.add(method, ways, shots, st, task_metrics(kind, output(p), target))
                     if not examples and not classification:
                         examples = _examples(batch, shots, output(preds[max(preds)]), s.keep_examples)
+                    beyond = sorted(st for st in s.steps if st > learner.inner_steps)
+                    if beyond and learner.algo != "protonet":
+                        # past the trained step count learned rates may diverge; the device guards against it
+                        guarded = learner.predictions_after_steps(run.state, xs, ys, xq, beyond, guard=True)
+                        for st, p in guarded.items():
+                            rows.add(f"{method} (guarded)", ways, shots, st, task_metrics(kind, output(p), target))
                 if context is not None:
                     for label, kshots, steps, pred in context.predictions(batch, nb, shots, output):
                         rows.add(label, ways, kshots, steps, task_metrics(kind, pred, target))

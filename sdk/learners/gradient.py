@@ -154,26 +154,39 @@ class MetaLearner:
 
     # --- adaptation for evaluation ---------------------------------------------------------------
     def adapt_batch(
-        self, state: MetaState, xs: torch.Tensor, ys: torch.Tensor, steps: int, rates: Params | None = None
+        self,
+        state: MetaState,
+        xs: torch.Tensor,
+        ys: torch.Tensor,
+        steps: int,
+        rates: Params | None = None,
+        guard: bool = False,
     ) -> list[Params]:
         """Adapted fast parameters for each task after 0..``steps`` steps, batched over tasks.
 
-        Returns a list of ``steps + 1`` dicts whose tensors have a leading task axis ``T``.
+        Returns a list of ``steps + 1`` dicts whose tensors have a leading task axis ``T``. ``guard``
+        rejects steps that raise the support loss, as the device runtime does.
         """
         fast, frozen = self.split(state["params"])
         rates = state["rates"] if rates is None else rates
 
         def one(xs_t: torch.Tensor, ys_t: torch.Tensor) -> list[Params]:
-            return self.inner.adapt_trajectory(fast, frozen, rates, xs_t, ys_t, steps)
+            return self.inner.adapt_trajectory(fast, frozen, rates, xs_t, ys_t, steps, guard=guard)
 
         with torch.no_grad():
             return vmap(one)(xs, ys)
 
     def predictions_after_steps(
-        self, state: MetaState, xs: torch.Tensor, ys: torch.Tensor, xq: torch.Tensor, steps: list[int]
+        self,
+        state: MetaState,
+        xs: torch.Tensor,
+        ys: torch.Tensor,
+        xq: torch.Tensor,
+        steps: list[int],
+        guard: bool = False,
     ) -> dict[int, torch.Tensor]:
         """Query outputs ``(T, q, out)`` after each step count in ``steps``, batched over tasks."""
-        traj = self.adapt_batch(state, xs, ys, max(steps))
+        traj = self.adapt_batch(state, xs, ys, max(steps), guard=guard)
         return {st: self.predict_batch(state, traj[st], xq) for st in steps}
 
     def predict_batch(self, state: MetaState, fast: Params, x: torch.Tensor) -> torch.Tensor:

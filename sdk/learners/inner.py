@@ -60,11 +60,30 @@ class InnerLoop:
         return fast
 
     def adapt_trajectory(
-        self, fast: Params, frozen: Params, rates: Params, xs: torch.Tensor, ys: torch.Tensor, steps: int
+        self,
+        fast: Params,
+        frozen: Params,
+        rates: Params,
+        xs: torch.Tensor,
+        ys: torch.Tensor,
+        steps: int,
+        guard: bool = False,
     ) -> list[Params]:
-        """Adapted parameters after 0, 1, ..., ``steps`` updates (``steps + 1`` entries)."""
+        """Adapted parameters after 0, 1, ..., ``steps`` updates (``steps + 1`` entries).
+
+        With ``guard``, a step that raises the support loss (or makes it non-finite) is rejected and the
+        parameters stay where they were: what the on-device runtime does. Written with ``torch.where`` so
+        it batches under ``vmap``.
+        """
         out = [fast]
+        loss = self.support_loss(fast, frozen, xs, ys) if guard else None
         for _ in range(steps):
-            fast, _ = self.step(fast, frozen, rates, xs, ys)
+            new, _ = self.step(fast, frozen, rates, xs, ys)
+            if guard:
+                new_loss = self.support_loss(new, frozen, xs, ys)
+                keep = torch.isfinite(new_loss) & (new_loss <= loss)
+                new = {k: torch.where(keep, new[k], fast[k]) for k in fast}
+                loss = torch.where(keep, new_loss, loss)
+            fast = new
             out.append(fast)
         return out

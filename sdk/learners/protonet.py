@@ -85,7 +85,7 @@ class ProtoNet(MetaLearner):
         grads = torch.autograd.grad(losses.sum() / denominator, list(params.values()))
         return {"params": dict(zip(params, grads))}, losses.detach()
 
-    def predictions_after_steps(self, state, xs, ys, xq, steps):
+    def predictions_after_steps(self, state, xs, ys, xq, steps, guard: bool = False):
         """Prototype logits ``(T, q, ways)``; identical for every step count (there is no inner loop)."""
         with torch.no_grad():
             logits = torch.stack([self.episode_logits(state, a, b, c) for a, b, c in zip(xs, ys, xq)])

@@ -11,10 +11,10 @@ from metaedge.sdk.models import MLP
 ALGOS = sorted(a for a in ALGORITHMS if a != "protonet")  # protonet: see test_classification_learners
 
 
-def _learner(algo: str, dtype=torch.float32, steps: int = 2, **kw):
+def _learner(algo: str, dtype=torch.float32, steps: int = 2, inner_lr: float = 0.05, **kw):
     torch.manual_seed(0)
     model = MLP(1, 1, (16, 16), activation="tanh").to(dtype)
-    return make_learner(algo, model, inner_lr=0.05, inner_steps=steps, **kw)
+    return make_learner(algo, model, inner_lr=inner_lr, inner_steps=steps, **kw)
 
 
 @pytest.mark.parametrize("algo", ALGOS)
@@ -120,3 +120,20 @@ def test_adapt_spec_that_selects_nothing_is_an_error():
 def test_unknown_algorithm_is_an_error():
     with pytest.raises(ValueError, match="unknown meta-learning algorithm"):
         make_learner("mamlx", MLP(1, 1))
+
+
+def test_guarded_adaptation_never_raises_the_support_loss(sinusoid_batch):
+    learner = _learner("maml", inner_lr=5.0)  # a rate far too large: plain steps diverge
+    state = learner.init_state()
+    xs, ys = sinusoid_batch[0], sinusoid_batch[1]
+    fast, frozen = learner.split(state["params"])
+
+    def losses(traj):
+        return [torch.stack([learner.inner.support_loss({k: v[t] for k, v in p.items()}, frozen, xs[t], ys[t])
+                             for t in range(len(xs))]) for p in traj]
+
+    plain = losses(learner.adapt_batch(state, xs, ys, 4))
+    guarded = losses(learner.adapt_batch(state, xs, ys, 4, guard=True))
+    assert (plain[-1] > plain[0]).any()
+    for before, after in zip(guarded, guarded[1:]):
+        assert (after <= before + 1e-6).all()

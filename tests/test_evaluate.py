@@ -59,6 +59,12 @@ def test_report_has_every_method_with_cis(tiny_run):
     assert (tiny_run.path / "transfer.safetensors").is_file()  # pretrained baseline is cached
     text = format_table(report)
     assert "RMSE [degC]" in text and "classic 2-point linear" in text
+    paired = {(p["method"], p["shots"]): p for p in report["paired"]}
+    assert ("classic 2-point linear", 10) in paired and "paired difference" in text
+    rows = {(r["method"], r["shots"], r["steps"]): r for r in report["rows"]}
+    # the mean of paired differences equals the difference of means (same tasks, same order)
+    ref = rows[("metaedge metasgd", 3, 2)]["rmse"] - rows[("classic 2-point linear", 10, None)]["rmse"]
+    assert paired[("classic 2-point linear", 10)]["difference"] == pytest.approx(ref)
 
 
 def test_report_is_deterministic_for_a_seed(tiny_run):

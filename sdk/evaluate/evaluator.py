@@ -57,13 +57,39 @@ class EvalSettings:
 class Rows:
     """Per-task metric values per (method, ways, shots, steps), summarised as mean ± 95% CI."""
 
-    def __init__(self) -> None:
+    def __init__(self, headline: str) -> None:
+        self.headline = headline
         self.values: dict[tuple, dict[str, list[np.ndarray]]] = {}
+        #: per (ways, setting shots): the headline metric per task of every row, in task order, for pairing
+        self.by_setting: dict[tuple, dict[tuple, list[np.ndarray]]] = {}
 
-    def add(self, method: str, ways: int | None, shots: int, steps: int | None, metrics: dict[str, np.ndarray]) -> None:
+    def add(self, method: str, ways: int | None, shots: int, steps: int | None, metrics: dict[str, np.ndarray],
+            setting: int | None = None) -> None:
         slot = self.values.setdefault((method, ways, shots, steps), {})
         for name, v in metrics.items():
             slot.setdefault(name, []).append(np.asarray(v, dtype=np.float64))
+        same_tasks = self.by_setting.setdefault((ways, shots if setting is None else setting), {})
+        same_tasks.setdefault((method, shots, steps), []).append(np.asarray(metrics[self.headline], np.float64))
+
+    def paired(self, reference: str, ref_steps: int) -> list[dict[str, Any]]:
+        """Per setting, ``reference`` (at ``ref_steps``) minus every other method on the very same tasks.
+
+        Paired differences are far sharper than comparing two CIs: task difficulty cancels out.
+        """
+        out = []
+        for (ways, setting), rows in self.by_setting.items():
+            ref = rows.get((reference, setting, ref_steps))
+            if ref is None:
+                continue
+            ref_v = np.concatenate(ref)
+            for (method, shots, steps), chunks in rows.items():
+                if method == reference:
+                    continue
+                diff, ci = mean_ci(ref_v - np.concatenate(chunks))
+                out.append({"reference": reference, "reference_steps": ref_steps, "method": method, "ways": ways,
+                            "setting_shots": setting, "shots": shots, "steps": steps, "metric": self.headline,
+                            "difference": diff, "difference_ci": ci})
+        return out
 
     def summary(self) -> list[dict[str, Any]]:
         out = []
@@ -96,7 +122,7 @@ def evaluate(run: Run, settings: EvalSettings, progress: bool = False) -> dict[s
     queries = s.queries or _default_queries(fam, split, max(s.shots))
     ways_list: list[int | None] = (s.ways or [run.config.ways or fam.output_dim]) if classification else [None]
     rng = np.random.default_rng(s.seed)
-    rows, notes, examples = Rows(), [], []
+    rows, notes, examples = Rows(fam.metric), [], []
     context = baselines.Context(run, s) if s.baselines else None
     method = f"metaedge {learner.algo}"
     bar = tqdm(total=s.tasks * len(ways_list) * len(s.shots), disable=not progress, desc=f"eval {fam.name}",
@@ -134,14 +160,16 @@ def evaluate(run: Run, settings: EvalSettings, progress: bool = False) -> dict[s
                         # past the trained step count learned rates may diverge; the device guards against it
                         guarded = learner.predictions_after_steps(run.state, xs, ys, xq, beyond, guard=True)
                         for st, p in guarded.items():
-                            rows.add(f"{method} (guarded)", ways, shots, st, task_metrics(kind, output(p), target))
+                            rows.add(f"{method} (guarded)", ways, shots, st, task_metrics(kind, output(p), target),
+                                     setting=shots)
                 if context is not None:
                     for label, kshots, steps, pred in context.predictions(batch, nb, shots, output):
-                        rows.add(label, ways, kshots, steps, task_metrics(kind, pred, target))
+                        rows.add(label, ways, kshots, steps, task_metrics(kind, pred, target), setting=shots)
                 done += n
                 bar.update(n)
     bar.close()
     result = rows.summary()
+    ref_steps = learner.inner_steps if learner.inner_steps in s.steps else max(s.steps)
     return {
         "family": fam.name,
         "algo": learner.algo,
@@ -153,6 +181,7 @@ def evaluate(run: Run, settings: EvalSettings, progress: bool = False) -> dict[s
         "settings": asdict(s),
         "rows": result,
         "notes": notes,
+        "paired": rows.paired(method, ref_steps),
         "best_classic": _best_classic(result),
         "examples": examples,
     }
@@ -203,5 +232,16 @@ def format_table(report: dict[str, Any]) -> str:
         shots = "-" if r["shots"] == 0 else str(r["shots"])
         value, ci = r[metric] * scale, r[metric + "_ci"] * scale
         lines.append(f"{r['method']:40s} {ways:>4s} {shots:>5s} {steps:>5s} {value:>12.4f} ± {ci:.4f}")
+    paired = report.get("paired", [])
+    if paired:
+        ref = paired[0]
+        lines.append(f"paired difference on the same tasks: {ref['reference']} ({ref['reference_steps']} steps) minus "
+                     f"method ({'negative' if metric != 'accuracy' else 'positive'} = meta-learned better)")
+        for p in paired:
+            ways = "-" if p["ways"] is None else str(p["ways"])
+            steps = "-" if p["steps"] is None else str(p["steps"])
+            shots = "-" if p["shots"] == 0 else str(p["shots"])
+            lines.append(f"  {p['method']:38s} {ways:>4s} {shots:>5s} {steps:>5s} "
+                         f"{p['difference'] * scale:>+12.4f} ± {p['difference_ci'] * scale:.4f}")
     lines += [f"note: {n}" for n in report.get("notes", [])]
     return "\n".join(lines)

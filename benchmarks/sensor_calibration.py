@@ -83,8 +83,8 @@ def main() -> None:
         print(f"{name:9s} {unit:5s} {text}  {'met' if met else 'NOT met'}")
         print(f"{'':15s} classic 3 pts = {h['classic_3pt']['method']}; 10 pts = {h['classic_10pt']['method']}")
         for key in ("classic_3pt", "classic_poly_10pt", "classic_10pt"):
-            p = next(x for x in r["report"]["paired"] if x["method"] == h[key]["method"] and x["shots"] == h[key]["shots"]
-                     and x["steps"] is None)
+            m, k = h[key]["method"], h[key]["shots"]
+            p = next(x for x in r["report"]["paired"] if x["method"] == m and x["shots"] == k and x["steps"] is None)
             print(f"{'':15s} paired, meta minus {p['method']} ({p['shots']} pts): "
                   f"{p['difference']:+.4f} ± {p['difference_ci']:.4f}")
         for key in ("physics_3pt", "physics_10pt"):

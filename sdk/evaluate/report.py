@@ -45,70 +45,64 @@ def _setting(r: dict[str, Any]) -> str:
     return (f"{r['ways']}-way " if r["ways"] else "") + f"{r['shots']}-shot"
 
 
-def _plot_steps(report: dict[str, Any], path: Path) -> Path | None:
-    """Metric vs inner steps for every method evaluated at more than one step count."""
+Series = dict[str, list[tuple[int, float, float]]]
+
+
+def _plot_series(report: dict[str, Any], series: Series, xlabel: str, title: str, path: Path,
+                 hlines: list[tuple[float, str]] = ()) -> Path | None:
+    """Error-bar lines ``{name: [(x, mean, ci)]}`` (names with one point are dropped); None if nothing is left."""
     import matplotlib.pyplot as plt
 
-    label, scale = _label(report)
-    curves: dict[str, list[tuple[int, float, float]]] = {}
-    for r in report["rows"]:
-        if r["steps"] is not None:
-            curves.setdefault(f"{r['method']} ({_setting(r)})", []).append(
-                (r["steps"], r[report["metric"]] * scale, r[report["metric"] + "_ci"] * scale))
-    curves = {k: sorted(v) for k, v in curves.items() if len(v) > 1}
-    if not curves:
-        return None
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, pts in curves.items():
-        steps, mean, ci = (np.array(c) for c in zip(*pts))
-        style = "-o" if name.startswith("metaedge") else "--."
-        ax.errorbar(steps, mean, yerr=ci, fmt=style, capsize=3, label=name)
-    for r in report.get("best_classic", []):
-        ax.axhline(r["rmse"] if report["metric"] == "rmse" else r[report["metric"]], color="grey", lw=0.8, ls=":")
-        ax.annotate(f"best classic, {r['shots']} pts", (0, r[report["metric"]]), fontsize=7, color="grey")
-    ax.set_xlabel("inner steps")
-    ax.set_ylabel(label)
-    if report["metric"] != "accuracy":
-        ax.set_yscale("log")
-    ax.set_title(f"{report['family']} / {report['algo']}: adaptation curves")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
-def _plot_shots(report: dict[str, Any], path: Path) -> Path | None:
-    """Metric vs shots per method (at each method's most-adapted step count)."""
-    import matplotlib.pyplot as plt
-
-    label, scale = _label(report)
-    best: dict[tuple[str, Any, int], dict[str, Any]] = {}
-    for r in report["rows"]:
-        key = (r["method"], r["ways"], r["shots"])
-        if r["shots"] and (key not in best or (r["steps"] or 0) > (best[key]["steps"] or 0)):
-            best[key] = r
-    series: dict[str, list[tuple[int, float, float]]] = {}
-    for (method, ways, shots), r in best.items():
-        name = method + (f" ({ways}-way)" if ways else "")
-        series.setdefault(name, []).append((shots, r[report["metric"]] * scale, r[report["metric"] + "_ci"] * scale))
     series = {k: sorted(v) for k, v in series.items() if len(v) > 1}
     if not series:
         return None
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, pts in series.items():
-        shots, mean, ci = (np.array(c) for c in zip(*pts))
-        ax.errorbar(shots, mean, yerr=ci, fmt="-o" if name.startswith("metaedge") else "--.", capsize=3, label=name)
-    ax.set_xlabel("shots (support samples per class / reference points)")
-    ax.set_ylabel(label)
+        x, mean, ci = (np.array(c) for c in zip(*pts))
+        ax.errorbar(x, mean, yerr=ci, fmt="-o" if name.startswith("metaedge") else "--.", capsize=3, label=name)
+    for y, text in hlines:
+        ax.axhline(y, color="grey", lw=0.8, ls=":")
+        ax.annotate(text, (0, y), fontsize=7, color="grey")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(_label(report)[0])
     if report["metric"] != "accuracy":
         ax.set_yscale("log")
-    ax.set_title(f"{report['family']} / {report['algo']}: {label} vs shots")
+    ax.set_title(f"{report['family']} / {report['algo']}: {title}")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def _point(report: dict[str, Any], r: dict[str, Any], x: int) -> tuple[int, float, float]:
+    scale = _label(report)[1]
+    return x, r[report["metric"]] * scale, r[report["metric"] + "_ci"] * scale
+
+
+def _plot_steps(report: dict[str, Any], path: Path) -> Path | None:
+    """Metric vs inner steps for every method evaluated at more than one step count."""
+    curves: Series = {}
+    for r in report["rows"]:
+        if r["steps"] is not None:
+            curves.setdefault(f"{r['method']} ({_setting(r)})", []).append(_point(report, r, r["steps"]))
+    hlines = [(r[report["metric"]], f"best classic polynomial, {r['shots']} pts")
+              for r in report.get("best_classic", []) if report["metric"] in r]
+    return _plot_series(report, curves, "inner steps", "adaptation curves", path, hlines)
+
+
+def _plot_shots(report: dict[str, Any], path: Path) -> Path | None:
+    """Metric vs shots per method (at each method's most-adapted step count)."""
+    best: dict[tuple[str, Any, int], dict[str, Any]] = {}
+    for r in report["rows"]:
+        key = (r["method"], r["ways"], r["shots"])
+        if r["shots"] and (key not in best or (r["steps"] or 0) > (best[key]["steps"] or 0)):
+            best[key] = r
+    series: Series = {}
+    for (method, ways, shots), r in best.items():
+        series.setdefault(method + (f" ({ways}-way)" if ways else ""), []).append(_point(report, r, shots))
+    return _plot_series(report, series, "shots (support samples per class / reference points)",
+                        f"{_label(report)[0]} vs shots", path)
 
 
 def _plot_calibration(report: dict[str, Any], path: Path, family: TaskFamily | None) -> Path:

@@ -55,6 +55,10 @@ def test_classification_report_rows_and_skips(runs, tmp_path):
     assert report["split"] == "test" and report["metric"] == "accuracy"
     nn_row = next(r for r in report["rows"] if r["method"].startswith("nearest") and r["ways"] == 3)
     assert nn_row["accuracy"] > 0.8  # well-separated blobs: raw 1-NN is nearly perfect
+    for ways in (3, 5):  # prototypes from every class's shots: far above chance
+        proto_row = next(r for r in report["rows"] if r["method"] == "metaedge protonet" and r["ways"] == ways
+                         and r["shots"] == 2)
+        assert proto_row["accuracy"] > 2.0 / ways
 
     maml_report = evaluate(maml, settings)
     assert any("skipped for 5-way" in n for n in maml_report["notes"])

@@ -142,7 +142,8 @@ def evaluate(run: Run, settings: EvalSettings, progress: bool = False) -> dict[s
                 batch = fam.sample_batch(rng, n, max_shots, queries, split=split, **ways_kw)
                 nb = norm.batch(batch)
                 xs, ys, xq, _ = to_tensors(nb)
-                xs, ys = xs[:, :shots], ys[:, :shots]
+                if not classification:  # the first `shots` reference points; episodes are drawn per setting
+                    xs, ys = xs[:, :shots], ys[:, :shots]
                 target = batch.y_query
 
                 def output(t: torch.Tensor) -> np.ndarray:

@@ -72,6 +72,8 @@ class Worker(_LineWorker):
         data = np.load(cfg["data"])
         xs, ys, xq, yq = (torch.from_numpy(np.ascontiguousarray(data[k])) for k in ("xs", "ys", "xq", "yq"))
         self.pool, self.it = int(xs.shape[0]), 0
+        dtype = getattr(torch, cfg.get("dtype", "float32"))
+        xs, xq = xs.to(dtype), xq.to(dtype)
         algo = cfg["algo"]
         cnn4 = l2l_cnn4()
         if algo == "protonet":
@@ -91,7 +93,7 @@ class Worker(_LineWorker):
                     raise ValueError(f"{n}: shape {tuple(w.shape)} != {tuple(named[n].shape)}")
                 named[n].copy_(w)
         self.params = [named[n] for n in names]
-        model.train()
+        model.to(dtype).train()
         opt = torch.optim.Adam(model.parameters(), float(cfg["meta_lr"]))
         info: dict[str, Any] = {"torch": torch.__version__, "learn2learn": l2l.__version__,
                                 "threads": torch.get_num_threads(), "model": f"{cnn4.__file__}:{type(model).__name__}"}

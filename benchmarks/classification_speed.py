@@ -58,6 +58,9 @@ from metaedge.sdk.models import build_model
 ROOT = mts.ROOT
 WORKER = Path(__file__).resolve().parent / "_l2l_classification_worker.py"
 INPUT = (1, 28, 28)
+#: synthetic Omniglot-like images: binary pixels, this fraction "ink" (random normal pixels make 5 inner steps at
+#: lr 0.4 so ill-conditioned that float32 rounding alone moves the meta-gradient by ~1e-2 relative)
+INK = 0.15
 META_LR = 1e-3
 INNER_LR = 0.4
 MAML_WAYS = 5
@@ -108,9 +111,9 @@ def make_suite(kind: str, args: argparse.Namespace, tmp: Path) -> Suite:
     ys = np.broadcast_to(np.repeat(np.arange(ways), shots), (n, tasks, ways * shots)).copy()
     yq = np.stack([[rng.permutation(np.repeat(np.arange(ways), queries)) for _ in range(tasks)] for _ in range(n)])
     pool = {
-        "xs": rng.standard_normal((n, tasks, ways * shots, *INPUT), dtype=np.float32),
+        "xs": (rng.random((n, tasks, ways * shots, *INPUT)) < INK).astype(np.float32),
         "ys": ys.astype(np.int64),
-        "xq": rng.standard_normal((n, tasks, ways * queries, *INPUT), dtype=np.float32),
+        "xq": (rng.random((n, tasks, ways * queries, *INPUT)) < INK).astype(np.float32),
         "yq": yq.astype(np.int64),
     }
     torch.manual_seed(args.seed)
@@ -136,18 +139,24 @@ class Ours(mts.Ours):
         self.suites = suites
         self.loss = float("nan")
         self.last_check: dict[str, np.ndarray] = {}
+        self.dtype = "float32"
 
     def setup(self, algo: str, inner_steps: int, threads: int) -> None:
         torch.set_num_threads(threads)
         suite = self.suites[suite_kind(algo)]
+        dtype = getattr(torch, self.dtype)
         self.data = tuple(torch.from_numpy(suite.pool[k]) for k in ("xs", "ys", "xq", "yq"))
+        self.data = tuple(t.to(dtype) if t.is_floating_point() else t for t in self.data)
         self.weights, self.pool, self.it = suite.weights, int(suite.pool["xs"].shape[0]), 0
         model = build_model(conv4(0 if algo == "protonet" else MAML_WAYS))
         options = {} if algo == "protonet" else {"inner_lr": INNER_LR, "inner_steps": inner_steps}
         learner = make_learner(algo, model, loss="cross_entropy", **options)
-        state = learner.init_state()
+        state = {g: {k: v.to(dtype) if v.is_floating_point() else v for k, v in part.items()}
+                 for g, part in learner.init_state().items()}
         for n, w in self.weights.items():
             state["params"][n].copy_(w)
+        for rate in state["rates"].values():  # init_state made them float32: 0.4 would be off by 1.5e-8 in float64
+            rate.fill_(INNER_LR)
         trainable = [t.requires_grad_(False) for key in learner.trainable_keys() for t in state[key].values()]
         optimizer = torch.optim.Adam(trainable, lr=META_LR)
         xs_all, ys_all, xq_all, yq_all = self.data
@@ -190,6 +199,7 @@ class L2L(WorkerContender):
         )
         self.info: dict[str, Any] = {}
         self.last_check: dict[str, np.ndarray] = {}
+        self.dtype = "float32"
 
     def check(self) -> dict[str, np.ndarray]:
         self.last_check = super().check()
@@ -210,6 +220,7 @@ class L2L(WorkerContender):
                 "data": suite.files["data"],
                 "weights": suite.files["weights"],
                 "names": names,
+                "dtype": self.dtype,
             }
         )
 
@@ -218,9 +229,23 @@ def check_record(ours: dict[str, np.ndarray], other: dict[str, np.ndarray]) -> d
     """``compare`` (max abs differences) plus the relative meta-gradient and loss differences."""
     rec = compare(ours, other)
     rec["grad_rel_diff"] = rec["grad_max_abs_diff"] / rec["grad_max_abs"]
+    # conv biases feed batch norm, so their gradient is 0 up to round-off (~1e-9) and Adam's first step,
+    # ~lr * sign(grad), differs by up to 2 * lr between the sides; the weights check leaves such tensors out
+    live = [k[1:] for k in ours if k.startswith("g") and np.abs(ours[k]).max() > 1e-6 * rec["grad_max_abs"]]
+    rec["weights_max_abs_diff_nonzero_grad"] = max(float(np.abs(ours[f"w{i}"] - other[f"w{i}"]).max()) for i in live)
     rec["loss_ours"], rec["loss_other"] = float(ours["loss"]), float(other["loss"])
     rec["loss_rel_diff"] = abs(rec["loss_ours"] - rec["loss_other"]) / abs(rec["loss_ours"])
     return rec
+
+
+def cross_check(setting: Setting, contenders: list[Any], dtype: str) -> dict[str, float]:
+    """One step of each contender from the same weights on the same episode, in ``dtype``."""
+    for c in contenders:
+        c.dtype = dtype
+        c.setup(setting.algo, setting.inner_steps, setting.threads)
+        c.check()
+        c.dtype = "float32"
+    return check_record(contenders[0].last_check, contenders[1].last_check)
 
 
 def label(s: Setting, args: argparse.Namespace) -> str:
@@ -235,7 +260,7 @@ def episodes_per_step(s: Setting, suites: dict[str, Suite]) -> int:
 
 def print_table(settings: list[Setting], suites: dict[str, Suite], args: argparse.Namespace) -> None:
     head = (f"{'setting':30} {'thr':>3} {'ours ep/s':>10} {'l2l ep/s':>10} {'ours/l2l':>9} "
-            f"{'grad rel':>9} {'loss rel':>9} {'max|dw|':>9}")
+            f"{'grad rel':>9} {'loss rel':>9} {'max|dw|*':>9} {'f64 rel':>9}")
     print(head)
     print("-" * len(head))
     for s in settings:
@@ -244,8 +269,9 @@ def print_table(settings: list[Setting], suites: dict[str, Suite], args: argpars
         eps = episodes_per_step(s, suites)
         ours, l2l = median(s.results["ours"]) * eps, median(s.results["l2l"]) * eps
         c = s.check["l2l"]
+        f64 = s.check.get("l2l_float64", {}).get("grad_rel_diff", float("nan"))
         print(f"{label(s, args):30} {s.threads:>3} {ours:>10.2f} {l2l:>10.2f} {ours / l2l:>8.2f}x "
-              f"{c['grad_rel_diff']:>9.1e} {c['loss_rel_diff']:>9.1e} {c['weights_max_abs_diff']:>9.1e}")
+              f"{c['grad_rel_diff']:>9.1e} {c['loss_rel_diff']:>9.1e} {c['weights_max_abs_diff_nonzero_grad']:>9.1e} {f64:>9.1e}")
 
 
 def write_record(out: Path, args: argparse.Namespace, settings: list[Setting], suites: dict[str, Suite],
@@ -288,6 +314,7 @@ def write_record(out: Path, args: argparse.Namespace, settings: list[Setting], s
         "comparator": "learn2learn 0.2.0 (MAML clone/adapt loop; ProtoNet step as its examples) in "
                       + str(args.l2l_python_path),
         "environment": {"python": platform.python_version(), "torch": torch.__version__, "workers": info,
+                        "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
                         "cpu_count": os.cpu_count(), "loadavg": list(os.getloadavg()),
                         "machine": platform.machine()},
         "total_seconds": seconds,
@@ -318,6 +345,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--l2l-python", default=None,
                    help=f"learn2learn interpreter (default: {' or '.join(mts.DEFAULT_L2L)})")
+    p.add_argument("--no-float64-check", dest="float64_check", action="store_false",
+                   help="skip the float64 cross-check (one step per side in double precision, per setting)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "classification_speed.json"))
     args = p.parse_args(argv)
     if args.quick:
@@ -356,9 +385,12 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for s in settings:
                 t0 = time.perf_counter()
+                f64 = cross_check(s, contenders, "float64") if args.float64_check else None
                 bench_setting(s, contenders, args.repeats, args.warmup)
-                # bench_setting keeps the max-abs ``compare`` of its check step; add the relative and loss figures
+                # bench_setting keeps the max-abs ``compare`` of its float32 check; add relative and loss figures
                 s.check = {"l2l": check_record(contenders[0].last_check, contenders[1].last_check)}
+                if f64 is not None:
+                    s.check["l2l_float64"] = f64
                 info = {"l2l": contenders[1].info}
                 eps = episodes_per_step(s, suites)
                 c = s.check["l2l"]
@@ -366,7 +398,10 @@ def main(argv: list[str] | None = None) -> int:
                       + ", ".join(f"{n} {median(v) * eps:.2f} ep/s" for n, v in s.results.items())
                       + f" [max|dgrad| {c['grad_max_abs_diff']:.1e} (rel {c['grad_rel_diff']:.1e}), loss "
                       f"{c['loss_ours']:.6f} vs {c['loss_other']:.6f} (rel {c['loss_rel_diff']:.1e}), "
-                      f"max|dw| {c['weights_max_abs_diff']:.1e}] ({time.perf_counter() - t0:.0f}s)", flush=True)
+                      f"max|dw| {c['weights_max_abs_diff']:.1e} ({c['weights_max_abs_diff_nonzero_grad']:.1e} without "
+                      "zero-gradient conv biases)"
+                      + (f"; float64: grad rel {f64['grad_rel_diff']:.1e}" if f64 else "")
+                      + f"] ({time.perf_counter() - t0:.0f}s)", flush=True)
                 write_record(out, args, settings, suites, info, time.perf_counter() - t_start, s is settings[-1])
         finally:
             for c in contenders:

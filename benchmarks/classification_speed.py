@@ -1,10 +1,11 @@
 """Few-shot classification training speed: metaedge's ProtoNet and MAML learners vs learn2learn 0.2.0.
 
 What it measures: training episodes per second (median over interleaved repeats), one thread, on
-Omniglot-sized synthetic episodes (random 1x28x28 images: throughput does not depend on the pixels).
+Omniglot-sized synthetic episodes (binary 1x28x28 images with 15% "ink": throughput does not depend on the
+pixels, and unlike Gaussian noise they keep 5 inner steps at lr 0.4 well conditioned for the checks).
 Both sides use the same Conv4 (4 x [conv 3x3 64ch, batch norm, ReLU, max-pool 2], 64-d embedding), the
 same episodes (one ``.npz``) and the same initial weights (ours, copied into learn2learn's model by an
-explicit name map).
+explicit name map: the two order their parameters differently).
 
 * ``protonet``: Prototypical Networks, 20-way 5-shot 5-query, one episode per step. Ours:
   ``make_learner("protonet", conv4 without head)``, ``learner.meta_gradient`` then Adam on
@@ -19,17 +20,26 @@ explicit name map).
   ``l2l.algorithms.MAML(CNN4, lr=0.4, first_order=...)`` with the per-task ``clone()``/``adapt()``/
   ``backward()`` loop of learn2learn's ``examples/vision/maml_omniglot.py`` (batch norm in training mode).
 
-learn2learn runs in a subprocess of its venv (``benchmarks/_l2l_classification_worker.py``); the driver,
-protocol, interleaving and checks are those of ``benchmarks/meta_train_speed.py`` (imported). Per setting:
-one step from the same weights on the same episode on both sides, compared (meta-gradient, loss, weights
-after Adam; max differences printed), then warm-up, then ``--repeats`` interleaved timed runs of each.
-Results: a table on stdout and ``benchmarks/results/classification_speed.json``.
+learn2learn runs in a subprocess of its venv (``benchmarks/_l2l_classification_worker.py``); contenders,
+line protocol, interleaving and comparison come from ``benchmarks/meta_train_speed.py`` (imported). Per
+setting: one step in float64 and one in float32 from the same weights on the same episode on both sides,
+compared (meta-gradient relative to its largest entry, loss, weights after Adam), then a warm-up step, then
+``--repeats`` interleaved timed runs of each (rotating order). Results: a table on stdout and
+``benchmarks/results/classification_speed.json`` (rewritten after every setting).
 
-Run (from the repository root; about 5-8 minutes on 2 busy cores)::
+Run (from the repository root; about 4-5 minutes on 2 busy cores)::
 
-    .venv/bin/python benchmarks/classification_speed.py            # full: protonet, maml, fomaml x 1 and 5 steps
-    .venv/bin/python benchmarks/classification_speed.py --quick    # smoke test (~1 minute)
+    .venv/bin/python benchmarks/classification_speed.py            # protonet, maml, fomaml x 1 and 5 steps
+    .venv/bin/python benchmarks/classification_speed.py --quick    # smoke test (~30 s)
     .venv/bin/python benchmarks/classification_speed.py --threads 1 2 --l2l-python .l2l-venv/venv/bin/python
+
+Memory allocator: with glibc's defaults the large conv activations (ProtoNet: 40 MB for the first layer)
+are fresh ``mmap`` pages every step, and page faults take ~40% of a ProtoNet step on both sides, varying
+with each process's allocator history (+-15% between otherwise identical processes). To compare compute
+alone, give both processes the same fixed allocator (the JSON records ``MALLOC_*``)::
+
+    MALLOC_MMAP_THRESHOLD_=1073741824 MALLOC_TRIM_THRESHOLD_=1073741824 \
+        .venv/bin/python benchmarks/classification_speed.py --out /tmp/classification_speed_malloc.json
 """
 
 from __future__ import annotations
@@ -64,7 +74,7 @@ INK = 0.15
 META_LR = 1e-3
 INNER_LR = 0.4
 MAML_WAYS = 5
-#: default meta-iterations per timed repeat (about 2-5 s each here), by (algo kind, inner steps)
+#: default training steps per timed repeat (about 1-5 s each here) by (algo kind, inner steps); otherwise 1
 DEFAULT_ITERS = {("protonet", 0): 3, ("maml", 1): 2}
 
 
@@ -270,8 +280,9 @@ def print_table(settings: list[Setting], suites: dict[str, Suite], args: argpars
         ours, l2l = median(s.results["ours"]) * eps, median(s.results["l2l"]) * eps
         c = s.check["l2l"]
         f64 = s.check.get("l2l_float64", {}).get("grad_rel_diff", float("nan"))
+        dw = c["weights_max_abs_diff_nonzero_grad"]
         print(f"{label(s, args):30} {s.threads:>3} {ours:>10.2f} {l2l:>10.2f} {ours / l2l:>8.2f}x "
-              f"{c['grad_rel_diff']:>9.1e} {c['loss_rel_diff']:>9.1e} {c['weights_max_abs_diff_nonzero_grad']:>9.1e} {f64:>9.1e}")
+              f"{c['grad_rel_diff']:>9.1e} {c['loss_rel_diff']:>9.1e} {dw:>9.1e} {f64:>9.1e}")
 
 
 def write_record(out: Path, args: argparse.Namespace, settings: list[Setting], suites: dict[str, Suite],
@@ -409,6 +420,9 @@ def main(argv: list[str] | None = None) -> int:
 
     print()
     print_table(settings, suites, args)
+    print("grad rel: max |meta-gradient difference| / max |meta-gradient| (float32); loss rel: loss difference;")
+    print("max|dw|*: weights after one Adam step, leaving out the conv biases (zero gradient before batch norm);")
+    print("f64 rel: grad rel of the same step in float64 on both sides")
     print(f"wrote {out}")
     return 0
 

@@ -29,8 +29,6 @@ with ``xs, ys, xq, yq`` of shape ``(pool, T, n, ...)``), ``weights`` (``.npz`` w
 from __future__ import annotations
 
 import importlib.util
-import json
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -38,7 +36,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from _l2l_maml_worker import MARK
 from _l2l_maml_worker import Worker as _LineWorker
 from torch import nn
 
@@ -145,27 +142,9 @@ class Worker(_LineWorker):
 
 
 def main() -> None:
-    worker = Worker()
-    for line in sys.stdin:
-        if not line.strip():
-            continue
-        msg = json.loads(line)
-        if msg["cmd"] == "quit":
-            break
-        try:
-            if msg["cmd"] == "setup":
-                reply = worker.setup(msg)
-            elif msg["cmd"] == "check":
-                reply = worker.check(msg["out"])
-            elif msg["cmd"] == "run":
-                reply = worker.run(int(msg["iters"]))
-            else:
-                raise ValueError(f"unknown command {msg['cmd']!r}")
-            reply = {"ok": True, **reply}
-        except Exception as exc:  # report to the driver instead of dying silently
-            reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-        sys.stdout.write(f"{MARK} {json.dumps(reply)}\n")
-        sys.stdout.flush()
+    from _l2l_maml_worker import serve  # the sibling worker's line protocol (this script's folder is on sys.path)
+
+    serve(Worker())
 
 
 if __name__ == "__main__":

@@ -178,13 +178,15 @@ class Worker:
         return {"seconds": seconds, "loss": loss}
 
 
-def main() -> None:
-    worker = Worker()
+def serve(worker: Any) -> None:
+    """Answer the driver's line protocol (setup / check / run / quit) on stdin/stdout with ``worker``."""
     for line in sys.stdin:
         line = line.strip()
         if not line:
             continue
         msg = json.loads(line)
+        if msg["cmd"] == "quit":
+            break
         try:
             if msg["cmd"] == "setup":
                 reply = worker.setup(msg)
@@ -192,8 +194,6 @@ def main() -> None:
                 reply = worker.check(msg["out"])
             elif msg["cmd"] == "run":
                 reply = worker.run(int(msg["iters"]))
-            elif msg["cmd"] == "quit":
-                break
             else:
                 raise ValueError(f"unknown command {msg['cmd']!r}")
             reply = {"ok": True, **reply}
@@ -201,6 +201,10 @@ def main() -> None:
             reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
         sys.stdout.write(f"{MARK} {json.dumps(reply)}\n")
         sys.stdout.flush()
+
+
+def main() -> None:
+    serve(Worker())
 
 
 if __name__ == "__main__":

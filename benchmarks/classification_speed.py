@@ -49,7 +49,6 @@ import json
 import os
 import platform
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -195,19 +194,8 @@ class L2L(WorkerContender):
     """learn2learn in its venv, driven over the sinusoid benchmark's line protocol (``_call``/``check``/``run``)."""
 
     def __init__(self, python: str, suites: dict[str, Suite], log: Path) -> None:
-        self.name, self.impl, self.loop, self.log = "l2l", "l2l", "per-task", log
+        super().__init__("l2l", "l2l", python, next(iter(suites.values())).files, "per-task", log, worker=WORKER)
         self.suites = suites
-        self.files = next(iter(suites.values())).files
-        self._log_file = open(log, "w")
-        self.proc = subprocess.Popen(
-            [python, str(WORKER)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._log_file,
-            text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        self.info: dict[str, Any] = {}
         self.last_check: dict[str, np.ndarray] = {}
         self.dtype = "float32"
 

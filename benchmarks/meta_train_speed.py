@@ -153,13 +153,14 @@ class Ours:
 class WorkerContender:
     """A per-task-loop contender (``l2l`` or ``ref``) living in a subprocess running the worker script."""
 
-    def __init__(self, name: str, impl: str, python: str, files: dict[str, str], loop: str, log: Path) -> None:
+    def __init__(self, name: str, impl: str, python: str, files: dict[str, str], loop: str, log: Path,
+                 worker: Path = WORKER) -> None:
         self.name, self.impl, self.files, self.loop = name, impl, files, loop
         self.log = log
         self._log_file = open(log, "w")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
-            [python, str(WORKER)],
+            [python, str(worker)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._log_file,

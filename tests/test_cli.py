@@ -35,6 +35,17 @@ def test_train_and_eval_end_to_end(runner, tmp_path):
     assert [r["steps"] for r in report["rows"]] == [0, 1]
 
 
+def test_eval_writes_a_report_directory(runner, tmp_path):
+    out = tmp_path / "run"
+    result = runner.invoke(main, ["train", "--family", "sensor-pressure", "--algo", "ridge", "--iterations", "3",
+                                  "--meta-batch", "4", "--hidden", "8", "--skip", "--out", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(main, ["eval", str(out), "--tasks", "6", "--shots", "3", "--steps", "0,1", "--queries", "10",
+                                  "--pretrain-steps", "3", "--report", str(tmp_path / "rep"), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert {"report.json", "report.md", "calibration.png"} <= {p.name for p in (tmp_path / "rep").iterdir()}
+
+
 def test_config_file_and_override(runner, tmp_path):
     cfg = tmp_path / "c.json"
     cfg.write_text(json.dumps({"family": "sinusoid", "iterations": 3, "meta_batch": 2, "hidden": [4]}))

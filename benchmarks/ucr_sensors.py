@@ -5,7 +5,7 @@ is meta-trained on the training split (classes or recordings, see ``metaedge.sdk
 then scored on 600 held-out episodes (1 and 5 shots) beside 1-NN on raw series and a pretrained
 backbone with a new head fitted per episode. Accuracy % ± 95% CI.
 
-    python benchmarks/ucr_sensors.py [--iterations 2000] [--episodes 600]
+    python benchmarks/ucr_sensors.py [--iterations 600] [--episodes 600]
 """
 
 from __future__ import annotations
@@ -23,14 +23,14 @@ SETS = ["ucr-basicmotions", "ucr-wiimote", "ucr-acsf1", "ucr-plaid"]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--iterations", type=int, default=2000)
+    parser.add_argument("--iterations", type=int, default=600)
     parser.add_argument("--episodes", type=int, default=600)
     parser.add_argument("--sets", default=",".join(SETS))
     parser.add_argument("--runs", type=Path, default=Path("runs/bench-ucr"))
     args = parser.parse_args()
     results = {}
     for name in args.sets.split(","):
-        cfg = TrainConfig(family=name, algo="protonet", shots=5, queries=5, meta_batch=1, width=32,
+        cfg = TrainConfig(family=name, algo="protonet", shots=2, queries=2, meta_batch=1, width=32,
                           iterations=args.iterations, meta_lr=1e-3, lr_schedule="cosine", log_every=100,
                           checkpoint_every=200)
         path, wall = train_or_resume(cfg, args.runs / name, progress=False)

@@ -106,6 +106,8 @@ class TaskFamily(ABC):
     normalize: bool = True
     #: whether classic calibration (2-point linear, least-squares polynomial) is a meaningful baseline
     calibration: bool = False
+    #: split the evaluator draws held-out tasks from
+    eval_split: str = "test"
     #: headline error metric of reports: "rmse" (physical units) or "mse" (the sinusoid literature)
     metric: str = "rmse"
 

@@ -1,0 +1,65 @@
+"""Trace the learner's own functions into ONNX graphs with plain operators.
+
+``forward.onnx``: ``(x, *adapted) -> y``; ``adapt_step.onnx``: ``(xs, ys, *adapted, *rates) -> (*adapted', loss)``.
+Both come from the very functions the trainer differentiates (``InnerLoop.forward`` / ``InnerLoop.step``):
+``make_fx`` turns the ``torch.func`` gradient into plain aten operations, then ``torch.onnx.export`` (dynamo)
+writes them as standard ONNX operators. Frozen parameters are constants inside the graphs; the number of
+samples (support size, prediction batch) is a dynamic axis.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+from torch.fx.experimental.proxy_tensor import make_fx
+
+from ..sdk.learners import MetaLearner, MetaState
+
+
+def _export(fn, args: tuple[torch.Tensor, ...], names: tuple[list[str], list[str]], dynamic: int, path: Path,
+            opset: int) -> None:
+    """``make_fx`` + dynamo export of ``fn(*args)``; the first ``dynamic`` inputs get a dynamic axis 0."""
+    # frozen parameters are real tensors closed over by `fn`: they become constants of the graph
+    graph = make_fx(fn, tracing_mode="symbolic", _allow_non_fake_inputs=True)(*args)
+    n = torch.export.Dim("n", min=1)
+    shapes = tuple({0: n} if i < dynamic else None for i in range(len(args)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's own deprecation chatter
+        torch.onnx.export(graph, args, str(path), dynamo=True, opset_version=opset, dynamic_shapes=shapes,
+                          input_names=names[0], output_names=names[1], verbose=False, optimize=True)
+
+
+def export_graphs(learner: MetaLearner, state: MetaState, out_dir: Path, example_x: torch.Tensor,
+                  example_y: torch.Tensor, opset: int = 18) -> dict[str, Path]:
+    """Write ``forward.onnx`` and ``adapt_step.onnx`` for a gradient learner into ``out_dir``.
+
+    Args:
+        learner: the run's learner (its inner loop is traced).
+        state: meta-state whose frozen parameters become constants.
+        example_x, example_y: one support set ``(k, *input_shape)`` / ``(k, out)`` (standardised), for tracing.
+    """
+    fast, frozen = learner.split(state["params"])
+    frozen = {k: v.detach() for k, v in frozen.items()}
+    names = list(fast)
+    inner = learner.inner
+
+    def forward(x: torch.Tensor, *flat: torch.Tensor) -> torch.Tensor:
+        return inner.forward(dict(zip(names, flat)), frozen, x)
+
+    def step(xs: torch.Tensor, ys: torch.Tensor, *flat: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        new, loss = inner.step(dict(zip(names, flat[: len(names)])), frozen, dict(zip(names, flat[len(names):])),
+                               xs, ys)
+        return (*[new[k] for k in names], loss)
+
+    theta = tuple(fast[k].detach() for k in names)
+    rates = tuple(state["rates"][k].detach() for k in names)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"forward": out_dir / "forward.onnx", "adapt_step": out_dir / "adapt_step.onnx"}
+    param_names = [f"theta.{k}" for k in names]
+    _export(forward, (example_x, *theta), (["x", *param_names], ["y"]), 1, paths["forward"], opset)
+    _export(step, (example_x, example_y, *theta, *rates),
+            (["xs", "ys", *param_names, *[f"rate.{k}" for k in names]], [*[f"new.{k}" for k in names], "loss"]),
+            2, paths["adapt_step"], opset)
+    return paths

@@ -1,0 +1,115 @@
+"""Run directory -> bundle directory (``manifest.json``, ONNX graphs, ``theta0.npy``, ``rates.npy``).
+
+The adapted parameters travel as one flat float32 vector whose layout (name, shape, offset) the manifest
+records; frozen parameters are constants inside the graphs. The bundle is written into a temporary sibling
+directory and renamed into place, so a failed export leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..runtime.bundle import FORMAT_VERSION, sha256
+from ..sdk.train import Run, task_rng, to_tensors
+from .graphs import export_graphs
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def export_bundle(run_path: str | Path, out: str | Path, opset: int = 18, check: bool = True,
+                  tolerance: float = 1e-5) -> Path:
+    """Export the run at ``run_path`` to the bundle directory ``out`` (which must not exist yet)."""
+    run = Run.load(run_path)
+    out = Path(out)
+    if out.exists():
+        raise FileExistsError(f"{out} already exists; remove it or choose another output path")
+    if run.learner.algo in ("protonet", "ridge"):
+        raise ValueError(f"exporting {run.learner.algo} runs is not supported yet; export a gradient learner "
+                         "(maml, fomaml, metasgd, anil, reptile) run")
+    if len(run.family.input_shape) != 1:
+        raise ValueError("exporting convolutional models is not supported yet; export an MLP run")
+    fam, norm, learner = run.family, run.normalizer, run.learner
+    sample = norm.batch(fam.sample_batch(task_rng(run.config.seed + 101, 0), 1, run.config.shots, run.config.queries))
+    xs, ys, _, _ = (t[0] for t in to_tensors(sample))
+    fast, _ = learner.split(run.state["params"])
+    layout, offset = [], 0
+    for name, tensor in fast.items():
+        layout.append({"name": name, "shape": list(tensor.shape), "offset": offset, "size": tensor.numel()})
+        offset += tensor.numel()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        graphs = export_graphs(learner, run.state, tmp, xs, ys, opset=opset)
+        theta = np.concatenate([fast[e["name"]].detach().numpy().ravel() for e in layout]).astype(np.float32)
+        rates = np.concatenate([run.state["rates"][e["name"]].detach().numpy().ravel() for e in layout])
+        np.save(tmp / "theta0.npy", theta)
+        np.save(tmp / "rates.npy", rates.astype(np.float32))
+        files = [p.name for p in graphs.values()] + ["theta0.npy", "rates.npy"]
+        manifest: dict[str, Any] = {
+            "format_version": FORMAT_VERSION,
+            "task_kind": fam.task_kind,
+            "loss": learner.loss_name,
+            "algo": learner.algo,
+            "family": fam.describe(),
+            "input": {"shape": list(fam.input_shape), "names": list(fam.input_names), "units": list(fam.input_units)},
+            "output": {"dim": fam.output_dim, "names": list(fam.output_names), "units": list(fam.output_units)},
+            "normalization": norm.to_dict(),
+            "adaptation": {"spec": learner.adapt_spec, "inner_steps": learner.inner_steps, "parameters": layout,
+                           "size": offset},
+            "graphs": {k: p.name for k, p in graphs.items()},
+            "files": {name: sha256(tmp / name) for name in files},
+            "provenance": {"run": str(Path(run_path).resolve()), "git_commit": _git_commit(),
+                           "metaedge_version": __version__, "created": dt.datetime.now(dt.timezone.utc).isoformat(),
+                           "train": run.config.to_dict()},
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        if check:
+            worst = parity(run, tmp)
+            manifest["parity_max_relative_difference"] = worst
+            if worst > tolerance:
+                raise ValueError(f"exported graphs differ from PyTorch by {worst:.2e} (relative) > {tolerance:.0e}; "
+                                 "the bundle was not written")
+            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def parity(run: Run, bundle_dir: Path, tasks: int = 3, steps: int | None = None) -> float:
+    """Largest relative difference between the runtime (ONNX Runtime) and PyTorch after ``steps`` adapt steps."""
+    from ..runtime.model import Model  # the runtime has no torch dependency; imported here to check it
+
+    model = Model.load(bundle_dir, guard=False)
+    steps = steps or max(run.learner.inner_steps, 5)
+    batch = run.family.sample_batch(task_rng(run.config.seed + 202, 0), tasks, run.config.shots, 20)
+    nb = run.normalizer.batch(batch)
+    xs, ys, xq, _ = to_tensors(nb)
+    with torch.no_grad():
+        ref = run.learner.predictions_after_steps(run.state, xs, ys, xq, [steps])[steps].numpy()
+    ref = run.normalizer.y_inverse(ref)
+    worst = 0.0
+    for i in range(tasks):
+        ours = model.adapt(batch.x_support[i], batch.y_support[i], steps=steps).predict(batch.x_query[i])
+        scale = max(float(np.abs(ref[i]).max()), 1e-6)
+        worst = max(worst, float(np.abs(ours - ref[i]).max()) / scale)
+    return worst

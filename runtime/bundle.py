@@ -1,0 +1,81 @@
+"""Reading bundles: a directory holding ``manifest.json`` and the files it lists with their sha256.
+
+A bundle is data, never code: JSON, ONNX graphs and ``.npy`` arrays read with ``allow_pickle=False``.
+Every file is hash-checked before use; anything unexpected is one clear ``BundleError``.
+This module must not import torch, onnx or ``metaedge.sdk``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: the newest manifest format this runtime reads (see docs/bundle.md for the version rules)
+FORMAT_VERSION = 1
+
+
+class BundleError(ValueError):
+    """A bundle that is missing, corrupt, tampered with, or newer than this runtime."""
+
+
+def sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass
+class Bundle:
+    """A verified bundle directory."""
+
+    path: Path
+    manifest: dict[str, Any]
+
+    @classmethod
+    def open(cls, path: str | Path) -> Bundle:
+        """Read ``manifest.json``, check its format version and every listed file's sha256."""
+        path = Path(path)
+        manifest_path = path / "manifest.json"
+        if not manifest_path.is_file():
+            raise BundleError(f"{path} is not a bundle: it has no manifest.json; export one with `metaedge export`")
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise BundleError(f"{manifest_path} is not valid JSON ({e}); re-export the bundle") from e
+        version = manifest.get("format_version")
+        if not isinstance(version, int) or version < 1:
+            raise BundleError(f"{manifest_path} has no valid format_version; re-export the bundle")
+        if version > FORMAT_VERSION:
+            raise BundleError(f"{path} has format version {version} but this runtime reads up to {FORMAT_VERSION}; "
+                              "upgrade metaedge on the device or export with an older metaedge")
+        for name, digest in manifest.get("files", {}).items():
+            file = (path / name).resolve()
+            if path.resolve() not in file.parents:
+                raise BundleError(f"{path}: manifest names {name!r} outside the bundle; refusing to read it")
+            if not file.is_file():
+                raise BundleError(f"{path}: {name} is missing; copy the whole bundle or re-export it")
+            if sha256(file) != digest:
+                raise BundleError(f"{path}: {name} does not match its sha256 in manifest.json; the bundle is corrupt "
+                                  "or was modified, re-export it")
+        return cls(path, manifest)
+
+    def file(self, name: str) -> Path:
+        """Path of a listed (and verified) file."""
+        if name not in self.manifest.get("files", {}):
+            raise BundleError(f"{self.path}: manifest.json lists no {name}; re-export the bundle")
+        return self.path / name
+
+    def array(self, name: str) -> np.ndarray:
+        """A verified ``.npy`` array (never unpickled)."""
+        try:
+            return np.load(self.file(name), allow_pickle=False)
+        except ValueError as e:
+            raise BundleError(f"{self.path}: {name} is not a plain numeric array ({e}); re-export the bundle") from e

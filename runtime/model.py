@@ -1,0 +1,157 @@
+"""On-device adaptation and prediction with numpy + ONNX Runtime (never torch, onnx or metaedge.sdk).
+
+``Model.load(bundle)`` verifies the bundle; ``model.adapt(xs, ys, steps)`` runs the exported adapt-step
+graph with guards (bad support data is refused with one sentence; a step that raises the support loss is
+rolled back); ``adapted.predict(x)`` runs the forward graph; ``adapted.save(path)`` writes the adapted state
+atomically (temp file, fsync, rename), so a power cut leaves the old state or the new one.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from .bundle import Bundle, BundleError
+
+
+def _session(path: Path) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1  # small graphs: one thread is fastest and predictable on a device
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+@dataclass
+class Model:
+    """A loaded bundle: meta-learned initial parameters, rates and the two graphs."""
+
+    bundle: Bundle
+    theta0: np.ndarray
+    rates: np.ndarray
+    guard: bool = True
+    _forward: ort.InferenceSession | None = field(default=None, repr=False)
+    _step: ort.InferenceSession | None = field(default=None, repr=False)
+
+    @classmethod
+    def load(cls, path: str | Path, guard: bool = True) -> Model:
+        """Open and verify the bundle at ``path``."""
+        bundle = Bundle.open(path)
+        m = bundle.manifest
+        theta0, rates = bundle.array("theta0.npy"), bundle.array("rates.npy")
+        size = m["adaptation"]["size"]
+        if theta0.shape != (size,) or rates.shape != (size,):
+            raise BundleError(f"{path}: theta0/rates hold {theta0.shape}/{rates.shape} values, the manifest says "
+                              f"{size}; re-export the bundle")
+        return cls(bundle, theta0.astype(np.float32), rates.astype(np.float32), guard,
+                   _session(bundle.file(m["graphs"]["forward"])), _session(bundle.file(m["graphs"]["adapt_step"])))
+
+    # --- layout and normalisation --------------------------------------------------------------------------
+    @property
+    def layout(self) -> list[dict]:
+        return self.bundle.manifest["adaptation"]["parameters"]
+
+    def _split(self, flat: np.ndarray, prefix: str) -> dict[str, np.ndarray]:
+        return {f"{prefix}.{e['name']}": flat[e["offset"]: e["offset"] + e["size"]].reshape(e["shape"])
+                for e in self.layout}
+
+    def _inputs(self, x: np.ndarray, what: str) -> np.ndarray:
+        """Check and standardise inputs ``(n, *input_shape)``."""
+        shape = tuple(self.bundle.manifest["input"]["shape"])
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim == len(shape):
+            x = x[None]
+        if x.shape[1:] != shape or x.shape[0] == 0:
+            raise ValueError(f"{what} must have shape (n, {', '.join(map(str, shape))}) with n >= 1, got {x.shape}; "
+                             f"inputs are {', '.join(self.bundle.manifest['input']['names'])}")
+        if not np.isfinite(x).all():
+            raise ValueError(f"{what} holds NaN or infinite values; remove those samples and retry")
+        norm = self.bundle.manifest["normalization"]
+        return ((x - np.asarray(norm["x_mean"], np.float32)) / np.asarray(norm["x_std"], np.float32)).astype(
+            np.float32) if x.ndim == 2 else x
+
+    def _targets(self, y: np.ndarray, n: int) -> np.ndarray:
+        dim = self.bundle.manifest["output"]["dim"]
+        y = np.asarray(y, dtype=np.float32).reshape(n, -1) if np.size(y) == n * dim else None
+        if y is None:
+            raise ValueError(f"support targets must hold {dim} value(s) for each of the {n} support samples")
+        if not np.isfinite(y).all():
+            raise ValueError("support targets hold NaN or infinite values; remove those samples and retry")
+        norm = self.bundle.manifest["normalization"]
+        return ((y - np.asarray(norm["y_mean"], np.float32)) / np.asarray(norm["y_std"], np.float32)).astype(
+            np.float32)
+
+    # --- adaptation ---------------------------------------------------------------------------------------
+    def adapt(self, xs: np.ndarray, ys: np.ndarray, steps: int | None = None) -> Adapted:
+        """Adapt on a support set ``xs`` ``(k, *input_shape)``, ``ys`` ``(k, out)`` in physical units."""
+        steps = self.bundle.manifest["adaptation"]["inner_steps"] if steps is None else int(steps)
+        if steps < 0:
+            raise ValueError(f"steps must be >= 0, got {steps}")
+        x = self._inputs(xs, "support inputs")
+        y = self._targets(ys, len(x))
+        theta, kept, losses = self.theta0.copy(), 0, []
+        rates = self._split(self.rates, "rate")
+        for _ in range(steps):
+            out = self._step.run(None, {"xs": x, "ys": y, **self._split(theta, "theta"), **rates})
+            new, loss = np.concatenate([o.ravel() for o in out[:-1]]), float(out[-1])
+            losses.append(loss)
+            if self.guard:
+                after = self._support_loss(new, x, y)
+                if not np.isfinite(after) or after > loss:
+                    continue  # rolled back: this step would raise the support loss
+            theta, kept = new, kept + 1
+        return Adapted(self, theta, steps_run=steps, steps_kept=kept)
+
+    def _support_loss(self, theta: np.ndarray, x: np.ndarray, y: np.ndarray) -> float:
+        pred = self._forward.run(None, {"x": x, **self._split(theta, "theta")})[0]
+        return float(((pred - y) ** 2).mean())
+
+    def _predict(self, theta: np.ndarray, x: np.ndarray) -> np.ndarray:
+        y = self._forward.run(None, {"x": self._inputs(x, "inputs"), **self._split(theta, "theta")})[0]
+        norm = self.bundle.manifest["normalization"]
+        return y * np.asarray(norm["y_std"], np.float32) + np.asarray(norm["y_mean"], np.float32)
+
+
+@dataclass
+class Adapted:
+    """A model adapted to one unit: its flat parameter vector and how many steps were kept."""
+
+    model: Model
+    theta: np.ndarray
+    steps_run: int = 0
+    steps_kept: int = 0
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Predictions ``(n, out)`` in physical units for inputs ``(n, *input_shape)``."""
+        return self.model._predict(self.theta, x)
+
+    def save(self, path: str | Path) -> None:
+        """Write the adapted state atomically (temp file, fsync, rename) as ``.npz`` (no pickle)."""
+        path = Path(path)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, theta=self.theta, steps_kept=np.int64(self.steps_kept),
+                         bundle_theta0_sha256=np.array(self.model.bundle.manifest["files"]["theta0.npy"]))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    @classmethod
+    def load(cls, model: Model, path: str | Path) -> Adapted:
+        """Read a state written by :meth:`save` for this bundle."""
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                theta, kept, origin = z["theta"], int(z["steps_kept"]), str(z["bundle_theta0_sha256"])
+        except (OSError, KeyError, ValueError) as e:
+            raise ValueError(f"{path} is not an adapted state written by metaedge ({e}); adapt again") from e
+        if origin != model.bundle.manifest["files"]["theta0.npy"] or theta.shape != model.theta0.shape:
+            raise ValueError(f"{path} was adapted from a different bundle; adapt again with this bundle")
+        return cls(model, theta.astype(np.float32), steps_kept=kept)

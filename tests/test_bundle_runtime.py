@@ -1,0 +1,112 @@
+"""Export -> bundle -> torch-free runtime: parity, guards, atomic state, and refusal of bad bundles and inputs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from metaedge.export.bundle import export_bundle
+from metaedge.runtime.bundle import BundleError
+from metaedge.runtime.model import Adapted, Model
+from metaedge.sdk.train import TrainConfig, train
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bundle")
+    run = train(TrainConfig(family="sensor-pressure", algo="metasgd", shots=3, queries=5, meta_batch=4,
+                            iterations=20, hidden=[16, 16], activation="tanh", inner_steps=2), root / "run",
+                progress=False)
+    return export_bundle(run, root / "model.meb")
+
+
+def _unit(seed=0, k=3):
+    from metaedge.sdk.tasks import make_family
+
+    t = make_family("sensor-pressure").sample_task(np.random.default_rng(seed), k, 50)
+    return t.x_support, t.y_support, t.x_query, t.y_query
+
+
+def test_bundle_contents_and_parity(bundle):
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert set(manifest["files"]) == {"forward.onnx", "adapt_step.onnx", "theta0.npy", "rates.npy"}
+    assert manifest["parity_max_relative_difference"] <= 1e-5
+    assert manifest["normalization"]["x_std"][0] > 1 and manifest["adaptation"]["inner_steps"] == 2
+
+
+def test_adapt_predict_save_load(bundle, tmp_path):
+    model = Model.load(bundle)
+    xs, ys, xq, yq = _unit()
+    adapted = model.adapt(xs, ys, steps=5)
+    pred = adapted.predict(xq)
+    assert pred.shape == yq.shape and np.isfinite(pred).all()
+    assert 0 <= adapted.steps_kept <= 5
+    state = tmp_path / "state.npz"
+    adapted.save(state)
+    again = Adapted.load(model, state)
+    np.testing.assert_array_equal(again.predict(xq), pred)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp file left behind
+
+
+@pytest.mark.parametrize(
+    "xs,ys,message",
+    [
+        (np.full((3, 2), np.nan), np.ones((3, 1)), "NaN or infinite"),
+        (np.ones((3, 3)), np.ones((3, 1)), "must have shape"),
+        (np.ones((0, 2)), np.ones((0, 1)), "must have shape"),
+        (np.ones((3, 2)), np.ones((2, 1)), "support targets must hold"),
+    ],
+)
+def test_bad_support_is_refused_with_one_sentence(bundle, xs, ys, message):
+    with pytest.raises(ValueError, match=message):
+        Model.load(bundle).adapt(xs, ys)
+
+
+def test_tampered_missing_and_newer_bundles_are_refused(bundle, tmp_path):
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(bundle, bad)
+    rates = bad / "rates.npy"
+    data = bytearray(rates.read_bytes())
+    data[-1] ^= 0xFF
+    rates.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="does not match its sha256"):
+        Model.load(bad)
+    rates.unlink()
+    with pytest.raises(BundleError, match="rates.npy is missing"):
+        Model.load(bad)
+    shutil.rmtree(bad)
+    shutil.copytree(bundle, bad)
+    manifest = json.loads((bad / "manifest.json").read_text())
+    manifest["format_version"] = 99
+    (bad / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="format version 99"):
+        Model.load(bad)
+    with pytest.raises(BundleError, match="no manifest.json"):
+        Model.load(tmp_path)
+
+
+def test_runtime_runs_with_torch_onnx_and_sdk_unimportable(bundle):
+    script = textwrap.dedent(f"""
+        import sys
+        class Block:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in ("torch", "onnx") or name.startswith(("metaedge.sdk", "metaedge.export")):
+                    raise ImportError("blocked: " + name)
+        sys.meta_path.insert(0, Block())
+        import numpy as np
+        from metaedge.runtime.model import Model
+        m = Model.load({str(bundle)!r})
+        a = m.adapt(np.array([[30.0, 25.0], [50.0, 30.0], [70.0, 40.0]]), np.array([[10.0], [40.0], [70.0]]))
+        print(a.predict(np.array([[60.0, 30.0]])).shape)
+        assert not any(k.split(".")[0] in ("torch", "onnx") for k in sys.modules), "torch or onnx got imported"
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "(1, 1)" in result.stdout

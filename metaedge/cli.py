@@ -17,6 +17,7 @@ from . import __version__
 
 #: exceptions that mean "bad input": reported as one line and exit status 1, never a traceback
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, FloatingPointError, KeyError, OSError)
+# (runtime.bundle.BundleError subclasses ValueError)
 
 
 class Group(click.Group):
@@ -198,6 +199,63 @@ def evaluate(run: Path, tasks: int, shots: str, ways: str, queries: int | None, 
     click.echo(json.dumps(report, indent=2) if as_json else format_table(report))
     if report_dir is not None:
         click.echo(f"report written to {report_dir}")
+
+
+@main.command()
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("-o", "--out", required=True, type=click.Path(path_type=Path), help="Bundle directory to write.")
+@click.option("--opset", default=18, show_default=True, help="ONNX opset of the graphs.")
+@click.option("--check/--no-check", default=True, show_default=True,
+              help="Prove forward and adapt-step parity with PyTorch (1e-5 relative) before writing.")
+def export(run: Path, out: Path, opset: int, check: bool) -> None:
+    """Export a meta-trained run to a bundle: manifest.json, forward.onnx, adapt_step.onnx, theta0/rates .npy."""
+    from .export.bundle import export_bundle
+
+    path = export_bundle(run, out, opset=opset, check=check)
+    manifest = json.loads((path / "manifest.json").read_text())
+    parity = manifest.get("parity_max_relative_difference")
+    click.echo(f"bundle written to {path}" + (f" (parity with PyTorch: {parity:.1e} relative)" if parity else ""))
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--support", required=True, type=click.Path(path_type=Path),
+              help="CSV with the bundle's input and output columns: the reference points.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Adapted state (.npz).")
+@click.option("--steps", type=int, help="Adaptation steps. [the bundle's inner steps]")
+def adapt(bundle: Path, support: Path, out: Path, steps: int | None) -> None:
+    """Adapt a bundle to one unit from its support CSV (device side: no torch needed)."""
+    from .runtime.model import Model
+    from .runtime.tables import read_columns
+
+    model = Model.load(bundle)
+    m = model.bundle.manifest
+    xs = read_columns(support, m["input"]["names"])
+    ys = read_columns(support, m["output"]["names"])
+    adapted = model.adapt(xs, ys, steps=steps)
+    adapted.save(out)
+    click.echo(f"adapted on {len(xs)} samples: {adapted.steps_kept} of {adapted.steps_run} steps kept; "
+               f"state written to {out}")
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--state", type=click.Path(dir_okay=False, path_type=Path),
+              help="Adapted state from `metaedge adapt`. [the meta-learned initial parameters]")
+@click.option("--input", "input_csv", required=True, type=click.Path(path_type=Path),
+              help="CSV with the bundle's input columns.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write predictions here. [stdout]")
+def predict(bundle: Path, state: Path | None, input_csv: Path, out: Path | None) -> None:
+    """Predict with an adapted state (device side: no torch needed)."""
+    from .runtime.model import Adapted, Model
+    from .runtime.tables import read_columns, write_columns
+
+    model = Model.load(bundle)
+    m = model.bundle.manifest
+    adapted = Adapted.load(model, state) if state else Adapted(model, model.theta0)
+    y = adapted.predict(read_columns(input_csv, m["input"]["names"]))
+    text = write_columns(out, m["output"]["names"], y)
+    click.echo(f"predictions written to {out}" if out else text.rstrip("\n"))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -110,3 +110,31 @@ def test_runtime_runs_with_torch_onnx_and_sdk_unimportable(bundle):
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "(1, 1)" in result.stdout
+
+
+def test_cli_export_adapt_predict(bundle, tmp_path):
+    from click.testing import CliRunner
+
+    from metaedge.cli import main
+
+    runner = CliRunner()
+    run = bundle.parent / "run"
+    result = runner.invoke(main, ["export", str(run), "-o", str(tmp_path / "b")])
+    assert result.exit_code == 0 and "parity with PyTorch" in result.output, result.output
+    result = runner.invoke(main, ["export", str(run), "-o", str(tmp_path / "b")])
+    assert result.exit_code == 1 and "already exists" in result.output
+    xs, ys, xq, _ = _unit(1)
+    (tmp_path / "support.csv").write_text("bridge_output,temperature,pressure\n" + "\n".join(
+        f"{a},{b},{c}" for (a, b), (c,) in zip(xs, ys)))
+    (tmp_path / "x.csv").write_text("bridge_output,temperature\n" + "\n".join(f"{a},{b}" for a, b in xq[:4]))
+    state = tmp_path / "state.npz"
+    result = runner.invoke(main, ["adapt", str(tmp_path / "b"), "--support", str(tmp_path / "support.csv"),
+                                  "--out", str(state)])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(main, ["predict", str(tmp_path / "b"), "--state", str(state), "--input",
+                                  str(tmp_path / "x.csv")])
+    assert result.exit_code == 0 and result.output.startswith("pressure\n") and len(result.output.splitlines()) == 5
+    (tmp_path / "bad.csv").write_text("bridge_output,pressure\n1,2\n")
+    result = runner.invoke(main, ["adapt", str(tmp_path / "b"), "--support", str(tmp_path / "bad.csv"),
+                                  "--out", str(state)])
+    assert result.exit_code == 1 and "lacks column(s) temperature" in result.output

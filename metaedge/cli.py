@@ -258,5 +258,28 @@ def predict(bundle: Path, state: Path | None, input_csv: Path, out: Path | None)
     click.echo(f"predictions written to {out}" if out else text.rstrip("\n"))
 
 
+@main.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--shots", default=10, show_default=True, help="Support samples per adaptation.")
+@click.option("--steps", type=int, help="Adaptation steps. [the bundle's inner steps]")
+@click.option("--predict", "predict_n", default=100, show_default=True, help="Inputs per prediction call.")
+@click.option("--repeats", default=200, show_default=True, help="Timed repetitions.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def bench(bundle: Path, shots: int, steps: int | None, predict_n: int, repeats: int, as_json: bool) -> None:
+    """Adaptation and prediction latency percentiles (ms) and peak memory of the runtime on this machine."""
+    from .runtime.bench import bench as run_bench
+    from .runtime.model import Model
+
+    result = run_bench(Model.load(bundle, guard=True), shots=shots, steps=steps, predict_n=predict_n,
+                       repeats=repeats)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    click.echo(f"{shots} shots, {result['steps']} steps, predict {predict_n}; {repeats} repeats")
+    for what in ("adapt_ms", "predict_ms"):
+        click.echo(f"{what[:-3]:8s} " + "  ".join(f"{k} {v:.3f} ms" for k, v in result[what].items()))
+    click.echo(f"peak RSS {result['peak_rss_mib']:.1f} MiB")
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

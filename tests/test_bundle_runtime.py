@@ -138,3 +138,15 @@ def test_cli_export_adapt_predict(bundle, tmp_path):
     result = runner.invoke(main, ["adapt", str(tmp_path / "b"), "--support", str(tmp_path / "bad.csv"),
                                   "--out", str(state)])
     assert result.exit_code == 1 and "lacks column(s) temperature" in result.output
+
+
+def test_cli_bench_reports_percentiles(bundle):
+    from click.testing import CliRunner
+
+    from metaedge.cli import main
+
+    result = CliRunner().invoke(main, ["bench", str(bundle), "--repeats", "5", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["adapt_ms"]["p50"] > 0 and report["predict_ms"]["p99"] >= report["predict_ms"]["p50"]
+    assert report["steps"] == 2 and report["peak_rss_mib"] > 0

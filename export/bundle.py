@@ -21,7 +21,7 @@ import torch
 
 from .. import __version__
 from ..runtime.bundle import FORMAT_VERSION, sha256
-from ..sdk.train import Run, task_rng, to_tensors
+from ..sdk.train import Run, sample_options, task_rng, to_tensors
 from .graphs import export_graphs
 
 
@@ -44,10 +44,9 @@ def export_bundle(run_path: str | Path, out: str | Path, opset: int = 18, check:
     if run.learner.algo in ("protonet", "ridge"):
         raise ValueError(f"exporting {run.learner.algo} runs is not supported yet; export a gradient learner "
                          "(maml, fomaml, metasgd, anil, reptile) run")
-    if len(run.family.input_shape) != 1:
-        raise ValueError("exporting convolutional models is not supported yet; export an MLP run")
     fam, norm, learner = run.family, run.normalizer, run.learner
-    sample = norm.batch(fam.sample_batch(task_rng(run.config.seed + 101, 0), 1, run.config.shots, run.config.queries))
+    sample = norm.batch(fam.sample_batch(task_rng(run.config.seed + 101, 0), 1, run.config.shots, run.config.queries,
+                                         **sample_options(run.config, fam)))
     xs, ys, _, _ = (t[0] for t in to_tensors(sample))
     fast, _ = learner.split(run.state["params"])
     layout, offset = [], 0
@@ -70,7 +69,8 @@ def export_bundle(run_path: str | Path, out: str | Path, opset: int = 18, check:
             "algo": learner.algo,
             "family": fam.describe(),
             "input": {"shape": list(fam.input_shape), "names": list(fam.input_names), "units": list(fam.input_units)},
-            "output": {"dim": fam.output_dim, "names": list(fam.output_names), "units": list(fam.output_units)},
+            "output": {"dim": learner.output_dim or fam.output_dim, "names": list(fam.output_names),
+                       "units": list(fam.output_units)},
             "normalization": norm.to_dict(),
             "adaptation": {"spec": learner.adapt_spec, "inner_steps": learner.inner_steps, "parameters": layout,
                            "size": offset},
@@ -101,15 +101,18 @@ def parity(run: Run, bundle_dir: Path, tasks: int = 3, steps: int | None = None)
 
     model = Model.load(bundle_dir, guard=False)
     steps = steps or max(run.learner.inner_steps, 5)
-    batch = run.family.sample_batch(task_rng(run.config.seed + 202, 0), tasks, run.config.shots, 20)
+    classification = run.family.task_kind == "classification"
+    batch = run.family.sample_batch(task_rng(run.config.seed + 202, 0), tasks, run.config.shots,
+                                    5 if classification else 20, **sample_options(run.config, run.family))
     nb = run.normalizer.batch(batch)
     xs, ys, xq, _ = to_tensors(nb)
     with torch.no_grad():
         ref = run.learner.predictions_after_steps(run.state, xs, ys, xq, [steps])[steps].numpy()
-    ref = run.normalizer.y_inverse(ref)
+    ref = ref if classification else run.normalizer.y_inverse(ref)
     worst = 0.0
     for i in range(tasks):
-        ours = model.adapt(batch.x_support[i], batch.y_support[i], steps=steps).predict(batch.x_query[i])
+        adapted = model.adapt(batch.x_support[i], batch.y_support[i], steps=steps)
+        ours = adapted.logits(batch.x_query[i]) if classification else adapted.predict(batch.x_query[i])
         scale = max(float(np.abs(ref[i]).max()), 1e-6)
         worst = max(worst, float(np.abs(ours - ref[i]).max()) / scale)
     return worst

@@ -13,16 +13,46 @@ import warnings
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
+from torch._decomp import core_aten_decompositions
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from ..sdk.learners import MetaLearner, MetaState
+
+
+def _convolution_backward(grad_output, input, weight, bias_sizes, stride, padding, dilation, transposed,
+                          output_padding, groups, output_mask):
+    """``aten.convolution_backward`` as forward convolutions, which every ONNX engine has.
+
+    PyTorch has no ONNX form for the backward op; for the layers the exporter allows (stride 1, dilation 1,
+    one group, not transposed) the input gradient is a transposed convolution with the same weight and the
+    weight gradient is a convolution of the input with the output gradient (batch as channels).
+    """
+    if transposed or groups != 1 or any(s != 1 for s in stride) or any(d != 1 for d in dilation):
+        raise NotImplementedError("export supports convolutions with stride 1, dilation 1 and one group; "
+                                  f"got stride {stride}, dilation {dilation}, groups {groups}")
+    dims = weight.dim() - 2
+    conv, conv_t = (F.conv1d, F.conv_transpose1d) if dims == 1 else (F.conv2d, F.conv_transpose2d)
+    grad_input = conv_t(grad_output, weight, padding=padding) if output_mask[0] else None
+    grad_weight = (conv(input.transpose(0, 1), grad_output.transpose(0, 1), padding=padding).transpose(0, 1)
+                   if output_mask[1] else None)
+    grad_bias = grad_output.sum([0, *range(2, grad_output.dim())]) if output_mask[2] else None
+    return grad_input, grad_weight, grad_bias
+
+
+def _decompositions() -> dict:
+    """Core aten decompositions (batch-norm and pooling backward into plain ops) plus our convolution backward."""
+    table = dict(core_aten_decompositions())
+    table[torch.ops.aten.convolution_backward.default] = _convolution_backward
+    return table
 
 
 def _export(fn, args: tuple[torch.Tensor, ...], names: tuple[list[str], list[str]], dynamic: int, path: Path,
             opset: int) -> None:
     """``make_fx`` + dynamo export of ``fn(*args)``; the first ``dynamic`` inputs get a dynamic axis 0."""
     # frozen parameters are real tensors closed over by `fn`: they become constants of the graph
-    graph = make_fx(fn, tracing_mode="symbolic", _allow_non_fake_inputs=True)(*args)
+    graph = make_fx(fn, decomposition_table=_decompositions(), tracing_mode="symbolic",
+                    _allow_non_fake_inputs=True)(*args)
     n = torch.export.Dim("n", min=1)
     shapes = tuple({0: n} if i < dynamic else None for i in range(len(args)))
     with warnings.catch_warnings():

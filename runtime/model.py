@@ -74,8 +74,19 @@ class Model:
         return ((x - np.asarray(norm["x_mean"], np.float32)) / np.asarray(norm["x_std"], np.float32)).astype(
             np.float32) if x.ndim == 2 else x
 
+    @property
+    def classification(self) -> bool:
+        return self.bundle.manifest["task_kind"] == "classification"
+
     def _targets(self, y: np.ndarray, n: int) -> np.ndarray:
         dim = self.bundle.manifest["output"]["dim"]
+        if self.classification:  # integer labels 0..ways-1, one per support sample
+            labels = np.asarray(y).reshape(-1)
+            if labels.size != n or not np.all(np.isfinite(labels.astype(np.float64))):
+                raise ValueError(f"support labels must be one finite class number for each of the {n} samples")
+            if (labels != np.round(labels)).any() or labels.min() < 0 or labels.max() >= dim:
+                raise ValueError(f"support labels must be integers in 0..{dim - 1}; relabel the classes")
+            return labels.astype(np.int64)
         y = np.asarray(y, dtype=np.float32).reshape(n, -1) if np.size(y) == n * dim else None
         if y is None:
             raise ValueError(f"support targets must hold {dim} value(s) for each of the {n} support samples")
@@ -108,10 +119,18 @@ class Model:
 
     def _support_loss(self, theta: np.ndarray, x: np.ndarray, y: np.ndarray) -> float:
         pred = self._forward.run(None, {"x": x, **self._split(theta, "theta")})[0]
+        if self.classification:  # softmax cross-entropy, as in the graph
+            z = pred - pred.max(1, keepdims=True)
+            return float((np.log(np.exp(z).sum(1)) - z[np.arange(len(y)), y]).mean())
         return float(((pred - y) ** 2).mean())
 
+    def _raw(self, theta: np.ndarray, x: np.ndarray) -> np.ndarray:
+        return self._forward.run(None, {"x": self._inputs(x, "inputs"), **self._split(theta, "theta")})[0]
+
     def _predict(self, theta: np.ndarray, x: np.ndarray) -> np.ndarray:
-        y = self._forward.run(None, {"x": self._inputs(x, "inputs"), **self._split(theta, "theta")})[0]
+        y = self._raw(theta, x)
+        if self.classification:
+            return y.argmax(1)
         norm = self.bundle.manifest["normalization"]
         return y * np.asarray(norm["y_std"], np.float32) + np.asarray(norm["y_mean"], np.float32)
 
@@ -126,8 +145,18 @@ class Adapted:
     steps_kept: int = 0
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        """Predictions ``(n, out)`` in physical units for inputs ``(n, *input_shape)``."""
+        """Regression: predictions ``(n, out)`` in physical units; classification: labels ``(n,)``."""
         return self.model._predict(self.theta, x)
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """Raw model outputs ``(n, out)`` (standardised for regression, logits for classification)."""
+        return self.model._raw(self.theta, x)
+
+    def probabilities(self, x: np.ndarray) -> np.ndarray:
+        """Classification: softmax class probabilities ``(n, ways)``."""
+        z = self.logits(x)
+        e = np.exp(z - z.max(1, keepdims=True))
+        return e / e.sum(1, keepdims=True)
 
     def save(self, path: str | Path) -> None:
         """Write the adapted state atomically (temp file, fsync, rename) as ``.npz`` (no pickle)."""

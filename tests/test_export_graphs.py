@@ -43,3 +43,58 @@ def test_forward_and_adapt_steps_match_torch(tmp_path, algo, adapt):
         x = torch.randn(7, 2)
         y = forward.run(None, {"x": x.numpy(), **{f"theta.{n}": theta[n] for n in names}})[0]
         np.testing.assert_allclose(y, learner.inner.forward(ref, frozen, x).detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("norm", ["batch", "group"])
+def test_conv4_full_network_adapt_step_exports_with_plain_ops(tmp_path, norm):
+    """Conv4 adaptation of every layer: convolution_backward is decomposed into Conv / ConvTranspose."""
+    from metaedge.sdk.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model({"kind": "conv4", "in_channels": 1, "out_dim": 3, "width": 4, "input_size": 16,
+                         "norm": norm})
+    learner = make_learner("maml", model, loss="cross_entropy", inner_lr=0.4)
+    state = learner.init_state()
+    xs, ys = torch.randn(6, 1, 16, 16), torch.tensor([0, 0, 1, 1, 2, 2])
+    paths = export_graphs(learner, state, tmp_path, xs, ys)
+    ops = {n.op_type for n in onnx.load(str(paths["adapt_step"])).graph.node}
+    assert "Conv" in ops and "ConvTranspose" in ops and not any(op.startswith("ATen") for op in ops)
+    fast, frozen = learner.split(state["params"])
+    names = list(fast)
+    out = ort.InferenceSession(str(paths["adapt_step"])).run(None, {
+        "xs": xs.numpy(), "ys": ys.numpy(), **{f"theta.{n}": fast[n].numpy() for n in names},
+        **{f"rate.{n}": state["rates"][n].numpy() for n in names}})
+    ref, loss = learner.inner.step(fast, frozen, state["rates"], xs, ys)
+    assert out[-1] == pytest.approx(loss.item(), rel=1e-5)
+    for o, n in zip(out, names):
+        np.testing.assert_allclose(o, ref[n].detach().numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_classification_bundle_runs_on_the_runtime(tmp_path):
+    from metaedge.export.bundle import export_bundle
+    from metaedge.runtime.model import Model
+    from metaedge.sdk.tasks import EpisodicFamily, register_family
+    from metaedge.sdk.train import TrainConfig, train
+
+    class Squares(EpisodicFamily):
+        name = "test-squares"
+
+        def __init__(self, ways: int = 3):
+            rng = np.random.default_rng(0)
+            y = np.repeat(np.arange(6), 8)
+            x = rng.normal(size=(48, 1, 16, 16)).astype(np.float32) * 0.3
+            for c in range(6):
+                x[y == c, 0, 2 * c: 2 * c + 3, 2 * c: 2 * c + 3] += 2.0
+            super().__init__({"train": (x, y), "test": (x, y)}, ways=ways)
+
+    register_family("test-squares", Squares)
+    run = train(TrainConfig(family="test-squares", algo="fomaml", ways=3, shots=2, queries=2, meta_batch=2,
+                            iterations=3, width=4, inner_lr=0.2, inner_steps=2), tmp_path / "run", progress=False)
+    bundle = export_bundle(run, tmp_path / "b.meb")
+    model = Model.load(bundle)
+    task = Squares().sample_task(np.random.default_rng(1), 2, 3)
+    adapted = model.adapt(task.x_support, task.y_support, steps=2)
+    labels, proba = adapted.predict(task.x_query), adapted.probabilities(task.x_query)
+    assert labels.shape == (9,) and proba.shape == (9, 3) and np.allclose(proba.sum(1), 1, atol=1e-5)
+    with pytest.raises(ValueError, match="integers in 0..2"):
+        model.adapt(task.x_support, np.full(len(task.x_support), 7))

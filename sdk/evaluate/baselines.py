@@ -90,8 +90,8 @@ class Context:
 
     def _new_head(self, xs, ys, xq, shots) -> Iterator[Prediction]:
         """Logistic regression on frozen pretrained embeddings, one new head per episode."""
-        with torch.no_grad():
-            zs, zq = self.embedder(xs.flatten(0, 1)), self.embedder(xq.flatten(0, 1))
+        with torch.no_grad():  # in slices: a chunk of 20-way episodes is tens of thousands of images
+            zs, zq = (torch.cat([self.embedder(part) for part in t.flatten(0, 1).split(1024)]) for t in (xs, xq))
         zs, zq = zs.view(*xs.shape[:2], -1), zq.view(*xq.shape[:2], -1)
         ways = int(ys.max()) + 1
         head = nn.Linear(zs.shape[-1], ways)

@@ -22,7 +22,7 @@ import torch
 from .. import __version__
 from ..runtime.bundle import FORMAT_VERSION, sha256
 from ..sdk.train import Run, sample_options, task_rng, to_tensors
-from .graphs import export_graphs
+from .graphs import export_embedding, export_graphs
 
 
 def _git_commit() -> str | None:
@@ -34,6 +34,11 @@ def _git_commit() -> str | None:
         return None
 
 
+def _embedding_dim(learner, xs: torch.Tensor) -> int:
+    with torch.no_grad():
+        return int(learner.model.eval()(xs[:1]).shape[-1])
+
+
 def export_bundle(run_path: str | Path, out: str | Path, opset: int = 18, check: bool = True,
                   tolerance: float = 1e-5) -> Path:
     """Export the run at ``run_path`` to the bundle directory ``out`` (which must not exist yet)."""
@@ -41,9 +46,10 @@ def export_bundle(run_path: str | Path, out: str | Path, opset: int = 18, check:
     out = Path(out)
     if out.exists():
         raise FileExistsError(f"{out} already exists; remove it or choose another output path")
-    if run.learner.algo in ("protonet", "ridge"):
-        raise ValueError(f"exporting {run.learner.algo} runs is not supported yet; export a gradient learner "
-                         "(maml, fomaml, metasgd, anil, reptile) run")
+    if run.learner.algo == "ridge":
+        raise ValueError("exporting ridge runs is not supported yet (their closed-form step needs a linear solve "
+                         "graph); export a maml, fomaml, metasgd, anil, reptile or protonet run")
+    prototypes = run.learner.algo == "protonet"  # the device builds class prototypes from embeddings
     fam, norm, learner = run.family, run.normalizer, run.learner
     sample = norm.batch(fam.sample_batch(task_rng(run.config.seed + 101, 0), 1, run.config.shots, run.config.queries,
                                          **sample_options(run.config, fam)))
@@ -56,10 +62,11 @@ def export_bundle(run_path: str | Path, out: str | Path, opset: int = 18, check:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     try:
-        graphs = export_graphs(learner, run.state, tmp, xs, ys, opset=opset)
-        theta = np.concatenate([fast[e["name"]].detach().numpy().ravel() for e in layout]).astype(np.float32)
-        rates = np.concatenate([run.state["rates"][e["name"]].detach().numpy().ravel() for e in layout])
-        np.save(tmp / "theta0.npy", theta)
+        graphs = (export_embedding(learner, run.state, tmp, xs, opset=opset) if prototypes
+                  else export_graphs(learner, run.state, tmp, xs, ys, opset=opset))
+        theta = np.concatenate([np.zeros(0)] + [fast[e["name"]].detach().numpy().ravel() for e in layout])
+        rates = np.concatenate([np.zeros(0)] + [run.state["rates"][e["name"]].detach().numpy().ravel() for e in layout])
+        np.save(tmp / "theta0.npy", theta.astype(np.float32))
         np.save(tmp / "rates.npy", rates.astype(np.float32))
         files = [p.name for p in graphs.values()] + ["theta0.npy", "rates.npy"]
         manifest: dict[str, Any] = {
@@ -73,7 +80,8 @@ def export_bundle(run_path: str | Path, out: str | Path, opset: int = 18, check:
                        "units": list(fam.output_units)},
             "normalization": norm.to_dict(),
             "adaptation": {"spec": learner.adapt_spec, "inner_steps": learner.inner_steps, "parameters": layout,
-                           "size": offset},
+                           "size": offset, "prototypes": prototypes,
+                           "embedding_dim": _embedding_dim(learner, xs) if prototypes else None},
             "graphs": {k: p.name for k, p in graphs.items()},
             "files": {name: sha256(tmp / name) for name in files},
             "provenance": {"run": str(Path(run_path).resolve()), "git_commit": _git_commit(),
@@ -100,7 +108,7 @@ def parity(run: Run, bundle_dir: Path, tasks: int = 3, steps: int | None = None)
     from ..runtime.model import Model  # the runtime has no torch dependency; imported here to check it
 
     model = Model.load(bundle_dir, guard=False)
-    steps = steps or max(run.learner.inner_steps, 5)
+    steps = max(run.learner.inner_steps, 5) if steps is None else steps
     classification = run.family.task_kind == "classification"
     batch = run.family.sample_batch(task_rng(run.config.seed + 202, 0), tasks, run.config.shots,
                                     5 if classification else 20, **sample_options(run.config, run.family))

@@ -93,3 +93,25 @@ def export_graphs(learner: MetaLearner, state: MetaState, out_dir: Path, example
             (["xs", "ys", *param_names, *[f"rate.{k}" for k in names]], [*[f"new.{k}" for k in names], "loss"]),
             2, paths["adapt_step"], opset)
     return paths
+
+
+def export_embedding(learner: MetaLearner, state: MetaState, out_dir: Path, example_x: torch.Tensor,
+                     opset: int = 18) -> dict[str, Path]:
+    """Write ``forward.onnx`` ``x -> embedding`` for a prototype learner (every parameter and buffer a constant).
+
+    Batch norm runs in eval mode with the meta-trained running statistics, so a device embeds samples one
+    at a time; the prototypes themselves are computed by the runtime from the support embeddings.
+    """
+    from torch.func import functional_call
+
+    weights = {**{k: v.detach() for k, v in state["params"].items()},
+               **{k: v.detach() for k, v in state.get("buffers", {}).items()}}
+    model = learner.model.eval()
+
+    def embed(x: torch.Tensor) -> torch.Tensor:
+        return functional_call(model, weights, (x,))
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "forward.onnx"
+    _export(embed, (example_x,), (["x"], ["y"]), 1, path, opset)
+    return {"forward": path}

@@ -47,8 +47,9 @@ class Model:
         if theta0.shape != (size,) or rates.shape != (size,):
             raise BundleError(f"{path}: theta0/rates hold {theta0.shape}/{rates.shape} values, the manifest says "
                               f"{size}; re-export the bundle")
+        step = m["graphs"].get("adapt_step")  # prototype bundles have no adapt step
         return cls(bundle, theta0.astype(np.float32), rates.astype(np.float32), guard,
-                   _session(bundle.file(m["graphs"]["forward"])), _session(bundle.file(m["graphs"]["adapt_step"])))
+                   _session(bundle.file(m["graphs"]["forward"])), _session(bundle.file(step)) if step else None)
 
     # --- layout and normalisation --------------------------------------------------------------------------
     @property
@@ -84,8 +85,10 @@ class Model:
             labels = np.asarray(y).reshape(-1)
             if labels.size != n or not np.all(np.isfinite(labels.astype(np.float64))):
                 raise ValueError(f"support labels must be one finite class number for each of the {n} samples")
-            if (labels != np.round(labels)).any() or labels.min() < 0 or labels.max() >= dim:
-                raise ValueError(f"support labels must be integers in 0..{dim - 1}; relabel the classes")
+            top = np.inf if self.prototypes else dim - 1  # prototypes take any number of classes
+            if (labels != np.round(labels)).any() or labels.min() < 0 or labels.max() > top:
+                raise ValueError(f"support labels must be integers in 0..{'ways-1' if self.prototypes else top}; "
+                                 "relabel the classes")
             return labels.astype(np.int64)
         y = np.asarray(y, dtype=np.float32).reshape(n, -1) if np.size(y) == n * dim else None
         if y is None:
@@ -96,14 +99,30 @@ class Model:
         return ((y - np.asarray(norm["y_mean"], np.float32)) / np.asarray(norm["y_std"], np.float32)).astype(
             np.float32)
 
+    @property
+    def prototypes(self) -> bool:
+        """Prototype bundles (ProtoNets): adaptation is the class means of the support embeddings."""
+        return bool(self.bundle.manifest["adaptation"].get("prototypes"))
+
+    def _embed(self, x: np.ndarray) -> np.ndarray:
+        return self._forward.run(None, {"x": x})[0]
+
     # --- adaptation ---------------------------------------------------------------------------------------
     def adapt(self, xs: np.ndarray, ys: np.ndarray, steps: int | None = None) -> Adapted:
-        """Adapt on a support set ``xs`` ``(k, *input_shape)``, ``ys`` ``(k, out)`` in physical units."""
+        """Adapt on a support set ``xs`` ``(k, *input_shape)``, ``ys`` ``(k, out)`` in physical units (or labels)."""
         steps = self.bundle.manifest["adaptation"]["inner_steps"] if steps is None else int(steps)
         if steps < 0:
             raise ValueError(f"steps must be >= 0, got {steps}")
         x = self._inputs(xs, "support inputs")
         y = self._targets(ys, len(x))
+        if self.prototypes:
+            z = self._embed(x)
+            ways = int(y.max()) + 1
+            missing = sorted(set(range(ways)) - set(y.tolist()))
+            if missing:
+                raise ValueError(f"support has no sample of class(es) {missing}; give every class at least one")
+            protos = np.stack([z[y == c].mean(0) for c in range(ways)]).astype(np.float32)
+            return Adapted(self, protos.ravel(), steps_run=0, steps_kept=0)
         theta, kept, losses = self.theta0.copy(), 0, []
         rates = self._split(self.rates, "rate")
         for _ in range(steps):
@@ -125,6 +144,10 @@ class Model:
         return float(((pred - y) ** 2).mean())
 
     def _raw(self, theta: np.ndarray, x: np.ndarray) -> np.ndarray:
+        if self.prototypes:  # logits: minus squared Euclidean distance to each prototype
+            z = self._embed(self._inputs(x, "inputs"))
+            protos = theta.reshape(-1, z.shape[1])
+            return -((z[:, None, :] - protos[None, :, :]) ** 2).sum(-1)
         return self._forward.run(None, {"x": self._inputs(x, "inputs"), **self._split(theta, "theta")})[0]
 
     def _predict(self, theta: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -181,6 +204,8 @@ class Adapted:
                 theta, kept, origin = z["theta"], int(z["steps_kept"]), str(z["bundle_theta0_sha256"])
         except (OSError, KeyError, ValueError) as e:
             raise ValueError(f"{path} is not an adapted state written by metaedge ({e}); adapt again") from e
-        if origin != model.bundle.manifest["files"]["theta0.npy"] or theta.shape != model.theta0.shape:
+        dim = model.bundle.manifest["adaptation"].get("embedding_dim") or 0
+        fits = theta.size % dim == 0 if model.prototypes else theta.shape == model.theta0.shape
+        if origin != model.bundle.manifest["files"]["theta0.npy"] or not fits:
             raise ValueError(f"{path} was adapted from a different bundle; adapt again with this bundle")
         return cls(model, theta.astype(np.float32), steps_kept=kept)

@@ -11,6 +11,24 @@ import torch
 from metaedge.export.graphs import export_graphs
 from metaedge.sdk.learners import make_learner
 from metaedge.sdk.models import MLP
+from metaedge.sdk.tasks import EpisodicFamily, register_family
+
+
+class Squares(EpisodicFamily):
+    """Six classes of 16x16 noise images, each with a bright square at its own place."""
+
+    name = "test-squares"
+
+    def __init__(self, ways: int = 3):
+        rng = np.random.default_rng(0)
+        y = np.repeat(np.arange(6), 8)
+        x = rng.normal(size=(48, 1, 16, 16)).astype(np.float32) * 0.3
+        for c in range(6):
+            x[y == c, 0, 2 * c: 2 * c + 3, 2 * c: 2 * c + 3] += 2.0
+        super().__init__({"train": (x, y), "test": (x, y)}, ways=ways)
+
+
+register_family("test-squares", Squares)
 
 
 @pytest.mark.parametrize("algo,adapt", [("maml", None), ("metasgd", None), ("anil", None), ("maml", "biases")])
@@ -73,21 +91,8 @@ def test_conv4_full_network_adapt_step_exports_with_plain_ops(tmp_path, norm):
 def test_classification_bundle_runs_on_the_runtime(tmp_path):
     from metaedge.export.bundle import export_bundle
     from metaedge.runtime.model import Model
-    from metaedge.sdk.tasks import EpisodicFamily, register_family
     from metaedge.sdk.train import TrainConfig, train
 
-    class Squares(EpisodicFamily):
-        name = "test-squares"
-
-        def __init__(self, ways: int = 3):
-            rng = np.random.default_rng(0)
-            y = np.repeat(np.arange(6), 8)
-            x = rng.normal(size=(48, 1, 16, 16)).astype(np.float32) * 0.3
-            for c in range(6):
-                x[y == c, 0, 2 * c: 2 * c + 3, 2 * c: 2 * c + 3] += 2.0
-            super().__init__({"train": (x, y), "test": (x, y)}, ways=ways)
-
-    register_family("test-squares", Squares)
     run = train(TrainConfig(family="test-squares", algo="fomaml", ways=3, shots=2, queries=2, meta_batch=2,
                             iterations=3, width=4, inner_lr=0.2, inner_steps=2), tmp_path / "run", progress=False)
     bundle = export_bundle(run, tmp_path / "b.meb")
@@ -98,3 +103,24 @@ def test_classification_bundle_runs_on_the_runtime(tmp_path):
     assert labels.shape == (9,) and proba.shape == (9, 3) and np.allclose(proba.sum(1), 1, atol=1e-5)
     with pytest.raises(ValueError, match="integers in 0..2"):
         model.adapt(task.x_support, np.full(len(task.x_support), 7))
+
+
+def test_protonet_bundle_builds_prototypes_on_the_device(tmp_path):
+    from metaedge.export.bundle import export_bundle
+    from metaedge.runtime.model import Adapted, Model
+    from metaedge.sdk.tasks import make_family
+    from metaedge.sdk.train import TrainConfig, train
+
+    run = train(TrainConfig(family="test-squares", algo="protonet", shots=2, queries=2, meta_batch=1, iterations=4,
+                            width=4), tmp_path / "run", progress=False)
+    bundle = export_bundle(run, tmp_path / "p.meb")
+    manifest = __import__("json").loads((bundle / "manifest.json").read_text())
+    assert manifest["adaptation"]["prototypes"] and manifest["parity_max_relative_difference"] <= 1e-5
+    model = Model.load(bundle)
+    task = make_family("test-squares").sample_task(np.random.default_rng(3), 2, 3, ways=4)  # any number of ways
+    adapted = model.adapt(task.x_support, task.y_support)
+    assert adapted.probabilities(task.x_query).shape == (12, 4)
+    adapted.save(tmp_path / "s.npz")
+    assert (Adapted.load(model, tmp_path / "s.npz").predict(task.x_query) == adapted.predict(task.x_query)).all()
+    with pytest.raises(ValueError, match="no sample of class"):
+        model.adapt(task.x_support[:2], np.array([0, 2]))

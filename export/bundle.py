@@ -23,6 +23,7 @@ from .. import __version__
 from ..runtime.bundle import FORMAT_VERSION, sha256
 from ..sdk.train import Run, sample_options, task_rng, to_tensors
 from .graphs import export_embedding, export_graphs
+from .ops import ops_report
 
 
 def _git_commit() -> str | None:
@@ -83,6 +84,7 @@ def export_bundle(run_path: str | Path, out: str | Path, opset: int = 18, check:
                            "size": offset, "prototypes": prototypes,
                            "embedding_dim": _embedding_dim(learner, xs) if prototypes else None},
             "graphs": {k: p.name for k, p in graphs.items()},
+            "ops": ops_report(tmp),
             "files": {name: sha256(tmp / name) for name in files},
             "provenance": {"run": str(Path(run_path).resolve()), "git_commit": _git_commit(),
                            "metaedge_version": __version__, "created": dt.datetime.now(dt.timezone.utc).isoformat(),

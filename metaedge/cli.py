@@ -215,6 +215,10 @@ def export(run: Path, out: Path, opset: int, check: bool) -> None:
     manifest = json.loads((path / "manifest.json").read_text())
     parity = manifest.get("parity_max_relative_difference")
     click.echo(f"bundle written to {path}" + (f" (parity with PyTorch: {parity:.1e} relative)" if parity else ""))
+    for graph, info in manifest["ops"].items():
+        outside = info["outside_tensorrt"]
+        click.echo(f"  {graph}: {len(info['ops'])} operator types"
+                   + (f"; outside TensorRT's set: {', '.join(outside)}" if outside else "; all within TensorRT's set"))
 
 
 @main.command()

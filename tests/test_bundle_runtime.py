@@ -37,7 +37,8 @@ def test_bundle_contents_and_parity(bundle):
     assert set(manifest["files"]) == {"forward.onnx", "adapt_step.onnx", "theta0.npy", "rates.npy"}
     assert manifest["parity_max_relative_difference"] <= 1e-5
     assert manifest["normalization"]["x_std"][0] > 1 and manifest["adaptation"]["inner_steps"] == 2
-    assert manifest["ops"]["adapt_step.onnx"]["outside_tensorrt"] == [] and "Gemm" in manifest["ops"]["forward.onnx"]["ops"]
+    ops = manifest["ops"]
+    assert ops["adapt_step.onnx"]["outside_tensorrt"] == [] and "Gemm" in ops["forward.onnx"]["ops"]
 
 
 def test_adapt_predict_save_load(bundle, tmp_path):

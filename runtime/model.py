@@ -123,16 +123,24 @@ class Model:
                 raise ValueError(f"support has no sample of class(es) {missing}; give every class at least one")
             protos = np.stack([z[y == c].mean(0) for c in range(ways)]).astype(np.float32)
             return Adapted(self, protos.ravel(), steps_run=0, steps_kept=0)
-        theta, kept, losses = self.theta0.copy(), 0, []
         rates = self._split(self.rates, "rate")
-        for _ in range(steps):
-            out = self._step.run(None, {"xs": x, "ys": y, **self._split(theta, "theta"), **rates})
-            new, loss = np.concatenate([o.ravel() for o in out[:-1]]), float(out[-1])
-            losses.append(loss)
-            if self.guard:
-                after = self._support_loss(new, x, y)
-                if not np.isfinite(after) or after > loss:
-                    continue  # rolled back: this step would raise the support loss
+
+        def step(t: np.ndarray) -> tuple[np.ndarray, float]:
+            out = self._step.run(None, {"xs": x, "ys": y, **self._split(t, "theta"), **rates})
+            return np.concatenate([o.ravel() for o in out[:-1]]), float(out[-1])
+
+        theta, kept = self.theta0.copy(), 0
+        nxt = step(theta) if steps else None
+        for i in range(steps):
+            new, loss = nxt  # the step from `theta`, and the support loss at `theta`
+            last = i == steps - 1
+            if not last or self.guard:
+                # the next step's graph also reports the support loss at `new`: the guard reuses it, so only
+                # the final step costs an extra forward
+                nxt = step(new) if not last else None
+                after = nxt[1] if not last else self._support_loss(new, x, y)
+                if self.guard and (not np.isfinite(after) or after > loss):
+                    break  # rolled back; later steps would start from the same point and be rejected too
             theta, kept = new, kept + 1
         return Adapted(self, theta, steps_run=steps, steps_kept=kept)
 

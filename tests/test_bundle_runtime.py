@@ -152,3 +152,14 @@ def test_cli_bench_reports_percentiles(bundle):
     report = json.loads(result.output)
     assert report["adapt_ms"]["p50"] > 0 and report["predict_ms"]["p99"] >= report["predict_ms"]["p50"]
     assert report["steps"] == 2 and report["peak_rss_mib"] > 0
+
+
+def test_device_demo_script_calibrates_a_unit(bundle, tmp_path):
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "device_demo.py"
+    result = subprocess.run([sys.executable, str(script), str(bundle), "--family", "sensor-pressure", "--out",
+                             str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "metaedge runtime (meta-learned)" in result.stdout and "classic 2-point linear" in result.stdout
+    assert (tmp_path / "unit.png").is_file() and (tmp_path / "state.npz").is_file()

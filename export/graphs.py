@@ -62,13 +62,17 @@ def _export(fn, args: tuple[torch.Tensor, ...], names: tuple[list[str], list[str
 
 
 def export_graphs(learner: MetaLearner, state: MetaState, out_dir: Path, example_x: torch.Tensor,
-                  example_y: torch.Tensor, opset: int = 18) -> dict[str, Path]:
+                  example_y: torch.Tensor, opset: int = 18, unrolled_steps: int = 0) -> dict[str, Path]:
     """Write ``forward.onnx`` and ``adapt_step.onnx`` for a gradient learner into ``out_dir``.
 
     Args:
         learner: the run's learner (its inner loop is traced).
         state: meta-state whose frozen parameters become constants.
         example_x, example_y: one support set ``(k, *input_shape)`` / ``(k, out)`` (standardised), for tracing.
+        unrolled_steps: if positive, also ``adapt_steps.onnx``: that many steps unrolled into one graph, with
+            outputs ``steps.<name>`` ``(K, *shape)`` (the parameters after each step) and ``losses`` ``(K + 1,)``
+            (the support loss before each step and after the last), so a device adapts in one call and can still
+            roll back to the last step that lowered the support loss.
     """
     fast, frozen = learner.split(state["params"])
     frozen = {k: v.detach() for k, v in frozen.items()}
@@ -89,9 +93,25 @@ def export_graphs(learner: MetaLearner, state: MetaState, out_dir: Path, example
     paths = {"forward": out_dir / "forward.onnx", "adapt_step": out_dir / "adapt_step.onnx"}
     param_names = [f"theta.{k}" for k in names]
     _export(forward, (example_x, *theta), (["x", *param_names], ["y"]), 1, paths["forward"], opset)
-    _export(step, (example_x, example_y, *theta, *rates),
-            (["xs", "ys", *param_names, *[f"rate.{k}" for k in names]], [*[f"new.{k}" for k in names], "loss"]),
+    step_inputs = ["xs", "ys", *param_names, *[f"rate.{k}" for k in names]]
+    _export(step, (example_x, example_y, *theta, *rates), (step_inputs, [*[f"new.{k}" for k in names], "loss"]),
             2, paths["adapt_step"], opset)
+    if unrolled_steps > 0:
+
+        def steps(xs: torch.Tensor, ys: torch.Tensor, *flat: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            params, rates_ = dict(zip(names, flat[: len(names)])), dict(zip(names, flat[len(names):]))
+            history, losses = [], []
+            for _ in range(unrolled_steps):
+                params, loss = inner.step(params, frozen, rates_, xs, ys)
+                history.append(params)
+                losses.append(loss)
+            losses.append(inner.support_loss(params, frozen, xs, ys))
+            return (*[torch.stack([h[k] for h in history]) for k in names], torch.stack(losses))
+
+        paths["adapt_steps"] = out_dir / "adapt_steps.onnx"
+        _export(steps, (example_x, example_y, *theta, *rates), (step_inputs, [*[f"steps.{k}" for k in names],
+                                                                               "losses"]),
+                2, paths["adapt_steps"], opset)
     return paths
 
 

@@ -205,13 +205,15 @@ def evaluate(run: Path, tasks: int, shots: str, ways: str, queries: int | None, 
 @click.argument("run", type=click.Path(path_type=Path))
 @click.option("-o", "--out", required=True, type=click.Path(path_type=Path), help="Bundle directory to write.")
 @click.option("--opset", default=18, show_default=True, help="ONNX opset of the graphs.")
+@click.option("--inner-steps", type=int, help="Default adaptation steps on the device, also exported unrolled into "
+              "one graph. [the run's]")
 @click.option("--check/--no-check", default=True, show_default=True,
               help="Prove forward and adapt-step parity with PyTorch (1e-5 relative) before writing.")
-def export(run: Path, out: Path, opset: int, check: bool) -> None:
+def export(run: Path, out: Path, opset: int, inner_steps: int | None, check: bool) -> None:
     """Export a meta-trained run to a bundle: manifest.json, forward.onnx, adapt_step.onnx, theta0/rates .npy."""
     from .export.bundle import export_bundle
 
-    path = export_bundle(run, out, opset=opset, check=check)
+    path = export_bundle(run, out, opset=opset, check=check, inner_steps=inner_steps)
     manifest = json.loads((path / "manifest.json").read_text())
     parity = manifest.get("parity_max_relative_difference")
     click.echo(f"bundle written to {path}" + (f" (parity with PyTorch: {parity:.1e} relative)" if parity else ""))

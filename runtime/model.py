@@ -36,6 +36,7 @@ class Model:
     guard: bool = True
     _forward: ort.InferenceSession | None = field(default=None, repr=False)
     _step: ort.InferenceSession | None = field(default=None, repr=False)
+    _steps: ort.InferenceSession | None = field(default=None, repr=False)
 
     @classmethod
     def load(cls, path: str | Path, guard: bool = True) -> Model:
@@ -48,8 +49,10 @@ class Model:
             raise BundleError(f"{path}: theta0/rates hold {theta0.shape}/{rates.shape} values, the manifest says "
                               f"{size}; re-export the bundle")
         step = m["graphs"].get("adapt_step")  # prototype bundles have no adapt step
+        unrolled = m["graphs"].get("adapt_steps")  # the default step count in one graph, where exported
         return cls(bundle, theta0.astype(np.float32), rates.astype(np.float32), guard,
-                   _session(bundle.file(m["graphs"]["forward"])), _session(bundle.file(step)) if step else None)
+                   _session(bundle.file(m["graphs"]["forward"])), _session(bundle.file(step)) if step else None,
+                   _session(bundle.file(unrolled)) if unrolled else None)
 
     # --- layout and normalisation --------------------------------------------------------------------------
     @property
@@ -124,6 +127,8 @@ class Model:
             protos = np.stack([z[y == c].mean(0) for c in range(ways)]).astype(np.float32)
             return Adapted(self, protos.ravel(), steps_run=0, steps_kept=0)
         rates = self._split(self.rates, "rate")
+        if steps and self._steps is not None and steps == self.bundle.manifest["adaptation"]["inner_steps"]:
+            return self._adapt_unrolled(x, y, rates, steps)
 
         def step(t: np.ndarray) -> tuple[np.ndarray, float]:
             out = self._step.run(None, {"xs": x, "ys": y, **self._split(t, "theta"), **rates})
@@ -142,6 +147,20 @@ class Model:
                 if self.guard and (not np.isfinite(after) or after > loss):
                     break  # rolled back; later steps would start from the same point and be rejected too
             theta, kept = new, kept + 1
+        return Adapted(self, theta, steps_run=steps, steps_kept=kept)
+
+    def _adapt_unrolled(self, x: np.ndarray, y: np.ndarray, rates: dict, steps: int) -> Adapted:
+        """All steps in one graph call; the guard keeps the steps up to the first that raised the support loss."""
+        out = self._steps.run(None, {"xs": x, "ys": y, **self._split(self.theta0, "theta"), **rates})
+        history, losses = out[:-1], out[-1]  # (K, *shape) per parameter; (K + 1,) support losses
+        kept = steps
+        if self.guard:
+            for j in range(steps):
+                if not np.isfinite(losses[j + 1]) or losses[j + 1] > losses[j]:
+                    kept = j
+                    break
+        theta = (np.concatenate([h[kept - 1].ravel() for h in history]).astype(np.float32) if kept
+                 else self.theta0.copy())
         return Adapted(self, theta, steps_run=steps, steps_kept=kept)
 
     def _support_loss(self, theta: np.ndarray, x: np.ndarray, y: np.ndarray) -> float:

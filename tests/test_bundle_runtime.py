@@ -34,11 +34,23 @@ def _unit(seed=0, k=3):
 
 def test_bundle_contents_and_parity(bundle):
     manifest = json.loads((bundle / "manifest.json").read_text())
-    assert set(manifest["files"]) == {"forward.onnx", "adapt_step.onnx", "theta0.npy", "rates.npy"}
+    assert set(manifest["files"]) == {"forward.onnx", "adapt_step.onnx", "adapt_steps.onnx", "theta0.npy",
+                                      "rates.npy"}
     assert manifest["parity_max_relative_difference"] <= 1e-5
     assert manifest["normalization"]["x_std"][0] > 1 and manifest["adaptation"]["inner_steps"] == 2
     ops = manifest["ops"]
     assert ops["adapt_step.onnx"]["outside_tensorrt"] == [] and "Gemm" in ops["forward.onnx"]["ops"]
+
+
+@pytest.mark.parametrize("guard", [False, True])
+def test_unrolled_graph_equals_single_steps(bundle, guard):
+    model = Model.load(bundle, guard=guard)
+    xs, ys, xq, _ = _unit(2)
+    one_call = model.adapt(xs, ys, steps=2)  # the bundle's default: adapt_steps.onnx
+    model._steps = None  # force the single-step graph
+    stepwise = model.adapt(xs, ys, steps=2)
+    assert one_call.steps_kept == stepwise.steps_kept
+    np.testing.assert_allclose(one_call.predict(xq), stepwise.predict(xq), rtol=1e-5, atol=1e-5)
 
 
 def test_adapt_predict_save_load(bundle, tmp_path):

@@ -151,7 +151,9 @@ def evaluate(run: Run, settings: EvalSettings, progress: bool = False) -> dict[s
                     return a if classification else norm.y_inverse(a)
 
                 if runnable:
-                    preds = learner.predictions_after_steps(run.state, xs, ys, xq, sorted(set(s.steps)))
+                    # a prototype learner has no inner loop: one row, not one per step count
+                    step_list = [0] if learner.inner_steps == 0 else sorted(set(s.steps))
+                    preds = learner.predictions_after_steps(run.state, xs, ys, xq, step_list)
                     for st, p in preds.items():
                         rows.add(method, ways, shots, st, task_metrics(kind, output(p), target))
                     if not examples and not classification:
@@ -170,7 +172,7 @@ def evaluate(run: Run, settings: EvalSettings, progress: bool = False) -> dict[s
                 bar.update(n)
     bar.close()
     result = rows.summary()
-    ref_steps = learner.inner_steps if learner.inner_steps in s.steps else max(s.steps)
+    ref_steps = learner.inner_steps if learner.inner_steps in s.steps or learner.inner_steps == 0 else max(s.steps)
     return {
         "family": fam.name,
         "algo": learner.algo,

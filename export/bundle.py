@@ -42,13 +42,16 @@ def _embedding_dim(learner, xs: torch.Tensor) -> int:
 
 def export_bundle(run_path: str | Path, out: str | Path, opset: int = 18, check: bool = True,
                   tolerance: float = 1e-5, inner_steps: int | None = None) -> Path:
-    """Export the run at ``run_path`` to the bundle directory ``out`` (which must not exist yet).
+    """Export the run at ``run_path`` to the bundle directory ``out`` (which must not exist yet); an ``out``
+    ending in ``.zip`` gets a zip of the bundle directory instead.
 
     ``inner_steps`` (default: the run's) is the device's default step count; those steps are also exported
     unrolled into one graph (``adapt_steps.onnx``) so adapting costs one ONNX Runtime call.
     """
-    run = Run.load(run_path)
     out = Path(out)
+    if out.suffix == ".zip":
+        return _zipped(run_path, out, opset=opset, check=check, tolerance=tolerance, inner_steps=inner_steps)
+    run = Run.load(run_path)
     if out.exists():
         raise FileExistsError(f"{out} already exists; remove it or choose another output path")
     if run.learner.algo == "ridge":
@@ -109,6 +112,23 @@ def export_bundle(run_path: str | Path, out: str | Path, opset: int = 18, check:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    return out
+
+
+def _zipped(run_path, out: Path, **options) -> Path:
+    """Export into a temporary directory, zip it, and rename the zip into place."""
+    import zipfile
+
+    if out.exists():
+        raise FileExistsError(f"{out} already exists; remove it or choose another output path")
+    with tempfile.TemporaryDirectory(dir=out.parent if out.parent.exists() else None) as tmp:
+        bundle = export_bundle(run_path, Path(tmp) / "bundle", **options)
+        partial = Path(tmp) / "bundle.zip"
+        with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as z:
+            for f in sorted(bundle.iterdir()):
+                z.write(f, f.name)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(partial), out)
     return out
 
 

@@ -203,7 +203,8 @@ def evaluate(run: Path, tasks: int, shots: str, ways: str, queries: int | None, 
 
 @main.command()
 @click.argument("run", type=click.Path(path_type=Path))
-@click.option("-o", "--out", required=True, type=click.Path(path_type=Path), help="Bundle directory to write.")
+@click.option("-o", "--out", required=True, type=click.Path(path_type=Path),
+              help="Bundle directory to write, or a .zip of it.")
 @click.option("--opset", default=18, show_default=True, help="ONNX opset of the graphs.")
 @click.option("--inner-steps", type=int, help="Default adaptation steps on the device, also exported unrolled into "
               "one graph. [the run's]")
@@ -214,7 +215,9 @@ def export(run: Path, out: Path, opset: int, inner_steps: int | None, check: boo
     from .export.bundle import export_bundle
 
     path = export_bundle(run, out, opset=opset, check=check, inner_steps=inner_steps)
-    manifest = json.loads((path / "manifest.json").read_text())
+    from .runtime.bundle import Bundle
+
+    manifest = Bundle.open(path).manifest
     parity = manifest.get("parity_max_relative_difference")
     click.echo(f"bundle written to {path}" + (f" (parity with PyTorch: {parity:.1e} relative)" if parity else ""))
     for graph, info in manifest["ops"].items():

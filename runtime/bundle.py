@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
+import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,8 +44,14 @@ class Bundle:
 
     @classmethod
     def open(cls, path: str | Path) -> Bundle:
-        """Read ``manifest.json``, check its format version and every listed file's sha256."""
+        """Read ``manifest.json``, check its format version and every listed file's sha256.
+
+        ``path`` is a bundle directory or a zip of one (unpacked into a private temporary directory, refusing
+        entries that would land outside it).
+        """
         path = Path(path)
+        if path.is_file():
+            path = unpack(path)
         manifest_path = path / "manifest.json"
         if not manifest_path.is_file():
             raise BundleError(f"{path} is not a bundle: it has no manifest.json; export one with `metaedge export`")
@@ -79,3 +88,28 @@ class Bundle:
             return np.load(self.file(name), allow_pickle=False)
         except ValueError as e:
             raise BundleError(f"{self.path}: {name} is not a plain numeric array ({e}); re-export the bundle") from e
+
+
+def unpack(archive: Path) -> Path:
+    """Extract a zipped bundle into a new temporary directory; refuses path traversal and non-zip files."""
+    target = Path(tempfile.mkdtemp(prefix="metaedge-bundle-"))
+    try:
+        with zipfile.ZipFile(archive) as z:
+            for info in z.infolist():
+                dest = (target / info.filename).resolve()
+                if info.filename.startswith("/") or target.resolve() not in dest.parents:
+                    raise BundleError(f"{archive}: entry {info.filename!r} would be written outside the bundle; "
+                                      "refusing this archive")
+                if info.is_dir():
+                    continue
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                with z.open(info) as src, open(dest, "wb") as out:
+                    out.write(src.read())
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        shutil.rmtree(target, ignore_errors=True)
+        raise BundleError(f"{archive} is neither a bundle directory nor a readable zip ({e}); re-export it") from e
+    except BundleError:
+        shutil.rmtree(target, ignore_errors=True)
+        raise
+    inner = [p for p in target.iterdir() if p.is_dir()]
+    return inner[0] if not (target / "manifest.json").exists() and len(inner) == 1 else target

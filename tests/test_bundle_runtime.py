@@ -175,3 +175,25 @@ def test_device_demo_script_calibrates_a_unit(bundle, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "metaedge runtime (meta-learned)" in result.stdout and "classic 2-point linear" in result.stdout
     assert (tmp_path / "unit.png").is_file() and (tmp_path / "state.npz").is_file()
+
+
+def test_zipped_bundle_round_trip_and_bad_archives(bundle, tmp_path):
+    import zipfile
+
+    from metaedge.export.bundle import export_bundle
+
+    zipped = export_bundle(bundle.parent / "run", tmp_path / "model.meb.zip")
+    xs, ys, xq, _ = _unit(4)
+    a = Model.load(zipped).adapt(xs, ys).predict(xq)
+    b = Model.load(bundle).adapt(xs, ys).predict(xq)
+    np.testing.assert_allclose(a, b, rtol=1e-6)
+    corrupt = tmp_path / "corrupt.zip"
+    corrupt.write_bytes(zipped.read_bytes()[:200])
+    with pytest.raises(BundleError, match="neither a bundle directory nor a readable zip"):
+        Model.load(corrupt)
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as z:
+        z.writestr("../escaped.txt", "x")
+    with pytest.raises(BundleError, match="outside the bundle"):
+        Model.load(evil)
+    assert not (tmp_path.parent / "escaped.txt").exists()

@@ -2,7 +2,7 @@
 learn2learn way, in the learn2learn venv.
 
 Imports only the standard library, ``torch``, ``numpy``, ``learn2learn`` and, for the command loop and the
-``check``/``run`` commands, the sibling worker ``_l2l_maml_worker.py`` (same line protocol, see there).
+``check``/``run`` commands, the sibling worker ``_l2l_maml_worker.py`` (command loop: ``_protocol.serve``).
 The model is learn2learn's own Conv4 (``l2l.vision.models.CNN4`` / ``CNN4Backbone``: conv 3x3, batch
 norm, ReLU, max-pool 2, four blocks, 64 channels; 1x28x28 inputs give a 64-d embedding). ``learn2learn.vision``
 needs torchvision, which the learn2learn venv lacks (``l2l.vision`` is then ``None``), so its
@@ -37,6 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from _l2l_maml_worker import Worker as _LineWorker
+from _protocol import serve
 from torch import nn
 
 
@@ -142,8 +143,6 @@ class Worker(_LineWorker):
 
 
 def main() -> None:
-    from _l2l_maml_worker import serve  # the sibling worker's line protocol (this script's folder is on sys.path)
-
     serve(Worker())
 
 

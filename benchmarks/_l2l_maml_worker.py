@@ -11,7 +11,7 @@ Two implementations of the same meta-step (sinusoid MLP 1-40-40-1, MSE, SGD inne
 * ``ref``: the same loop in plain PyTorch, written the way learn2learn works internally (clone the
   parameters, ``torch.autograd.grad(..., create_graph=not first_order)``, ``p - lr * g``).
 
-Protocol: one JSON command per line on stdin, one reply per line on stdout prefixed with ``@@WORKER@@``
+Protocol (``_protocol.serve``): one JSON command per line on stdin, one reply per line prefixed with ``@@WORKER@@``
 (anything else on stdout, e.g. import-time warnings, is ignored by the driver). Commands:
 
 * ``{"cmd": "setup", "impl", "first_order", "inner_steps", "inner_lr", "meta_lr", "threads", "data",
@@ -25,8 +25,6 @@ Protocol: one JSON command per line on stdin, one reply per line on stdout prefi
 
 from __future__ import annotations
 
-import json
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -34,9 +32,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from _protocol import serve
 from torch import nn
-
-MARK = "@@WORKER@@"
 
 
 class SineModel(nn.Module):
@@ -176,31 +173,6 @@ class Worker:
             self.it += 1
         seconds = time.perf_counter() - t0
         return {"seconds": seconds, "loss": loss}
-
-
-def serve(worker: Any) -> None:
-    """Answer the driver's line protocol (setup / check / run / quit) on stdin/stdout with ``worker``."""
-    for line in sys.stdin:
-        line = line.strip()
-        if not line:
-            continue
-        msg = json.loads(line)
-        if msg["cmd"] == "quit":
-            break
-        try:
-            if msg["cmd"] == "setup":
-                reply = worker.setup(msg)
-            elif msg["cmd"] == "check":
-                reply = worker.check(msg["out"])
-            elif msg["cmd"] == "run":
-                reply = worker.run(int(msg["iters"]))
-            else:
-                raise ValueError(f"unknown command {msg['cmd']!r}")
-            reply = {"ok": True, **reply}
-        except Exception as exc:  # report to the driver instead of dying silently
-            reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-        sys.stdout.write(f"{MARK} {json.dumps(reply)}\n")
-        sys.stdout.flush()
 
 
 def main() -> None:

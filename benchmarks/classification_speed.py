@@ -45,7 +45,6 @@ alone, give both processes the same fixed allocator (the JSON records ``MALLOC_*
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import signal
@@ -59,6 +58,7 @@ from typing import Any
 import meta_train_speed as mts
 import numpy as np
 import torch
+from _protocol import write_json
 from meta_train_speed import Setting, WorkerContender, bench_setting, compare, find_l2l_python, median
 
 from metaedge.sdk.learners import make_learner
@@ -319,10 +319,7 @@ def write_record(out: Path, args: argparse.Namespace, settings: list[Setting], s
         "total_seconds": seconds,
         "results": results,
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = out.with_suffix(".json.tmp")
-    tmp_out.write_text(json.dumps(record, indent=2) + "\n")
-    tmp_out.replace(out)
+    write_json(out, record)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

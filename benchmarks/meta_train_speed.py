@@ -49,6 +49,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from _protocol import MARK, write_json
 
 from metaedge.sdk.learners import make_learner
 from metaedge.sdk.models import build_model
@@ -57,7 +58,6 @@ from metaedge.sdk.tasks import make_family
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = Path(__file__).resolve().parent / "_l2l_maml_worker.py"
 DEFAULT_L2L = (".l2l-venv/bin/python", ".l2l-venv/venv/bin/python")
-MARK = "@@WORKER@@"
 HIDDEN = 40
 MODEL = {"kind": "mlp", "in_dim": 1, "out_dim": 1, "hidden": [HIDDEN, HIDDEN], "activation": "relu"}
 SHOTS = QUERIES = 10
@@ -384,10 +384,7 @@ def write_record(
             for s in done
         ],
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = out.with_suffix(".json.tmp")
-    tmp_out.write_text(json.dumps(record, indent=2) + "\n")
-    tmp_out.replace(out)
+    write_json(out, record)
 
 
 def _terminate(signum: int, frame: Any) -> None:

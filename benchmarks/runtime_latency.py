@@ -17,7 +17,7 @@ the same pool of tasks (call ``i`` uses task ``i mod pool``):
 * ``l2l``: ``learn2learn.algorithms.MAML(model, lr=0.01)``: ``learner = maml.clone()``, 5 x
   ``learner.adapt(mse(learner(xs), ys))``, then ``learner(xq)`` under ``torch.no_grad()``; in a subprocess of
   the learn2learn venv (``--l2l-python``) running this file with ``--worker`` (line protocol and process
-  handling from ``_l2l_maml_worker.serve`` and ``meta_train_speed.WorkerContender``). Its model is the
+  handling from ``_protocol.serve`` and ``meta_train_speed.WorkerContender``). Its model is the
   ``nn.Sequential(Linear, ReLU, Linear, ReLU, Linear)`` of the run, weights mapped by name
   (``body.0`` -> ``0``, ``body.2`` -> ``2``, ``head`` -> ``4``) from the bundle's ``theta0.npy`` + manifest
   layout;
@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _protocol import serve, write_json
 
 ROOT = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve()
@@ -112,7 +113,7 @@ def median(values: list[float]) -> float:
 
 # --- subprocess worker: learn2learn (its venv: stdlib, numpy, torch, learn2learn) or the runtime (no torch) ---
 class AdaptWorker:
-    """``setup`` / ``check`` / ``run`` for ``_l2l_maml_worker.serve``: one adapt + predict per call.
+    """``setup`` / ``check`` / ``run`` for ``_protocol.serve``: one adapt + predict per call.
 
     ``setup`` field ``impl``: ``l2l`` (``lr``, ``first_order``, ``weights``) or ``runtime`` (``bundle``,
     ``guard``); both take ``data``, ``steps``, ``threads``.
@@ -193,38 +194,8 @@ class AdaptWorker:
         return {"seconds": sum(ms) / 1e3, "ms": ms}
 
 
-def serve_without_torch(worker: AdaptWorker) -> None:
-    """``_l2l_maml_worker.serve``'s protocol (same commands, replies and ``@@WORKER@@`` mark) for the runtime
-    worker, which must not import torch (``_l2l_maml_worker`` imports it at module level)."""
-    for line in sys.stdin:
-        msg = json.loads(line) if line.strip() else {"cmd": ""}
-        if msg["cmd"] == "quit":
-            break
-        if not msg["cmd"]:
-            continue
-        try:
-            if msg["cmd"] == "setup":
-                reply = worker.setup(msg)
-            elif msg["cmd"] == "check":
-                reply = worker.check(msg["out"])
-            elif msg["cmd"] == "run":
-                reply = worker.run(int(msg["iters"]))
-            else:
-                raise ValueError(f"unknown command {msg['cmd']!r}")
-            reply = {"ok": True, **reply}
-        except Exception as exc:  # report to the driver instead of dying silently
-            reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-        sys.stdout.write(f"@@WORKER@@ {json.dumps(reply)}\n")
-        sys.stdout.flush()
-
-
 def worker_main(impl: str) -> None:
-    if impl == "runtime":
-        serve_without_torch(AdaptWorker())
-    else:
-        from _l2l_maml_worker import serve
-
-        serve(AdaptWorker())
+    serve(AdaptWorker())  # _protocol is stdlib only: the runtime worker stays torch-free
 
 
 # --- contenders in this interpreter -----------------------------------------------------------------------
@@ -548,10 +519,7 @@ def main(argv: list[str] | None = None) -> int:
         "total_seconds": time.perf_counter() - t_start,
     }
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = out.with_suffix(".json.tmp")
-    tmp_out.write_text(json.dumps(record, indent=2) + "\n")
-    tmp_out.replace(out)
+    write_json(out, record)
     print(f"wrote {out}")
     return 0
 

@@ -47,6 +47,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _protocol import write_json
+
 ROOT = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve()
 RUN = ROOT / "runs" / "bench-sinusoid" / "maml"
@@ -233,10 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         "total_seconds": time.perf_counter() - t_start,
     }
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = out.with_suffix(".json.tmp")
-    tmp_out.write_text(json.dumps(record, indent=2) + "\n")
-    tmp_out.replace(out)
+    write_json(out, record)
     print(f"wrote {out}")
     return 0
 

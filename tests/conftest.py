@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from metaedge.sdk.tasks import make_family
+from metaedge.sdk.tasks import find_data_dir, make_family
 
 
 @pytest.fixture
@@ -14,3 +14,18 @@ def sinusoid_batch():
     """Eight sinusoid tasks (5 support, 7 query) as float32 tensors ``(T, n, 1)``."""
     b = make_family("sinusoid").sample_batch(np.random.default_rng(3), 8, 5, 7)
     return tuple(torch.from_numpy(a) for a in (b.x_support, b.y_support, b.x_query, b.y_query))
+
+
+@pytest.fixture
+def real_family():
+    """``real_family(name, folder, **options)``: a family over ``../shared/data/<folder>``, or a skip with the
+    reason when that data is absent (a user's fresh checkout has no ``../shared``)."""
+
+    def make(name: str, folder: str, **options):
+        try:
+            find_data_dir(folder)
+        except FileNotFoundError as err:
+            pytest.skip(f"real data not available ({err})")
+        return make_family(name, **options)
+
+    return make

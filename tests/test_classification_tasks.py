@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from metaedge.sdk.tasks import EpisodicFamily, find_data_dir, make_family
+from metaedge.sdk.tasks import EpisodicFamily, make_family
 from metaedge.sdk.tasks import episodes as episodes_module
 from metaedge.sdk.tasks.episodes import sample_without_replacement
 from metaedge.sdk.tasks.timeseries import read_ts, to_fixed_length
@@ -293,18 +293,10 @@ def test_omniglot_fake_with_test_split(tmp_path: Path, monkeypatch: pytest.Monke
 # ---------------------------------------------------------------- the real shared data
 
 
-def real(name: str, folder: str, **options):
-    try:
-        find_data_dir(folder)
-    except FileNotFoundError as err:
-        pytest.skip(f"real data not available ({err})")
-    return make_family(name, **options)
-
-
 @pytest.mark.data
-def test_real_omniglot() -> None:
+def test_real_omniglot(real_family) -> None:
     # The first run preprocesses the 24 000 drawings (about 5 s); later runs read the cache.
-    fam = real("omniglot", "omniglot")
+    fam = real_family("omniglot", "omniglot")
     assert len(fam.classes("train")) == 4112 and len(fam.classes("val")) == 688
     assert set(fam.class_counts("train").values()) == set(fam.class_counts("val").values()) == {20}
     b = fam.sample_batch(np.random.default_rng(0), 32, 1, 15, "val", ways=20)
@@ -321,9 +313,11 @@ def test_real_omniglot() -> None:
         ("ucr-plaid", 11, (1, 512), "class", (517, 557)),
     ],
 )
-def test_real_ucr(name: str, classes: int, shape: tuple[int, int], split_by: str, sizes: tuple[int, int]) -> None:
-    fam = real(name, "ucr_uea_sensor")
-    assert fam.describe()["dataset"] == real("ucr", "ucr_uea_sensor", dataset=fam.dataset.lower()).dataset
+def test_real_ucr(
+    name: str, classes: int, shape: tuple[int, int], split_by: str, sizes: tuple[int, int], real_family
+) -> None:
+    fam = real_family(name, "ucr_uea_sensor")
+    assert fam.describe()["dataset"] == real_family("ucr", "ucr_uea_sensor", dataset=fam.dataset.lower()).dataset
     assert len(fam.class_names) == classes and fam.input_shape == shape and fam.split_by == split_by
     assert fam.ways == 4 and len(fam.classes("test")) == 4
     assert tuple(fam.describe()["splits"][s]["samples"] for s in ("train", "test")) == sizes

@@ -168,16 +168,8 @@ def test_find_data_dir_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
         find_data_dir("absent")
 
 
-def real_family(name: str, folder: str, **options) -> TableFamily:
-    try:
-        find_data_dir(folder)
-    except FileNotFoundError as err:
-        pytest.skip(f"real data not available ({err})")
-    return make_family(name, **options)
-
-
 @pytest.mark.data
-def test_purpleair_units_and_epa_formula() -> None:
+def test_purpleair_units_and_epa_formula(real_family) -> None:
     fam = real_family("purpleair", "purpleair_colocation", folds=4, fold=0)
     assert len(fam.units()) == 12 and len(fam.units("test")) == 3
     assert fam.input_names == ("A_B_Avg", "humidity_a", "temp_Celsius", "dewPoint")
@@ -191,7 +183,7 @@ def test_purpleair_units_and_epa_formula() -> None:
 
 
 @pytest.mark.data
-def test_cmapss_fd001() -> None:
+def test_cmapss_fd001(real_family) -> None:
     fam = real_family("cmapss", "cmapss", subset="FD001")
     assert len(fam.units()) == 100 and fam.input_shape == (17,)
     y = np.concatenate([fam.unit_data(u)[1] for u in fam.units()])

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch.func import grad, vmap
@@ -89,7 +88,3 @@ def fresh_init(model: torch.nn.Module, seed: int) -> Params:
         return {n: p.detach().clone() for n, p in model.named_parameters()}
     finally:
         torch.set_rng_state(gen_state)
-
-
-def to_numpy(t: torch.Tensor) -> np.ndarray:
-    return t.detach().cpu().numpy()

@@ -12,9 +12,3 @@ def mean_ci(values: np.ndarray) -> tuple[float, float]:
         raise ValueError("no values to summarise")
     half = 1.96 * v.std(ddof=1) / np.sqrt(v.size) if v.size > 1 else float("nan")
     return float(v.mean()), float(half)
-
-
-def per_task_errors(pred: np.ndarray, target: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-task MSE and RMSE over query points; ``pred``, ``target`` ``(T, q, d)`` -> each ``(T,)``."""
-    mse = ((pred.astype(np.float64) - target.astype(np.float64)) ** 2).reshape(pred.shape[0], -1).mean(1)
-    return {"mse": mse, "rmse": np.sqrt(mse)}

@@ -136,10 +136,9 @@ def _pretrain_classifier(run: Run, steps: int, batch_size: int = 64) -> Callable
     torch.manual_seed(cfg.seed + 2)
     model = build_model(mcfg)
     cache = run.path / "transfer_classifier.safetensors"
-    if cache.is_file() and int(load_file(str(cache)).get("__steps__", torch.tensor([-1])).item()) == steps:
-        state = load_file(str(cache))
-        state.pop("__steps__")
-        model.load_state_dict(state)
+    cached = load_file(str(cache)) if cache.is_file() else {}
+    if int(cached.pop("__steps__", torch.tensor([-1])).item()) == steps:
+        model.load_state_dict(cached)
     else:
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
         rng = np.random.default_rng(cfg.seed + 3)

@@ -159,7 +159,7 @@ def evaluate(run: Run, settings: EvalSettings, progress: bool = False) -> dict[s
                     if not examples and not classification:
                         examples = _examples(batch, shots, output(preds[max(preds)]), s.keep_examples)
                     beyond = sorted(st for st in s.steps if st > learner.inner_steps)
-                    if beyond and learner.algo != "protonet":
+                    if beyond and learner.inner_steps > 0:
                         # past the trained step count learned rates may diverge; the device guards against it
                         guarded = learner.predictions_after_steps(run.state, xs, ys, xq, beyond, guard=True)
                         for st, p in guarded.items():

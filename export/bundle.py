@@ -21,9 +21,14 @@ import torch
 
 from .. import __version__
 from ..runtime.bundle import FORMAT_VERSION, sha256
+from ..sdk.learners import MetaLearner
+from ..sdk.learners.newton import MIN_DAMPING, GaussNewtonLoop
 from ..sdk.train import Run, sample_options, task_rng, to_tensors
 from .graphs import export_embedding, export_graphs
 from .ops import ops_report
+
+#: what ``metaedge export --format`` accepts
+FORMATS = ("onnx", "c", "all")
 
 
 def _git_commit() -> str | None:
@@ -35,29 +40,44 @@ def _git_commit() -> str | None:
         return None
 
 
+def solver_of(learner: MetaLearner) -> str:
+    """How a device adapts for this learner: ``sgd`` (the rate-weighted gradient step of ``adapt_step.onnx``),
+    ``gauss-newton`` (a damped least-squares solve on ``gauss_newton.onnx``'s Jacobian) or ``prototypes``."""
+    if learner.algo == "protonet":
+        return "prototypes"
+    return "gauss-newton" if isinstance(learner.inner, GaussNewtonLoop) else "sgd"
+
+
 def _embedding_dim(learner, xs: torch.Tensor) -> int:
     with torch.no_grad():
         return int(learner.model.eval()(xs[:1]).shape[-1])
 
 
 def export_bundle(run_path: str | Path, out: str | Path, opset: int = 18, check: bool = True,
-                  tolerance: float = 1e-5, inner_steps: int | None = None) -> Path:
+                  tolerance: float = 1e-5, inner_steps: int | None = None, adapt: str | None = None,
+                  formats: str = "onnx") -> Path:
     """Export the run at ``run_path`` to the bundle directory ``out`` (which must not exist yet); an ``out``
     ending in ``.zip`` gets a zip of the bundle directory instead.
 
-    ``inner_steps`` (default: the run's) is the device's default step count; those steps are also exported
-    unrolled into one graph (``adapt_steps.onnx``) so adapting costs one ONNX Runtime call.
+    ``inner_steps`` (default: the run's) is the device's default step count; for gradient learners those steps
+    are also exported unrolled into one graph (``adapt_steps.onnx``) so adapting costs one ONNX Runtime call.
+    ``adapt`` overrides the run's adaptation spec (``all``, ``head``, ``biases`` or name patterns).
+    ``formats``: ``onnx`` (graphs for ONNX Runtime / TensorRT), ``c`` (``model.mebin`` + ``model_data.h`` for the
+    C library; MLP models only) or ``all``.
     """
+    if formats not in FORMATS:
+        raise ValueError(f"unknown bundle format {formats!r}; choose one of {', '.join(FORMATS)}")
     out = Path(out)
     if out.suffix == ".zip":
-        return _zipped(run_path, out, opset=opset, check=check, tolerance=tolerance, inner_steps=inner_steps)
+        return _zipped(run_path, out, opset=opset, check=check, tolerance=tolerance, inner_steps=inner_steps,
+                       adapt=adapt, formats=formats)
     run = Run.load(run_path)
+    if adapt:
+        run = run.with_adaptation(adapt)
     if out.exists():
         raise FileExistsError(f"{out} already exists; remove it or choose another output path")
-    if run.learner.algo == "ridge":
-        raise ValueError("exporting ridge runs is not supported yet (their closed-form step needs a linear solve "
-                         "graph); export a maml, fomaml, metasgd, anil, reptile or protonet run")
-    prototypes = run.learner.algo == "protonet"  # the device builds class prototypes from embeddings
+    solver = solver_of(run.learner)
+    prototypes = solver == "prototypes"  # the device builds class prototypes from embeddings
     fam, norm, learner = run.family, run.normalizer, run.learner
     sample = norm.batch(fam.sample_batch(task_rng(run.config.seed + 101, 0), 1, run.config.shots, run.config.queries,
                                          **sample_options(run.config, fam)))
@@ -73,13 +93,21 @@ def export_bundle(run_path: str | Path, out: str | Path, opset: int = 18, check:
         steps = learner.inner_steps if inner_steps is None else int(inner_steps)
         if steps < 1 and not prototypes:
             raise ValueError(f"--inner-steps must be at least 1, got {steps}")
-        graphs = (export_embedding(learner, run.state, tmp, xs, opset=opset) if prototypes
-                  else export_graphs(learner, run.state, tmp, xs, ys, opset=opset, unrolled_steps=steps))
+        graphs = {}
+        if formats in ("onnx", "all"):
+            graphs = (export_embedding(learner, run.state, tmp, xs, opset=opset) if prototypes
+                      else export_graphs(learner, run.state, tmp, xs, ys, opset=opset,
+                                         unrolled_steps=steps if solver == "sgd" else 0))
+        firmware = {}
+        if formats in ("c", "all"):
+            from .firmware import write_firmware
+
+            firmware = {p.suffix.lstrip("."): p for p in write_firmware(run, tmp)}
         theta = np.concatenate([np.zeros(0)] + [fast[e["name"]].detach().numpy().ravel() for e in layout])
         rates = np.concatenate([np.zeros(0)] + [run.state["rates"][e["name"]].detach().numpy().ravel() for e in layout])
         np.save(tmp / "theta0.npy", theta.astype(np.float32))
         np.save(tmp / "rates.npy", rates.astype(np.float32))
-        files = [p.name for p in graphs.values()] + ["theta0.npy", "rates.npy"]
+        files = [p.name for p in (*graphs.values(), *firmware.values())] + ["theta0.npy", "rates.npy"]
         manifest: dict[str, Any] = {
             "format_version": FORMAT_VERSION,
             "task_kind": fam.task_kind,
@@ -90,10 +118,12 @@ def export_bundle(run_path: str | Path, out: str | Path, opset: int = 18, check:
             "output": {"dim": learner.output_dim or fam.output_dim, "names": list(fam.output_names),
                        "units": list(fam.output_units)},
             "normalization": norm.to_dict(),
-            "adaptation": {"spec": learner.adapt_spec, "inner_steps": 0 if prototypes else steps, "parameters": layout,
-                           "size": offset, "prototypes": prototypes,
-                           "embedding_dim": _embedding_dim(learner, xs) if prototypes else None},
+            "adaptation": {"spec": learner.adapt_spec, "solver": solver, "inner_steps": 0 if prototypes else steps,
+                           "parameters": layout, "size": offset, "prototypes": prototypes,
+                           "embedding_dim": _embedding_dim(learner, xs) if prototypes else None,
+                           **({"min_damping": MIN_DAMPING} if solver == "gauss-newton" else {})},
             "graphs": {k: p.name for k, p in graphs.items()},
+            "firmware": {k: p.name for k, p in firmware.items()},
             "ops": ops_report(tmp),
             "files": {name: sha256(tmp / name) for name in files},
             "provenance": {"run": str(Path(run_path).resolve()), "git_commit": _git_commit(),
@@ -135,8 +165,6 @@ def _zipped(run_path, out: Path, **options) -> Path:
 def parity(run: Run, bundle_dir: Path, tasks: int = 3) -> float:
     """Largest relative difference between the runtime (ONNX Runtime) and PyTorch after adapting, both with the
     bundle's default step count (the unrolled graph) and with 5 single steps (the step graph)."""
-    import json
-
     default = json.loads((bundle_dir / "manifest.json").read_text())["adaptation"]["inner_steps"]
     return max(_parity(run, bundle_dir, tasks, s) for s in sorted({default, 5}))
 

@@ -1,7 +1,9 @@
 """Trace the learner's own functions into ONNX graphs with plain operators.
 
-``forward.onnx``: ``(x, *adapted) -> y``; ``adapt_step.onnx``: ``(xs, ys, *adapted, *rates) -> (*adapted', loss)``.
-Both come from the very functions the trainer differentiates (``InnerLoop.forward`` / ``InnerLoop.step``):
+``forward.onnx``: ``(x, *adapted) -> y``; ``adapt_step.onnx``: ``(xs, ys, *adapted, *rates) -> (*adapted', loss)``;
+for Gauss-Newton learners (``ridge``) ``gauss_newton.onnx``: ``(xs, ys, *adapted) -> (jacobian, residual)``, the
+linearised least-squares problem whose small damped solve the runtime does in float64 (ONNX has no solver).
+All come from the very functions the trainer differentiates (``InnerLoop.forward`` / ``InnerLoop.step``):
 ``make_fx`` turns the ``torch.func`` gradient into plain aten operations, then ``torch.onnx.export`` (dynamo)
 writes them as standard ONNX operators. Frozen parameters are constants inside the graphs; the number of
 samples (support size, prediction batch) is a dynamic axis.
@@ -9,6 +11,7 @@ samples (support size, prediction batch) is a dynamic axis.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from pathlib import Path
 
@@ -18,6 +21,7 @@ from torch._decomp import core_aten_decompositions
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from ..sdk.learners import MetaLearner, MetaState
+from ..sdk.learners.newton import GaussNewtonLoop
 
 
 def _convolution_backward(grad_output, input, weight, bias_sizes, stride, padding, dilation, transposed,
@@ -55,15 +59,21 @@ def _export(fn, args: tuple[torch.Tensor, ...], names: tuple[list[str], list[str
                     _allow_non_fake_inputs=True)(*args)
     n = torch.export.Dim("n", min=1)
     shapes = tuple({0: n} if i < dynamic else None for i in range(len(args)))
+    quiet = logging.getLogger("torch.onnx")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # e.g. "torchvision is not installed" on every export
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's own deprecation chatter
-        torch.onnx.export(graph, args, str(path), dynamo=True, opset_version=opset, dynamic_shapes=shapes,
-                          input_names=names[0], output_names=names[1], verbose=False, optimize=True)
+        try:
+            torch.onnx.export(graph, args, str(path), dynamo=True, opset_version=opset, dynamic_shapes=shapes,
+                              input_names=names[0], output_names=names[1], verbose=False, optimize=True)
+        finally:
+            quiet.setLevel(level)
 
 
 def export_graphs(learner: MetaLearner, state: MetaState, out_dir: Path, example_x: torch.Tensor,
                   example_y: torch.Tensor, opset: int = 18, unrolled_steps: int = 0) -> dict[str, Path]:
-    """Write ``forward.onnx`` and ``adapt_step.onnx`` for a gradient learner into ``out_dir``.
+    """Write ``forward.onnx`` and ``adapt_step.onnx`` (or ``gauss_newton.onnx``) for a learner into ``out_dir``.
 
     Args:
         learner: the run's learner (its inner loop is traced).
@@ -90,9 +100,19 @@ def export_graphs(learner: MetaLearner, state: MetaState, out_dir: Path, example
     theta = tuple(fast[k].detach() for k in names)
     rates = tuple(state["rates"][k].detach() for k in names)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"forward": out_dir / "forward.onnx", "adapt_step": out_dir / "adapt_step.onnx"}
+    paths = {"forward": out_dir / "forward.onnx"}
     param_names = [f"theta.{k}" for k in names]
     _export(forward, (example_x, *theta), (["x", *param_names], ["y"]), 1, paths["forward"], opset)
+    if isinstance(inner, GaussNewtonLoop):
+
+        def system(xs: torch.Tensor, ys: torch.Tensor, *flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return inner.system(dict(zip(names, flat)), frozen, xs, ys)
+
+        paths["gauss_newton"] = out_dir / "gauss_newton.onnx"
+        _export(system, (example_x, example_y, *theta), (["xs", "ys", *param_names], ["jacobian", "residual"]), 2,
+                paths["gauss_newton"], opset)
+        return paths
+    paths["adapt_step"] = out_dir / "adapt_step.onnx"
     step_inputs = ["xs", "ys", *param_names, *[f"rate.{k}" for k in names]]
     _export(step, (example_x, example_y, *theta, *rates), (step_inputs, [*[f"new.{k}" for k in names], "loss"]),
             2, paths["adapt_step"], opset)

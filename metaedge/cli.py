@@ -208,13 +208,21 @@ def evaluate(run: Path, tasks: int, shots: str, ways: str, queries: int | None, 
 @click.option("--opset", default=18, show_default=True, help="ONNX opset of the graphs.")
 @click.option("--inner-steps", type=int, help="Default adaptation steps on the device, also exported unrolled into "
               "one graph. [the run's]")
+@click.option("--adapt", "adapt_spec", help="Which parameters the device adapts: all, head, biases, or comma-separated "
+              "name patterns such as 'head.*,body.2.bias'. [the run's]")
+@click.option("--format", "formats", type=click.Choice(["onnx", "c", "all"]), default="onnx", show_default=True,
+              help="onnx: graphs for ONNX Runtime (and TensorRT); c: model.mebin + model_data.h for the C library "
+              "(MLPs); all: both.")
 @click.option("--check/--no-check", default=True, show_default=True,
               help="Prove forward and adapt-step parity with PyTorch (1e-5 relative) before writing.")
-def export(run: Path, out: Path, opset: int, inner_steps: int | None, check: bool) -> None:
-    """Export a meta-trained run to a bundle: manifest.json, forward.onnx, adapt_step.onnx, theta0/rates .npy."""
+def export(run: Path, out: Path, opset: int, inner_steps: int | None, adapt_spec: str | None, formats: str,
+           check: bool) -> None:
+    """Export a meta-trained run to a bundle: manifest.json, forward.onnx, adapt_step.onnx (gauss_newton.onnx for
+    ridge runs), theta0/rates .npy, and with --format c|all the C library's model.mebin."""
     from .export.bundle import export_bundle
 
-    path = export_bundle(run, out, opset=opset, check=check, inner_steps=inner_steps)
+    path = export_bundle(run, out, opset=opset, check=check, inner_steps=inner_steps, adapt=adapt_spec,
+                         formats=formats)
     from .runtime.bundle import Bundle
 
     manifest = Bundle.open(path).manifest

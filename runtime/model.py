@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +38,7 @@ class Model:
     _forward: ort.InferenceSession | None = field(default=None, repr=False)
     _step: ort.InferenceSession | None = field(default=None, repr=False)
     _steps: ort.InferenceSession | None = field(default=None, repr=False)
+    _gauss_newton: ort.InferenceSession | None = field(default=None, repr=False)
 
     @classmethod
     def load(cls, path: str | Path, guard: bool = True) -> Model:
@@ -48,11 +50,11 @@ class Model:
         if theta0.shape != (size,) or rates.shape != (size,):
             raise BundleError(f"{path}: theta0/rates hold {theta0.shape}/{rates.shape} values, the manifest says "
                               f"{size}; re-export the bundle")
-        step = m["graphs"].get("adapt_step")  # prototype bundles have no adapt step
-        unrolled = m["graphs"].get("adapt_steps")  # the default step count in one graph, where exported
+        # prototype bundles have no step graph; the unrolled one holds the default step count, where exported
+        step, unrolled, gn = (m["graphs"].get(k) for k in ("adapt_step", "adapt_steps", "gauss_newton"))
         return cls(bundle, theta0.astype(np.float32), rates.astype(np.float32), guard,
-                   _session(bundle.file(m["graphs"]["forward"])), _session(bundle.file(step)) if step else None,
-                   _session(bundle.file(unrolled)) if unrolled else None)
+                   _session(bundle.file(m["graphs"]["forward"])), *(_session(bundle.file(g)) if g else None
+                                                                     for g in (step, unrolled, gn)))
 
     # --- layout and normalisation --------------------------------------------------------------------------
     @property
@@ -129,11 +131,7 @@ class Model:
         rates = self._split(self.rates, "rate")
         if steps and self._steps is not None and steps == self.bundle.manifest["adaptation"]["inner_steps"]:
             return self._adapt_unrolled(x, y, rates, steps)
-
-        def step(t: np.ndarray) -> tuple[np.ndarray, float]:
-            out = self._step.run(None, {"xs": x, "ys": y, **self._split(t, "theta"), **rates})
-            return np.concatenate([o.ravel() for o in out[:-1]]), float(out[-1])
-
+        step = self._gauss_newton_step(x, y) if self._gauss_newton is not None else self._gradient_step(x, y, rates)
         theta, kept = self.theta0.copy(), 0
         nxt = step(theta) if steps else None
         for i in range(steps):
@@ -148,6 +146,29 @@ class Model:
                     break  # rolled back; later steps would start from the same point and be rejected too
             theta, kept = new, kept + 1
         return Adapted(self, theta, steps_run=steps, steps_kept=kept)
+
+    def _gradient_step(self, x: np.ndarray, y: np.ndarray, rates: dict) -> Callable[[np.ndarray], tuple]:
+        """``theta -> (theta - rates * grad, support loss at theta)`` through ``adapt_step.onnx``."""
+
+        def step(t: np.ndarray) -> tuple[np.ndarray, float]:
+            out = self._step.run(None, {"xs": x, "ys": y, **self._split(t, "theta"), **rates})
+            return np.concatenate([o.ravel() for o in out[:-1]]), float(out[-1])
+
+        return step
+
+    def _gauss_newton_step(self, x: np.ndarray, y: np.ndarray) -> Callable[[np.ndarray], tuple]:
+        """``theta -> (damped Gauss-Newton update, support loss at theta)``: the graph gives the Jacobian and the
+        residuals, the solve ``(J^T J + diag(exp(rates) + min_damping)) delta = J^T r`` runs here in float64
+        (the normal equations square the condition number)."""
+        damping = np.exp(self.rates.astype(np.float64)) + self.bundle.manifest["adaptation"]["min_damping"]
+
+        def step(t: np.ndarray) -> tuple[np.ndarray, float]:
+            jac, res = self._gauss_newton.run(None, {"xs": x, "ys": y, **self._split(t, "theta")})
+            j, r = jac.astype(np.float64), res.astype(np.float64)
+            delta = np.linalg.solve(j.T @ j + np.diag(damping), j.T @ r)
+            return (t - delta).astype(np.float32), float((r**2).mean())
+
+        return step
 
     def _adapt_unrolled(self, x: np.ndarray, y: np.ndarray, rates: dict, steps: int) -> Adapted:
         """All steps in one graph call; the guard keeps the steps up to the first that raised the support loss."""

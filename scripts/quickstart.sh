@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# The main job on built-in data: meta-train a calibration model for a family of simulated piezoresistive
-# pressure sensors (closed-form ridge head on meta-learned features), then calibrate 500 new units from
-# 3 reference points each and compare with classic calibration from 3 and 10 points. Writes a report with
-# plots to reports/<run name>.
+# The main job on built-in data, server to device:
+#  1. meta-train a calibration model for a family of simulated piezoresistive pressure sensors (closed-form
+#     ridge head on meta-learned features);
+#  2. evaluate 3-point calibration of 500 new units against classic calibration from 3 and 10 points
+#     (report with plots in reports/<run name>);
+#  3. export the bundle (parity-checked against PyTorch);
+#  4. on the "device" (numpy + ONNX Runtime only), calibrate one new simulated unit from 3 reference points,
+#     print its error next to classic calibration and write a plot (reports/<run name>/device/unit.png).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -13,5 +17,9 @@ if [ -f "$RUN/state.json" ]; then
 else
   .venv/bin/metaedge train --config "$CONFIG" --out "$RUN"
 fi
-.venv/bin/metaedge eval "$RUN" --tasks 500 --shots 3 --baseline-shots 10 --steps 0,1 \
-  --report "reports/$(basename "$RUN")"
+REPORT="reports/$(basename "$RUN")"
+.venv/bin/metaedge eval "$RUN" --tasks 500 --shots 3 --baseline-shots 10 --steps 0,1 --report "$REPORT"
+rm -rf "$REPORT/model.meb"
+.venv/bin/metaedge export "$RUN" -o "$REPORT/model.meb"
+FAMILY="$(.venv/bin/python -c 'import json,sys; print(json.load(open(sys.argv[1]))["family"])' "$CONFIG")"
+.venv/bin/python scripts/device_demo.py "$REPORT/model.meb" --family "$FAMILY" --out "$REPORT/device"

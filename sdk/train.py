@@ -12,7 +12,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +137,20 @@ class Run:
         state = learner.canonical(ckpt.load_state(path / "model.safetensors"))
         state = {g: {k: v.to(device) for k, v in d.items()} for g, d in state.items()}
         return cls(path, config, family, learner, Normalizer(**raw["normalization"]), state)
+
+    def with_adaptation(self, spec: str) -> Run:
+        """This run with another adaptation spec (e.g. to ship ``head`` adaptation of a run trained with ``all``).
+
+        Parameters adapted in training keep their (possibly meta-learned) rates; newly adapted ones start at the
+        learner's initial rate, which is what ``inner_lr`` meant in training.
+        """
+        if self.config.algo == "protonet":
+            raise ValueError("prototype learners adapt class prototypes, not parameters; drop the adaptation spec")
+        config = replace(self.config, adapt=spec)
+        learner = build_learner(config, self.family)
+        initial = learner.init_state()["rates"]
+        rates = {n: self.state["rates"].get(n, initial[n]) for n in learner.adapted}
+        return replace(self, config=config, learner=learner, state={**self.state, "rates": rates})
 
 
 def build_learner(config: TrainConfig, family: TaskFamily) -> MetaLearner:

@@ -197,3 +197,40 @@ def test_zipped_bundle_round_trip_and_bad_archives(bundle, tmp_path):
     with pytest.raises(BundleError, match="outside the bundle"):
         Model.load(evil)
     assert not (tmp_path.parent / "escaped.txt").exists()
+
+
+def test_ridge_bundle_solves_on_the_device(tmp_path):
+    """Gauss-Newton learners ship the Jacobian graph; the runtime's float64 solve matches PyTorch's step."""
+    import torch
+
+    from metaedge.sdk.train import Run
+
+    run = train(TrainConfig(family="sensor-pressure", algo="ridge", shots=3, queries=5, meta_batch=4, iterations=10,
+                            hidden=[16, 16], activation="tanh", skip=True), tmp_path / "run", progress=False)
+    path = export_bundle(run, tmp_path / "ridge.meb")
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert manifest["adaptation"]["solver"] == "gauss-newton" and "gauss_newton.onnx" in manifest["files"]
+    assert "adapt_step.onnx" not in manifest["files"] and manifest["parity_max_relative_difference"] <= 1e-5
+    model, loaded = Model.load(path), Run.load(run)
+    for k in (3, 8):  # dynamic support size
+        xs, ys, xq, _ = _unit(k, k)
+        adapted = model.adapt(xs, ys)
+        nb = loaded.normalizer
+        ref = loaded.learner.predictions_after_steps(
+            loaded.state, *(torch.as_tensor(a)[None] for a in (nb.x(xs), nb.y(ys), nb.x(xq))), [1])[1]
+        np.testing.assert_allclose(adapted.predict(xq), nb.y_inverse(ref.detach().numpy()[0]), rtol=1e-5, atol=1e-4)
+        assert adapted.steps_kept == 1
+
+
+def test_export_adapt_override_ships_only_the_named_parameters(bundle, tmp_path):
+    run = bundle.parent / "run"
+    path = export_bundle(run, tmp_path / "biases.meb", adapt="biases")
+    manifest = json.loads((path / "manifest.json").read_text())
+    names = [p["name"] for p in manifest["adaptation"]["parameters"]]
+    assert names and all(n.endswith(".bias") for n in names) and manifest["adaptation"]["spec"] == "biases"
+    assert manifest["parity_max_relative_difference"] <= 1e-5
+    xs, ys, xq, _ = _unit(3)
+    assert Model.load(path).adapt(xs, ys, steps=3).predict(xq).shape == (len(xq), 1)
+    with pytest.raises(ValueError, match="selects no parameter"):
+        export_bundle(run, tmp_path / "none.meb", adapt="nothing.*")
+    assert not (tmp_path / "none.meb").exists()

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 
 import torch
-from torch.func import jacrev
+from torch.func import vjp, vmap
 
 from .gradient import MetaLearner
 from .inner import InnerLoop, Params
@@ -34,7 +34,14 @@ MIN_DAMPING = 1e-6
 class GaussNewtonLoop(InnerLoop):
     """Inner loop whose step is a damped Gauss-Newton (Levenberg-Marquardt) update for MSE."""
 
-    def step(self, fast: Params, frozen: Params, rates: Params, xs: torch.Tensor, ys: torch.Tensor):
+    def system(self, fast: Params, frozen: Params, xs: torch.Tensor, ys: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The linearised least-squares problem at ``fast``: Jacobian ``(k*out, p)`` of the outputs w.r.t. the
+        adapted parameters (concatenated in ``fast`` order) and residuals ``f - y`` ``(k*out,)``.
+
+        This is the part of a step the exporter traces into ``gauss_newton.onnx``; the solve is left to the
+        caller (here in float64, on a device in numpy or C), since ONNX has no linear solver.
+        """
         names = list(fast)
         shapes = [fast[n].shape for n in names]
         sizes = [math.prod(s) for s in shapes]
@@ -44,8 +51,19 @@ class GaussNewtonLoop(InnerLoop):
             parts = dict(zip(names, (p.reshape(s) for p, s in zip(vec.split(sizes), shapes))))
             return self.forward(parts, frozen, xs).reshape(-1)
 
-        residual = outputs(theta) - ys.reshape(-1)
-        jac = jacrev(outputs)(theta)  # (k*out, p)
+        # reverse mode, one vector-Jacobian product per output row, written out (not ``jacrev``) so that
+        # tracing for export keeps the support size symbolic
+        out, pullback = vjp(outputs, theta)
+        basis = torch.eye(out.numel(), dtype=out.dtype, device=out.device)
+        jac = vmap(pullback)(basis)[0]
+        return jac, out - ys.reshape(-1)
+
+    def step(self, fast: Params, frozen: Params, rates: Params, xs: torch.Tensor, ys: torch.Tensor):
+        names = list(fast)
+        shapes = [fast[n].shape for n in names]
+        sizes = [math.prod(s) for s in shapes]
+        theta = torch.cat([fast[n].reshape(-1) for n in names])
+        jac, residual = self.system(fast, frozen, xs, ys)
         damping = torch.cat([rates[n].reshape(-1) for n in names]).exp() + MIN_DAMPING
         # The normal equations square the condition number: form and solve them in float64, or a
         # float32 solve alone costs ~1e-3 relative accuracy on a 3-point calibration (measured).

@@ -1,0 +1,140 @@
+/*
+ * metaedge: few-shot adaptation on a device, in C99 with libc/libm only and no dynamic allocation.
+ *
+ *   me_model   a validated view of a model.mebin buffer (the buffer must outlive it; nothing is copied)
+ *   me_session the working state of one adaptation: lives in an arena the caller provides
+ *
+ *   me_model m; me_session s;
+ *   static unsigned char arena[...];                        // me_arena_bytes(&m, max_shots) bytes
+ *   me_model_load(&m, model_data, sizeof model_data);
+ *   me_session_init(&s, &m, arena, sizeof arena, max_shots);
+ *   me_adapt(&s, xs, ys, 3, me_default_steps(&m), ME_GUARD, &info);   // physical units in ...
+ *   me_predict(&s, x, n, out);                              // ... and out
+ *
+ * Every function returns an me_status; the library never prints and never allocates.
+ * File format: docs/firmware.md.
+ */
+#ifndef METAEDGE_H
+#define METAEDGE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define ME_FORMAT_VERSION 1u  /* the newest model.mebin format this library reads */
+#define ME_MAX_LAYERS 32u     /* layer table entries */
+#define ME_MAX_DIM 65536u     /* widest layer */
+#define ME_MAX_SHOTS 65536u   /* largest support set an arena may be sized for */
+
+typedef enum me_status {
+    ME_OK = 0,
+    ME_ERR_NULL = 1,        /* a required pointer was NULL */
+    ME_ERR_TRUNCATED = 2,   /* the buffer is shorter than the header or the sizes it declares */
+    ME_ERR_MAGIC = 3,       /* not a model.mebin */
+    ME_ERR_VERSION = 4,     /* format version newer (or older) than this library reads */
+    ME_ERR_CRC = 5,         /* payload CRC-32 mismatch: corrupt or modified */
+    ME_ERR_FORMAT = 6,      /* inconsistent counts, offsets, shapes or values in the file */
+    ME_ERR_UNSUPPORTED = 7, /* layer kind, loss or solver unknown to this library */
+    ME_ERR_ARENA = 8,       /* arena too small or misaligned */
+    ME_ERR_SHOTS = 9,       /* no sample, or more than the session's max_shots */
+    ME_ERR_NONFINITE = 10,  /* NaN or infinity in inputs, targets or a state */
+    ME_ERR_LABEL = 11,      /* a class label out of range, not whole, or a class without a sample */
+    ME_ERR_ARGUMENT = 12,   /* another bad argument (sizes, counts) */
+    ME_ERR_SINGULAR = 13,   /* the Gauss-Newton system is not positive definite */
+    ME_ERR_STATE = 14       /* prediction needs prototypes: adapt or set a state first */
+} me_status;
+
+typedef enum me_task { ME_TASK_REGRESSION = 0, ME_TASK_CLASSIFICATION = 1 } me_task;
+typedef enum me_loss { ME_LOSS_MSE = 0, ME_LOSS_CROSS_ENTROPY = 1 } me_loss;
+typedef enum me_solver { ME_SOLVER_SGD = 0, ME_SOLVER_GAUSS_NEWTON = 1, ME_SOLVER_PROTOTYPES = 2 } me_solver;
+
+typedef enum me_layer_kind {
+    ME_LAYER_DENSE = 1,   /* y = x W^T + b, W (out, in) row-major as in torch.nn.Linear */
+    ME_LAYER_RELU = 2,
+    ME_LAYER_TANH = 3,
+    ME_LAYER_SIGMOID = 4,
+    ME_LAYER_SKIP = 5     /* y = prev + x0 W^T + b with x0 the (normalised) network input; last layer only */
+} me_layer_kind;
+
+#define ME_ADAPT_WEIGHT 1u /* me_layer.flags: the weight is part of the adapted state */
+#define ME_ADAPT_BIAS 2u   /* me_layer.flags: the bias is part of the adapted state */
+
+typedef struct me_layer {
+    uint8_t kind;          /* me_layer_kind */
+    uint8_t flags;         /* ME_ADAPT_* (dense and skip layers) */
+    uint32_t in, out;      /* widths */
+    uint32_t w_param, b_param;  /* offsets (floats) into the parameter section */
+    uint32_t w_theta, b_theta;  /* offsets (floats) into the adapted vector, when adapted */
+} me_layer;
+
+/* A validated model: scalar fields copied out, arrays left in the caller's buffer (read with memcpy,
+ * so the buffer needs no alignment). */
+typedef struct me_model {
+    const unsigned char *buf;
+    uint32_t bytes;
+    uint8_t task, loss, solver;
+    uint16_t default_steps;
+    uint32_t in_dim, out_dim;  /* out_dim: targets, class logits, or embedding width (prototypes) */
+    uint32_t n_params, n_theta, n_layers, max_width;
+    me_layer layers[ME_MAX_LAYERS];
+    uint32_t off_norm, off_params, off_rates;
+} me_model;
+
+/* Working state in the caller's arena (pointers into it). Read it through the functions below. */
+typedef struct me_session {
+    const me_model *model;
+    uint32_t max_shots;         /* rows of every activation buffer */
+    uint32_t ways;              /* prototypes held (solver PROTOTYPES), 0 before adaptation */
+    float *theta, *theta0, *backup, *rates, *grad, *frozen, *norm;
+    float *x0, *ys, *d0, *d1, *protos, *jac;
+    double *hess, *rhs;
+    float *w[ME_MAX_LAYERS], *b[ME_MAX_LAYERS]; /* parameters per layer: adapted ones point into theta */
+    float *act[ME_MAX_LAYERS];                  /* layer outputs (max_shots, out) */
+} me_session;
+
+typedef struct me_adapt_info {
+    uint32_t steps_run;    /* steps attempted */
+    uint32_t steps_kept;   /* steps kept (the guard stops at the first that raised the support loss) */
+    float loss_before;     /* support loss at the initial state (standardised units) */
+    float loss_after;      /* support loss at the returned state */
+} me_adapt_info;
+
+#define ME_GUARD 1u        /* me_adapt flags: roll back a step that raises the support loss, then stop */
+
+const char *me_strerror(me_status status);
+uint32_t me_crc32(const void *data, size_t len);
+
+/* Parse and validate a model.mebin of len bytes. */
+me_status me_model_load(me_model *model, const void *buf, size_t len);
+/* Arena bytes me_session_init needs for up to max_shots support samples (0 if the arguments are invalid). */
+size_t me_arena_bytes(const me_model *model, uint32_t max_shots);
+/* Carve the arena (16-byte aligned pointer recommended; at least 8-byte) and load theta0. */
+me_status me_session_init(me_session *s, const me_model *model, void *arena, size_t arena_bytes,
+                          uint32_t max_shots);
+
+uint32_t me_default_steps(const me_model *model);
+uint32_t me_theta_size(const me_session *s);   /* floats in the current state (prototypes: ways * dim) */
+const float *me_theta(const me_session *s);     /* the current state: adapted tensors in model order, row-major */
+me_status me_set_theta(me_session *s, const float *theta, uint32_t size);
+me_status me_reset(me_session *s);             /* back to the meta-learned initial state */
+
+/* Adapt on n support samples: x (n, in_dim) and y (n, out_dim) in physical units, or for classification y (n)
+ * holding class numbers 0..ways-1 as floats. Starts from the current state (me_reset for theta0).
+ * SGD: steps of theta -= rates * grad; Gauss-Newton: damped Gauss-Newton steps; prototypes: class means
+ * (steps ignored). info may be NULL. On an error the state is unchanged. */
+me_status me_adapt(me_session *s, const float *x, const float *y, uint32_t n, uint32_t steps, uint32_t flags,
+                   me_adapt_info *info);
+/* Regression: predictions (n, out_dim) in physical units; classification: logits (n, classes). Any n. */
+me_status me_predict(me_session *s, const float *x, uint32_t n, float *out);
+/* Support loss of the current state (standardised units for regression), n <= max_shots. */
+me_status me_loss(me_session *s, const float *x, const float *y, uint32_t n, float *loss);
+/* Classes in a prediction: out_dim, or the number of prototypes. */
+uint32_t me_classes(const me_session *s);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

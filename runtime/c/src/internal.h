@@ -1,0 +1,65 @@
+/* Internal interfaces of the metaedge C runtime: one section per source file. */
+#ifndef METAEDGE_INTERNAL_H
+#define METAEDGE_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "metaedge.h"
+
+/* bytes.c: little-endian reads from unaligned buffers */
+uint16_t me_read_u16(const unsigned char *p);
+uint32_t me_read_u32(const unsigned char *p);
+void me_read_f32(float *dst, const unsigned char *src, uint32_t count);
+int me_all_finite(const float *v, size_t count);
+
+/* layers.c: plain forward/backward pairs over row-major batches of n samples.
+ * Backward functions accumulate into dw/db (callers zero them) and overwrite dx; NULL skips an output. */
+float me_dot(const float *a, const float *b, uint32_t len);
+void me_dense_forward(float *y, const float *x, const float *w, const float *b, uint32_t n, uint32_t in,
+                      uint32_t out);
+void me_dense_backward(float *dx, float *dw, float *db, const float *dy, const float *x, const float *w, uint32_t n,
+                       uint32_t in, uint32_t out);
+void me_relu_forward(float *y, const float *x, size_t len);
+void me_relu_backward(float *dx, const float *dy, const float *y, size_t len);
+void me_tanh_forward(float *y, const float *x, size_t len);
+void me_tanh_backward(float *dx, const float *dy, const float *y, size_t len);
+void me_sigmoid_forward(float *y, const float *x, size_t len);
+void me_sigmoid_backward(float *dx, const float *dy, const float *y, size_t len);
+
+/* losses.c: pred/logits (n, d); labels hold class numbers (already checked to be in range) */
+float me_mse_forward(const float *pred, const float *target, size_t len);
+void me_mse_backward(float *dpred, const float *pred, const float *target, size_t len);
+float me_cross_entropy_forward(const float *logits, const float *labels, uint32_t n, uint32_t classes);
+void me_cross_entropy_backward(float *dlogits, const float *logits, const float *labels, uint32_t n,
+                               uint32_t classes);
+
+/* network.c: the layer table as one function of the session's parameters */
+/* forward n rows of s->x0 (n <= max_shots) into s->act[]; returns the output rows */
+const float *me_network_forward(me_session *s, uint32_t n);
+/* gradient of the adapted parameters for rows [row0, row0 + n) given d output (n, out_dim) in dout (which
+ * may be s->d0 or s->d1 and is clobbered); accumulated into g (theta layout, zeroed by the caller) */
+void me_network_backward(me_session *s, uint32_t row0, uint32_t n, float *dout, float *g);
+/* support loss of the current output rows against s->ys (n rows); 0 on success */
+float me_network_loss(const me_session *s, const float *out, uint32_t n);
+/* d loss / d output into dout (n, out_dim) */
+void me_network_loss_backward(const me_session *s, const float *out, uint32_t n, float *dout);
+
+/* session.c */
+/* check and normalise n inputs into s->x0 */
+me_status me_load_inputs(me_session *s, const float *x, uint32_t n);
+/* check and normalise n targets (or labels) into s->ys; classes: upper bound for labels (0: any) */
+me_status me_load_targets(me_session *s, const float *y, uint32_t n, uint32_t classes);
+
+/* adapt.c, newton.c, prototypes.c: the three solvers */
+me_status me_adapt_sgd(me_session *s, uint32_t n, uint32_t steps, uint32_t flags, me_adapt_info *info);
+me_status me_adapt_gauss_newton(me_session *s, uint32_t n, uint32_t steps, uint32_t flags, me_adapt_info *info);
+/* Cholesky factorisation of the symmetric positive definite a (p, p) in place (lower triangle), then solve
+ * a x = b in place of b; returns 0, or -1 when a is not positive definite */
+int me_cholesky_solve(double *a, double *b, uint32_t p);
+me_status me_prototypes_build(me_session *s, uint32_t n);
+/* logits (n, ways) = minus squared Euclidean distance of the embeddings z (n, dim) to the prototypes */
+void me_prototype_logits(float *logits, const float *z, const float *protos, uint32_t n, uint32_t ways,
+                         uint32_t dim);
+
+#endif

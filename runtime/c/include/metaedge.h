@@ -130,7 +130,7 @@ me_status me_adapt(me_session *s, const float *x, const float *y, uint32_t n, ui
 /* Regression: predictions (n, out_dim) in physical units; classification: logits (n, classes). Any n. */
 me_status me_predict(me_session *s, const float *x, uint32_t n, float *out);
 /* Support loss of the current state (standardised units for regression), n <= max_shots. */
-me_status me_loss(me_session *s, const float *x, const float *y, uint32_t n, float *loss);
+me_status me_support_loss(me_session *s, const float *x, const float *y, uint32_t n, float *loss);
 /* Classes in a prediction: out_dim, or the number of prototypes. */
 uint32_t me_classes(const me_session *s);
 

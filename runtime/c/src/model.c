@@ -132,6 +132,11 @@ me_status me_model_load(me_model *m, const void *buffer, size_t len)
         !section_ok(m->off_params, 4ull * m->n_params, total) ||
         !section_ok(m->off_rates, 4ull * m->n_theta, total))
         return ME_ERR_TRUNCATED;
+    /* the sections follow each other without overlapping */
+    if ((uint64_t)off_layers + (uint64_t)m->n_layers * LAYER_BYTES > m->off_norm ||
+        (uint64_t)m->off_norm + 4ull * norm_floats > m->off_params ||
+        (uint64_t)m->off_params + 4ull * m->n_params > m->off_rates)
+        return ME_ERR_FORMAT;
 
     me_status st = parse_layers(m, p + off_layers);
     if (st == ME_OK) st = check_solver(m);

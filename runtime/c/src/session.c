@@ -220,7 +220,7 @@ me_status me_predict(me_session *s, const float *x, uint32_t n, float *out)
     return ME_OK;
 }
 
-me_status me_loss(me_session *s, const float *x, const float *y, uint32_t n, float *loss)
+me_status me_support_loss(me_session *s, const float *x, const float *y, uint32_t n, float *loss)
 {
     if (!s || !s->model || !x || !y || !loss) return ME_ERR_NULL;
     if (s->model->solver == ME_SOLVER_PROTOTYPES) return ME_ERR_UNSUPPORTED;

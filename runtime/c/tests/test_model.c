@@ -95,9 +95,10 @@ static void test_inconsistent(void)
     expect_field(buf, len, 19, 1, 1, ME_ERR_FORMAT);              /* reserved */
     expect_field(buf, len, 20, 0, 1, ME_ERR_FORMAT);              /* no layers */
     expect_field(buf, len, 20, 200, 1, ME_ERR_FORMAT);            /* too many layers */
-    expect_field(buf, len, 24, 3, 4, ME_ERR_TRUNCATED);           /* in_dim: the sections no longer fit */
+    expect_field(buf, len, 24, 3, 4, ME_ERR_FORMAT);              /* in_dim: the sections overlap */
     expect_field(buf, len, 28, 0, 4, ME_ERR_FORMAT);              /* out_dim 0 */
-    expect_field(buf, len, 32, 0xFFFFFFF0u, 4, ME_ERR_FORMAT);    /* n_params < n_theta */
+    expect_field(buf, len, 32, 0xFFFFFFF0u, 4, ME_ERR_TRUNCATED); /* n_params beyond the buffer */
+    expect_field(buf, len, 32, 3, 4, ME_ERR_FORMAT);              /* n_params < n_theta */
     expect_field(buf, len, 36, 0xFFFFFFFFu, 4, ME_ERR_FORMAT);    /* n_theta huge */
     expect_field(buf, len, 40, 0xFFFFFFF0u, 4, ME_ERR_TRUNCATED); /* layer table outside the buffer */
     expect_field(buf, len, 44, 2, 4, ME_ERR_TRUNCATED);           /* section inside the header */

@@ -40,6 +40,13 @@ class Model:
     _steps: ort.InferenceSession | None = field(default=None, repr=False)
     _gauss_newton: ort.InferenceSession | None = field(default=None, repr=False)
 
+    def __post_init__(self) -> None:
+        # per-call constants, prepared once: adapting is a hot path on a device
+        m = self.bundle.manifest
+        self._shape = tuple(m["input"]["shape"])
+        self._norm = {k: np.asarray(v, np.float32) for k, v in m["normalization"].items()}
+        self._rate_feeds = self._split(self.rates, "rate")
+
     @classmethod
     def load(cls, path: str | Path, guard: bool = True) -> Model:
         """Open and verify the bundle at ``path``."""
@@ -67,7 +74,7 @@ class Model:
 
     def _inputs(self, x: np.ndarray, what: str) -> np.ndarray:
         """Check and standardise inputs ``(n, *input_shape)``."""
-        shape = tuple(self.bundle.manifest["input"]["shape"])
+        shape = self._shape
         x = np.asarray(x, dtype=np.float32)
         if x.ndim == len(shape):
             x = x[None]
@@ -76,9 +83,7 @@ class Model:
                              f"inputs are {', '.join(self.bundle.manifest['input']['names'])}")
         if not np.isfinite(x).all():
             raise ValueError(f"{what} holds NaN or infinite values; remove those samples and retry")
-        norm = self.bundle.manifest["normalization"]
-        return ((x - np.asarray(norm["x_mean"], np.float32)) / np.asarray(norm["x_std"], np.float32)).astype(
-            np.float32) if x.ndim == 2 else x
+        return (x - self._norm["x_mean"]) / self._norm["x_std"] if x.ndim == 2 else x
 
     @property
     def classification(self) -> bool:
@@ -100,9 +105,7 @@ class Model:
             raise ValueError(f"support targets must hold {dim} value(s) for each of the {n} support samples")
         if not np.isfinite(y).all():
             raise ValueError("support targets hold NaN or infinite values; remove those samples and retry")
-        norm = self.bundle.manifest["normalization"]
-        return ((y - np.asarray(norm["y_mean"], np.float32)) / np.asarray(norm["y_std"], np.float32)).astype(
-            np.float32)
+        return (y - self._norm["y_mean"]) / self._norm["y_std"]
 
     @property
     def prototypes(self) -> bool:
@@ -128,7 +131,7 @@ class Model:
                 raise ValueError(f"support has no sample of class(es) {missing}; give every class at least one")
             protos = np.stack([z[y == c].mean(0) for c in range(ways)]).astype(np.float32)
             return Adapted(self, protos.ravel(), steps_run=0, steps_kept=0)
-        rates = self._split(self.rates, "rate")
+        rates = self._rate_feeds
         if steps and self._steps is not None and steps == self.bundle.manifest["adaptation"]["inner_steps"]:
             return self._adapt_unrolled(x, y, rates, steps)
         step = self._gauss_newton_step(x, y) if self._gauss_newton is not None else self._gradient_step(x, y, rates)
@@ -175,11 +178,9 @@ class Model:
         out = self._steps.run(None, {"xs": x, "ys": y, **self._split(self.theta0, "theta"), **rates})
         history, losses = out[:-1], out[-1]  # (K, *shape) per parameter; (K + 1,) support losses
         kept = steps
-        if self.guard:
-            for j in range(steps):
-                if not np.isfinite(losses[j + 1]) or losses[j + 1] > losses[j]:
-                    kept = j
-                    break
+        if self.guard:  # keep the steps before the first one that raised the support loss (or made it non-finite)
+            worse = ~(np.isfinite(losses[1:]) & (losses[1:] <= losses[:-1]))
+            kept = int(worse.argmax()) if worse.any() else steps
         theta = (np.concatenate([h[kept - 1].ravel() for h in history]).astype(np.float32) if kept
                  else self.theta0.copy())
         return Adapted(self, theta, steps_run=steps, steps_kept=kept)
@@ -202,8 +203,7 @@ class Model:
         y = self._raw(theta, x)
         if self.classification:
             return y.argmax(1)
-        norm = self.bundle.manifest["normalization"]
-        return y * np.asarray(norm["y_std"], np.float32) + np.asarray(norm["y_mean"], np.float32)
+        return y * self._norm["y_std"] + self._norm["y_mean"]
 
 
 @dataclass

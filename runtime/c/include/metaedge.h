@@ -134,6 +134,10 @@ me_status me_support_loss(me_session *s, const float *x, const float *y, uint32_
 /* Classes in a prediction: out_dim, or the number of prototypes. */
 uint32_t me_classes(const me_session *s);
 
+/* sizeof(me_model) and sizeof(me_session), for language bindings that allocate them */
+size_t me_sizeof_model(void);
+size_t me_sizeof_session(void);
+
 #ifdef __cplusplus
 }
 #endif

@@ -100,6 +100,9 @@ me_status me_session_init(me_session *s, const me_model *m, void *arena, size_t 
     return me_reset(s);
 }
 
+size_t me_sizeof_model(void) { return sizeof(me_model); }
+size_t me_sizeof_session(void) { return sizeof(me_session); }
+
 uint32_t me_theta_size(const me_session *s)
 {
     if (!s || !s->model) return 0u;

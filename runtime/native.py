@@ -1,0 +1,249 @@
+"""The ``native`` backend: the C runtime (``runtime/c``, ``libmetaedge``) through ctypes.
+
+Imports numpy, ctypes and the standard library only. The shared library is built and installed next to this file
+by scikit-build-core (``pip install .`` or ``pip install -e .``); ``METAEDGE_NATIVE_LIB`` points at another build.
+
+    from metaedge.runtime.native import NativeModel, available
+    model = NativeModel(Path("bundle/model.mebin").read_bytes())
+    theta, kept = model.adapt(xs, ys, steps=5)       # physical units in
+    y = model.predict(theta, x)                       # physical units out (labels for classification)
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import struct
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+_NAMES = {"linux": "libmetaedge.so", "darwin": "libmetaedge.dylib", "win32": "metaedge.dll"}
+_FLOAT_P = ctypes.POINTER(ctypes.c_float)
+ME_GUARD = 1
+TASKS = ("regression", "classification")
+SOLVERS = ("sgd", "gauss-newton", "prototypes")
+#: status codes of metaedge.h (ME_OK = 0, ...), for callers that match on them
+STATUS_NAMES = ("ok", "null", "truncated", "magic", "version", "crc", "format", "unsupported", "arena", "shots",
+                "nonfinite", "label", "argument", "singular", "state")
+
+
+class NativeError(ValueError):
+    """The C runtime refused a model or an input; ``code`` is the ``me_status`` and ``status`` its name."""
+
+    def __init__(self, code: int, message: str, context: str = ""):
+        self.code = code
+        self.status = STATUS_NAMES[code] if 0 <= code < len(STATUS_NAMES) else str(code)
+        super().__init__(f"{context}: {message}" if context else message)
+
+
+def _candidates() -> list[Path]:
+    """Where the shared library may be: env override, the package's directories (installed wheel, and for the
+    editable install the site-packages side the redirect hook adds), then a developer's CMake build folders."""
+    name = _NAMES.get(sys.platform, "libmetaedge.so")
+    found = [Path(os.environ["METAEDGE_NATIVE_LIB"])] if os.environ.get("METAEDGE_NATIVE_LIB") else []
+    package = sys.modules.get(__package__) if __package__ else None
+    for folder in [*(getattr(package, "__path__", None) or []), str(Path(__file__).parent)]:
+        found.append(Path(folder) / name)
+    root = Path(__file__).resolve().parent.parent
+    found += sorted(root.glob(f"build/*/runtime/c/{name}"))
+    return found
+
+
+def _load() -> tuple[ctypes.CDLL | None, str | None]:
+    tried = []
+    for path in _candidates():
+        if path.is_file():
+            try:
+                lib = ctypes.CDLL(str(path))
+            except OSError as e:
+                tried.append(f"{path} ({e})")
+                continue
+            _declare(lib)
+            return lib, None
+        tried.append(str(path))
+    return None, ("the metaedge C library was not found (looked for " + ", ".join(tried) +
+                  "); reinstall with `pip install -e .` (needs a C compiler and CMake) or set METAEDGE_NATIVE_LIB")
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    c_u32, c_vp, c_size = ctypes.c_uint32, ctypes.c_void_p, ctypes.c_size_t
+    sigs = {
+        "me_strerror": (ctypes.c_char_p, [ctypes.c_int]),
+        "me_sizeof_model": (c_size, []),
+        "me_sizeof_session": (c_size, []),
+        "me_model_load": (ctypes.c_int, [c_vp, c_vp, c_size]),
+        "me_arena_bytes": (c_size, [c_vp, c_u32]),
+        "me_session_init": (ctypes.c_int, [c_vp, c_vp, c_vp, c_size, c_u32]),
+        "me_theta_size": (c_u32, [c_vp]),
+        "me_theta": (_FLOAT_P, [c_vp]),
+        "me_set_theta": (ctypes.c_int, [c_vp, _FLOAT_P, c_u32]),
+        "me_reset": (ctypes.c_int, [c_vp]),
+        "me_classes": (c_u32, [c_vp]),
+        "me_adapt": (ctypes.c_int, [c_vp, _FLOAT_P, _FLOAT_P, c_u32, c_u32, c_u32, c_vp]),
+        "me_predict": (ctypes.c_int, [c_vp, _FLOAT_P, c_u32, _FLOAT_P]),
+    }
+    for name, (res, args) in sigs.items():
+        fn = getattr(lib, name)
+        fn.restype, fn.argtypes = res, args
+
+
+_LIB, _REASON = _load()
+
+
+def available() -> bool:
+    """Whether the C library could be loaded."""
+    return _LIB is not None
+
+
+def unavailable_reason() -> str | None:
+    """Why :func:`available` is False (None when it is True)."""
+    return _REASON
+
+
+class _AdaptInfo(ctypes.Structure):
+    _fields_ = [("steps_run", ctypes.c_uint32), ("steps_kept", ctypes.c_uint32), ("loss_before", ctypes.c_float),
+                ("loss_after", ctypes.c_float)]
+
+
+@dataclass(frozen=True)
+class Header:
+    """The scalar fields of a model.mebin header (docs/firmware.md)."""
+
+    task: str
+    loss: str
+    solver: str
+    default_steps: int
+    in_dim: int
+    out_dim: int
+    n_params: int
+    n_theta: int
+
+    @classmethod
+    def parse(cls, data: bytes) -> Header:
+        task, loss, solver, _, _, steps, in_dim, out_dim, n_params, n_theta = struct.unpack_from("<BBBBHHIIII", data,
+                                                                                                 16)
+        return cls(TASKS[task], ("mse", "cross_entropy")[loss], SOLVERS[solver], steps, in_dim, out_dim, n_params,
+                   n_theta)
+
+
+class NativeModel:
+    """A model.mebin loaded into the C runtime, with an arena sized for ``max_shots`` support samples (grown on
+    demand).
+
+    Args:
+        mebin: the bytes of ``model.mebin``.
+        max_shots: support-set size to size the arena for; larger support sets reallocate it.
+    """
+
+    def __init__(self, mebin: bytes, max_shots: int = 64) -> None:
+        if _LIB is None:
+            raise RuntimeError(_REASON)
+        self._data = ctypes.create_string_buffer(bytes(mebin), len(mebin))  # the model points into it
+        self._model = ctypes.create_string_buffer(_LIB.me_sizeof_model())
+        self._check(_LIB.me_model_load(self._model, self._data, len(mebin)), "model.mebin")
+        self.header = Header.parse(bytes(mebin))
+        self._session = ctypes.create_string_buffer(_LIB.me_sizeof_session())
+        self._arena = None
+        self.max_shots = 0
+        self._init(max(1, int(max_shots)))
+        self.theta0 = self._theta()
+
+    # --- properties ----------------------------------------------------------------------------------------
+    @property
+    def classification(self) -> bool:
+        return self.header.task == "classification"
+
+    @property
+    def prototypes(self) -> bool:
+        return self.header.solver == "prototypes"
+
+    @property
+    def default_steps(self) -> int:
+        return self.header.default_steps
+
+    def arena_bytes(self, max_shots: int) -> int:
+        """Bytes of arena the C runtime needs for ``max_shots`` support samples."""
+        return int(_LIB.me_arena_bytes(self._model, int(max_shots)))
+
+    # --- plumbing --------------------------------------------------------------------------------------------
+    @staticmethod
+    def _check(status: int, context: str = "") -> None:
+        if status != 0:
+            raise NativeError(status, _LIB.me_strerror(status).decode(), context)
+
+    def _init(self, max_shots: int) -> None:
+        size = self.arena_bytes(max_shots)
+        if size == 0:
+            raise ValueError(f"max_shots must be in 1..65536, got {max_shots}")
+        self._arena = ctypes.create_string_buffer(size)
+        self._check(_LIB.me_session_init(self._session, self._model, self._arena, size, max_shots), "arena")
+        self.max_shots = max_shots
+
+    def _theta(self) -> np.ndarray:
+        n = _LIB.me_theta_size(self._session)
+        ptr = _LIB.me_theta(self._session)
+        return np.ctypeslib.as_array(ptr, (n,)).copy() if n else np.zeros(0, np.float32)
+
+    def _inputs(self, x: np.ndarray, what: str) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim == 1 and self.header.in_dim != 1 and x.size == self.header.in_dim:
+            x = x[None]
+        x = np.ascontiguousarray(x.reshape(x.shape[0] if x.ndim else 1, -1))
+        if x.shape[1] != self.header.in_dim or x.shape[0] == 0:
+            raise ValueError(f"{what} must have shape (n, {self.header.in_dim}) with n >= 1, got {x.shape}")
+        return x
+
+    # --- API -------------------------------------------------------------------------------------------------
+    def adapt(self, xs: np.ndarray, ys: np.ndarray, steps: int | None = None,
+              guard: bool = True) -> tuple[np.ndarray, int]:
+        """Adapt from the meta-learned initial state on a support set.
+
+        Args:
+            xs: ``(k, in_dim)`` inputs in physical units.
+            ys: ``(k, out_dim)`` targets in physical units, or ``(k,)`` class labels ``0..ways-1``.
+            steps: adaptation steps (default: the bundle's); ignored for prototype heads.
+            guard: roll back a step that raises the support loss and stop there.
+
+        Returns:
+            ``(theta, steps_kept)``: the flat adapted vector ``(n_theta,)`` float32 in the bundle's layout
+            (prototypes: ``(ways * dim,)``) and the number of steps kept.
+        """
+        x = self._inputs(xs, "support inputs")
+        k = x.shape[0]
+        per = 1 if self.classification else self.header.out_dim
+        y = np.ascontiguousarray(np.asarray(ys, dtype=np.float32).reshape(-1))
+        if y.size != k * per:
+            raise ValueError(f"support targets must hold {per} value(s) for each of the {k} samples, got {y.size}")
+        steps = self.default_steps if steps is None else int(steps)
+        if steps < 0:
+            raise ValueError(f"steps must be >= 0, got {steps}")
+        if k > self.max_shots:
+            self._init(k)
+        self._check(_LIB.me_reset(self._session))
+        info = _AdaptInfo()
+        self._check(_LIB.me_adapt(self._session, x.ctypes.data_as(_FLOAT_P), y.ctypes.data_as(_FLOAT_P), k, steps,
+                                  ME_GUARD if guard else 0, ctypes.byref(info)), "adapt")
+        return self._theta(), int(info.steps_kept)
+
+    def outputs(self, theta: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """Regression: predictions ``(n, out_dim)`` in physical units; classification: logits ``(n, classes)``."""
+        x = self._inputs(x, "inputs")
+        theta = np.ascontiguousarray(np.asarray(theta, dtype=np.float32).reshape(-1))
+        self._check(_LIB.me_set_theta(self._session, theta.ctypes.data_as(_FLOAT_P), theta.size), "state")
+        out = np.empty((x.shape[0], _LIB.me_classes(self._session)), np.float32)
+        self._check(_LIB.me_predict(self._session, x.ctypes.data_as(_FLOAT_P), x.shape[0],
+                                    out.ctypes.data_as(_FLOAT_P)), "predict")
+        return out
+
+    def predict(self, theta: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """Predictions for ``x`` ``(n, in_dim)`` with state ``theta``: ``(n, out_dim)`` in physical units, or class
+        labels ``(n,)`` for classification."""
+        out = self.outputs(theta, x)
+        return out.argmax(1) if self.classification else out
+
+    def logits(self, theta: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """Class logits ``(n, classes)`` for classification; for regression the predictions ``(n, out_dim)``."""
+        return self.outputs(theta, x)

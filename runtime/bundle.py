@@ -11,6 +11,7 @@ import hashlib
 import json
 import shutil
 import tempfile
+import weakref
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,8 +51,20 @@ class Bundle:
         entries that would land outside it).
         """
         path = Path(path)
-        if path.is_file():
-            path = unpack(path)
+        if not path.is_file():
+            return cls._verified(path)
+        unpacked = unpack(path)
+        try:
+            bundle = cls._verified(unpacked)
+        except BaseException:
+            shutil.rmtree(_temporary_root(unpacked), ignore_errors=True)
+            raise
+        # the private copy lives as long as the Bundle (and is removed at exit at the latest)
+        weakref.finalize(bundle, shutil.rmtree, _temporary_root(unpacked), True)
+        return bundle
+
+    @classmethod
+    def _verified(cls, path: Path) -> Bundle:
         manifest_path = path / "manifest.json"
         if not manifest_path.is_file():
             raise BundleError(f"{path} is not a bundle: it has no manifest.json; export one with `metaedge export`")
@@ -90,9 +103,17 @@ class Bundle:
             raise BundleError(f"{self.path}: {name} is not a plain numeric array ({e}); re-export the bundle") from e
 
 
+def _temporary_root(unpacked: Path) -> Path:
+    """The directory :func:`unpack` created for ``unpacked`` (the bundle may sit one level below it)."""
+    return unpacked if unpacked.name.startswith(TEMP_PREFIX) else unpacked.parent
+
+
+TEMP_PREFIX = "metaedge-bundle-"
+
+
 def unpack(archive: Path) -> Path:
     """Extract a zipped bundle into a new temporary directory; refuses path traversal and non-zip files."""
-    target = Path(tempfile.mkdtemp(prefix="metaedge-bundle-"))
+    target = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX))
     try:
         with zipfile.ZipFile(archive) as z:
             for info in z.infolist():

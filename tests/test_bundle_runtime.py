@@ -187,6 +187,16 @@ def test_zipped_bundle_round_trip_and_bad_archives(bundle, tmp_path):
     a = Model.load(zipped).adapt(xs, ys).predict(xq)
     b = Model.load(bundle).adapt(xs, ys).predict(xq)
     np.testing.assert_allclose(a, b, rtol=1e-6)
+    import gc
+
+    from metaedge.runtime.bundle import Bundle
+
+    opened = Bundle.open(zipped)  # the unpacked copy lives as long as the Bundle object
+    private = opened.path
+    assert private.is_dir() and private != zipped
+    del opened
+    gc.collect()
+    assert not private.exists()
     corrupt = tmp_path / "corrupt.zip"
     corrupt.write_bytes(zipped.read_bytes()[:200])
     with pytest.raises(BundleError, match="neither a bundle directory nor a readable zip"):

@@ -1,0 +1,239 @@
+"""The C runtime: firmware export, parity of the native backend with ONNX Runtime / PyTorch for every firmware
+learner, refusals, and the C builds (ctest, aarch64 under qemu-aarch64, Cortex-M4 under qemu-system-arm, fuzzing)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from metaedge.export.bundle import export_bundle
+from metaedge.export.firmware import write_firmware
+from metaedge.runtime import native
+from metaedge.runtime.model import Model
+from metaedge.sdk.learners import make_learner
+from metaedge.sdk.models import build_model
+from metaedge.sdk.normalize import Normalizer
+from metaedge.sdk.tasks import EpisodicFamily, make_family, register_family
+from metaedge.sdk.train import Run, TrainConfig, sample_options, task_rng, to_tensors, train
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.skipif(not native.available(), reason=f"{native.unavailable_reason()}")
+
+
+def _blobs(ways: int = 6, per_class: int = 12, dim: int = 4, seed: int = 0) -> EpisodicFamily:
+    """Gaussian blobs in ``dim`` features, one per class: a fast episodic classification family."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 2, (ways, dim))
+    x = (centres[:, None, :] + rng.normal(0, 0.7, (ways, per_class, dim))).reshape(-1, dim).astype(np.float32)
+    y = np.repeat(np.arange(ways), per_class)
+    return EpisodicFamily({"train": (x, y), "test": (x, y)}, ways=3, name="native-blobs")
+
+
+register_family("native-blobs", lambda **_: _blobs())
+
+CASES = {  # learner -> (training options, adaptation steps compared)
+    "maml": (dict(family="sinusoid", algo="maml", hidden=[16, 16], activation="relu"), 5),
+    "fomaml": (dict(family="sinusoid", algo="fomaml", hidden=[12, 8], activation="tanh", skip=True), 3),
+    "metasgd": (dict(family="sensor-pressure", algo="metasgd", hidden=[16, 16], activation="sigmoid",
+                     shots=3), 5),
+    "reptile": (dict(family="sinusoid", algo="reptile", hidden=[16], activation="tanh", inner_steps=2), 4),
+    "anil": (dict(family="sinusoid", algo="anil", hidden=[16, 16], activation="relu"), 5),
+    "maml-classifier": (dict(family="native-blobs", algo="maml", model="mlp", hidden=[16], activation="relu",
+                             shots=2, queries=2, inner_lr=0.1), 3),
+    "protonet": (dict(family="native-blobs", algo="protonet", model="mlp", hidden=[16, 8], activation="relu",
+                      shots=2, queries=2, meta_batch=1), 0),
+    "ridge": (dict(family="sensor-pressure", algo="ridge", hidden=[16, 16], activation="tanh", skip=True,
+                   shots=3, inner_lr=0.1), 1),
+}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """``name -> (run, bundle or None, mebin path)`` for every case, trained for a few iterations."""
+    cache = {}
+
+    def get(name: str):
+        if name not in cache:
+            root = tmp_path_factory.mktemp(name)
+            options = {"shots": 5, "queries": 5, "meta_batch": 4, "iterations": 15, **CASES[name][0]}
+            run_dir = train(TrainConfig(**options), root / "run", progress=False)
+            run = Run.load(run_dir)
+            bundle = None if name == "ridge" else export_bundle(run_dir, root / "bundle", check=False)
+            mebin, header = write_firmware(run, root / "fw")
+            cache[name] = (run, bundle, mebin, header)
+        return cache[name]
+
+    return get
+
+
+def _tasks(run: Run, n: int = 3):
+    classification = run.family.task_kind == "classification"
+    return run.family.sample_batch(task_rng(run.config.seed + 303, 0), n, run.config.shots,
+                                   4 if classification else 20, **sample_options(run.config, run.family))
+
+
+@pytest.mark.parametrize("name", [n for n in CASES if n != "ridge"])
+def test_native_matches_onnx_runtime(exported, name):
+    run, bundle, mebin, header = exported(name)
+    steps = CASES[name][1]
+    onnx_model, c_model = Model.load(bundle), native.NativeModel(mebin.read_bytes())
+    assert header.read_text().count("0x") == mebin.stat().st_size
+    assert np.array_equal(c_model.theta0, onnx_model.theta0)
+    classification = run.family.task_kind == "classification"
+    batch = _tasks(run)
+    for i in range(len(batch.x_support)):
+        adapted = onnx_model.adapt(batch.x_support[i], batch.y_support[i], steps=steps)
+        theta, kept = c_model.adapt(batch.x_support[i], batch.y_support[i], steps=steps)
+        assert kept == adapted.steps_kept
+        want = adapted.logits(batch.x_query[i]) if classification else adapted.predict(batch.x_query[i])
+        got = c_model.logits(theta, batch.x_query[i])
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(theta, adapted.theta, rtol=0, atol=1e-5)
+        if classification:
+            assert np.array_equal(c_model.predict(theta, batch.x_query[i]), adapted.predict(batch.x_query[i]))
+
+
+def test_ridge_matches_pytorch(exported):
+    run, _, mebin, _ = exported("ridge")
+    c_model = native.NativeModel(mebin.read_bytes())
+    assert c_model.header.solver == "gauss-newton"
+    batch = _tasks(run)
+    xs, ys, xq, _ = to_tensors(run.normalizer.batch(batch))
+    with torch.no_grad():
+        ref = run.learner.predictions_after_steps(run.state, xs, ys, xq, [1, 2], guard=True)
+    for steps in (1, 2):
+        want = run.normalizer.y_inverse(ref[steps].numpy())
+        for i in range(len(batch.x_support)):
+            theta, _ = c_model.adapt(batch.x_support[i], batch.y_support[i], steps=steps)
+            np.testing.assert_allclose(c_model.predict(theta, batch.x_query[i]), want[i], rtol=0, atol=1e-5)
+
+
+def test_adaptation_override_and_state_round_trip(exported, tmp_path):
+    run, _, _, _ = exported("maml")
+    mebin, _ = write_firmware(run, tmp_path, adapt="head")
+    model = native.NativeModel(mebin.read_bytes(), max_shots=2)  # the arena grows for 5 shots
+    assert model.header.n_theta == 16 + 1 and model.theta0.shape == (17,)
+    batch = _tasks(run, 1)
+    theta, kept = model.adapt(batch.x_support[0], batch.y_support[0], steps=3)
+    assert kept >= 1 and model.max_shots == 5 and not np.array_equal(theta, model.theta0)
+    before = model.predict(theta, batch.x_query[0])
+    model.adapt(batch.x_support[0] + 1.0, batch.y_support[0], steps=3)  # another state in between
+    np.testing.assert_array_equal(model.predict(theta, batch.x_query[0]), before)
+
+
+def test_export_refuses_unsupported_layers(tmp_path):
+    family = make_family("sinusoid")
+    for activation in ("gelu", "silu"):
+        learner = make_learner("maml", build_model({"kind": "mlp", "in_dim": 1, "out_dim": 1, "hidden": [8],
+                                                    "activation": activation}))
+        run = Run(tmp_path, TrainConfig(activation=activation), family, learner, Normalizer.identity(1, 1),
+                  learner.init_state())
+        with pytest.raises(ValueError, match=r"(GELU|SiLU).*'body\.1'.*--activation relu"):
+            write_firmware(run, tmp_path / activation)
+    images = EpisodicFamily({"train": (np.zeros((12, 1, 16, 16), np.float32), np.repeat(np.arange(3), 4))}, ways=3)
+    conv = build_model({"kind": "conv4", "in_channels": 1, "out_dim": 3, "width": 4, "input_size": 16,
+                        "norm": "batch"})
+    learner = make_learner("maml", conv, loss="cross_entropy")
+    run = Run(tmp_path, TrainConfig(model="conv4"), images, learner, Normalizer.identity(256, 0),
+              learner.init_state())
+    with pytest.raises(ValueError, match=r"layer 'body\.0' \(Conv2d\).*--model mlp"):
+        write_firmware(run, tmp_path / "conv")
+    assert not (tmp_path / "conv").exists() and not (tmp_path / "gelu").exists()
+
+
+def test_corrupt_truncated_and_non_finite_are_refused(exported):
+    _, _, mebin, _ = exported("maml")
+    data = mebin.read_bytes()
+    cases = {"truncated": data[:-4], "crc": data[:100] + bytes([data[100] ^ 1]) + data[101:],
+             "magic": b"XXXX" + data[4:], "version": data[:4] + b"\x09\x00" + data[6:]}
+    for status, blob in cases.items():
+        with pytest.raises(native.NativeError) as err:
+            native.NativeModel(blob)
+        assert err.value.status == status
+    model = native.NativeModel(data)
+    xs, ys = np.linspace(-1, 1, 5, dtype=np.float32)[:, None], np.zeros((5, 1), np.float32)
+    for bad_x, bad_y in ((xs.copy(), ys), (xs, ys.copy())):
+        (bad_x if bad_x is not xs else bad_y)[2, 0] = np.nan
+        with pytest.raises(native.NativeError, match="NaN") as err:
+            model.adapt(bad_x, bad_y)
+        assert err.value.status == "nonfinite"
+    with pytest.raises(native.NativeError) as err:
+        model.predict(model.theta0, np.array([[np.inf]], np.float32))
+    assert err.value.status == "nonfinite"
+
+
+# --- C builds -------------------------------------------------------------------------------------------------
+
+
+def _cmake(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    out = subprocess.run(["cmake", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return out
+
+
+def _need(*tools: str) -> None:
+    missing = [t for t in tools if shutil.which(t) is None]
+    if missing:
+        pytest.skip(f"{', '.join(missing)} not installed (Debian: see docs/firmware.md)")
+
+
+def _build(preset: str) -> Path:
+    _cmake("--preset", preset)
+    _cmake("--build", "--preset", preset, "-j2")
+    return ROOT / "build" / preset
+
+
+def _host_example() -> str:
+    _need("cmake", "cc")
+    build = _build("host-release")
+    return subprocess.run([build / "examples/firmware/firmware_example"], capture_output=True, text=True,
+                          check=True, timeout=60).stdout
+
+
+def test_ctest_host_release():
+    _need("cmake", "ctest", "cc")
+    _build("host-release")
+    out = subprocess.run(["ctest", "--preset", "host-release"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-4000:]
+    assert "100% tests passed" in out.stdout
+
+
+def test_aarch64_ctest_under_qemu():
+    _need("cmake", "ctest", "aarch64-linux-gnu-gcc", "qemu-aarch64")
+    build = _build("aarch64-linux")
+    assert "aarch64" in subprocess.run(["file", build / "runtime/c/test_model"], capture_output=True,
+                                       text=True).stdout.lower().replace("arm aarch64", "aarch64")
+    out = subprocess.run(["ctest", "--preset", "aarch64-linux"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0 and "100% tests passed" in out.stdout, out.stdout[-4000:]
+
+
+def test_cortex_m4_example_prints_the_host_numbers():
+    _need("cmake", "arm-none-eabi-gcc", "qemu-system-arm")
+    host = _host_example()
+    build = _build("cortex-m4")
+    elf = build / "examples/firmware/firmware_example.elf"
+    out = subprocess.run(["qemu-system-arm", "-M", "mps2-an386", "-nographic", "-semihosting-config",
+                          "enable=on,target=native", "-kernel", str(elf)], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "predicted" in host and out.stdout.replace("\r", "") == host
+
+
+def test_fuzz_target_short_run(tmp_path):
+    _need("cmake", "clang")
+    build = tmp_path / "fuzz"
+    _cmake("-S", str(ROOT), "-B", str(build), "-DCMAKE_C_COMPILER=clang", "-DMETAEDGE_FUZZ=ON",
+           "-DMETAEDGE_BUILD_TESTS=OFF", "-DCMAKE_BUILD_TYPE=RelWithDebInfo")
+    _cmake("--build", str(build), "--target", "me_fuzz", "-j2")
+    corpus = tmp_path / "corpus"
+    shutil.copytree(ROOT / "runtime/c/fuzz/corpus", corpus)
+    out = subprocess.run([build / "runtime/c/me_fuzz", "-runs=30000", "-seed=7", str(corpus)], capture_output=True,
+                         text=True, timeout=300, env={**os.environ, "ASAN_OPTIONS": "detect_leaks=0"})
+    assert out.returncode == 0 and "Done 30000 runs" in out.stderr, out.stderr[-3000:]

@@ -51,6 +51,8 @@ class Bundle:
         entries that would land outside it).
         """
         path = Path(path)
+        if not path.exists():
+            raise BundleError(f"{path} does not exist; pass the bundle directory or .zip that `metaedge export` wrote")
         if not path.is_file():
             return cls._verified(path)
         unpacked = unpack(path)

@@ -20,6 +20,12 @@ import onnxruntime as ort
 from .bundle import Bundle, BundleError
 
 
+def _bad_rows(a: np.ndarray) -> str:
+    """1-based numbers of the samples (rows) of ``a`` holding non-finite values, e.g. ``"2, 5"``."""
+    rows = np.flatnonzero(~np.isfinite(a.reshape(len(a), -1)).all(1)) + 1
+    return ", ".join(map(str, rows[:10])) + (", ..." if len(rows) > 10 else "")
+
+
 def _session(path: Path) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1  # small graphs: one thread is fastest and predictable on a device
@@ -82,7 +88,8 @@ class Model:
             raise ValueError(f"{what} must have shape (n, {', '.join(map(str, shape))}) with n >= 1, got {x.shape}; "
                              f"inputs are {', '.join(self.bundle.manifest['input']['names'])}")
         if not np.isfinite(x).all():
-            raise ValueError(f"{what} holds NaN or infinite values; remove those samples and retry")
+            raise ValueError(f"{what} hold NaN or infinite values (sample(s) {_bad_rows(x)}); remove those samples "
+                             "and retry")
         return (x - self._norm["x_mean"]) / self._norm["x_std"] if x.ndim == 2 else x
 
     @property
@@ -104,7 +111,8 @@ class Model:
         if y is None:
             raise ValueError(f"support targets must hold {dim} value(s) for each of the {n} support samples")
         if not np.isfinite(y).all():
-            raise ValueError("support targets hold NaN or infinite values; remove those samples and retry")
+            raise ValueError(f"support targets hold NaN or infinite values (sample(s) {_bad_rows(y)}); remove those "
+                             "samples and retry")
         return (y - self._norm["y_mean"]) / self._norm["y_std"]
 
     @property
@@ -251,7 +259,7 @@ class Adapted:
             with np.load(path, allow_pickle=False) as z:
                 theta, kept, origin = z["theta"], int(z["steps_kept"]), str(z["bundle_theta0_sha256"])
         except (OSError, KeyError, ValueError) as e:
-            raise ValueError(f"{path} is not an adapted state written by metaedge ({e}); adapt again") from e
+            raise ValueError(f"{path} is not an adapted state written by metaedge; adapt again") from e
         dim = model.bundle.manifest["adaptation"].get("embedding_dim") or 0
         fits = theta.size % dim == 0 if model.prototypes else theta.shape == model.theta0.shape
         if origin != model.bundle.manifest["files"]["theta0.npy"] or not fits:

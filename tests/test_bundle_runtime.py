@@ -70,7 +70,8 @@ def test_adapt_predict_save_load(bundle, tmp_path):
 @pytest.mark.parametrize(
     "xs,ys,message",
     [
-        (np.full((3, 2), np.nan), np.ones((3, 1)), "NaN or infinite"),
+        (np.full((3, 2), np.nan), np.ones((3, 1)), r"NaN or infinite values \(sample\(s\) 1, 2, 3\)"),
+        (np.ones((3, 2)), np.array([[1.0], [np.inf], [2.0]]), r"targets hold NaN or infinite values \(sample\(s\) 2\)"),
         (np.ones((3, 3)), np.ones((3, 1)), "must have shape"),
         (np.ones((0, 2)), np.ones((0, 1)), "must have shape"),
         (np.ones((3, 2)), np.ones((2, 1)), "support targets must hold"),
@@ -104,6 +105,8 @@ def test_tampered_missing_and_newer_bundles_are_refused(bundle, tmp_path):
         Model.load(bad)
     with pytest.raises(BundleError, match="no manifest.json"):
         Model.load(tmp_path)
+    with pytest.raises(BundleError, match="does not exist"):
+        Model.load(tmp_path / "nowhere.meb")
 
 
 def test_runtime_runs_with_torch_onnx_and_sdk_unimportable(bundle):

@@ -92,6 +92,7 @@ typedef struct me_session {
     float *x0, *ys, *d0, *d1, *protos, *jac;
     double *hess, *rhs;
     float *w[ME_MAX_LAYERS], *b[ME_MAX_LAYERS]; /* parameters per layer: adapted ones point into theta */
+    float *wt[ME_MAX_LAYERS];                   /* transposed weights (in, out) of wide layers, or NULL */
     float *act[ME_MAX_LAYERS];                  /* layer outputs (max_shots, out) */
 } me_session;
 

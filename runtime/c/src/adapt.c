@@ -23,10 +23,12 @@ me_status me_adapt_sgd(me_session *s, uint32_t n, uint32_t steps, uint32_t flags
         me_network_backward(s, 0, n, s->d0, s->grad);
         memcpy(s->backup, s->theta, sizeof(float) * p);
         for (uint32_t i = 0; i < p; i++) s->theta[i] -= s->rates[i] * s->grad[i];
+        me_refresh_transposed(s, 0);
         out = me_network_forward(s, n);
         const float after = me_network_loss(s, out, n);
         if ((flags & ME_GUARD) && rejected(loss, after)) {
             memcpy(s->theta, s->backup, sizeof(float) * p);
+            me_refresh_transposed(s, 0);
             break;
         }
         loss = after;
@@ -73,10 +75,12 @@ me_status me_adapt_gauss_newton(me_session *s, uint32_t n, uint32_t steps, uint3
         if (me_cholesky_solve(s->hess, s->rhs, p) != 0) return ME_ERR_SINGULAR;
         memcpy(s->backup, s->theta, sizeof(float) * p);
         for (uint32_t i = 0; i < p; i++) s->theta[i] -= (float)s->rhs[i];
+        me_refresh_transposed(s, 0);
         out = me_network_forward(s, n);
         const float after = me_network_loss(s, out, n);
         if ((flags & ME_GUARD) && rejected(loss, after)) {
             memcpy(s->theta, s->backup, sizeof(float) * p);
+            me_refresh_transposed(s, 0);
             break;
         }
         loss = after;

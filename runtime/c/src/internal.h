@@ -18,6 +18,9 @@ int me_all_finite(const float *v, size_t count);
 float me_dot(const float *a, const float *b, uint32_t len);
 void me_dense_forward(float *y, const float *x, const float *w, const float *b, uint32_t n, uint32_t in,
                       uint32_t out);
+/* the same with the weight given transposed, wt (in, out): an axpy per input feature, no reduction */
+void me_dense_forward_t(float *y, const float *x, const float *wt, const float *b, uint32_t n, uint32_t in,
+                        uint32_t out);
 void me_dense_backward(float *dx, float *dw, float *db, const float *dy, const float *x, const float *w, uint32_t n,
                        uint32_t in, uint32_t out);
 void me_relu_forward(float *y, const float *x, size_t len);
@@ -46,6 +49,10 @@ float me_network_loss(const me_session *s, const float *out, uint32_t n);
 void me_network_loss_backward(const me_session *s, const float *out, uint32_t n, float *dout);
 
 /* session.c */
+/* whether layer l keeps a transposed weight copy for its forward pass */
+int me_uses_transposed(const me_layer *L);
+/* refresh the transposed copies of the adapted weights (all weights: all != 0) after theta changed */
+void me_refresh_transposed(me_session *s, int all);
 /* check and normalise n inputs into s->x0 */
 me_status me_load_inputs(me_session *s, const float *x, uint32_t n);
 /* check and normalise n targets (or labels) into s->ys; classes: upper bound for labels (0: any) */

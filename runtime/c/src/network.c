@@ -18,7 +18,12 @@ const float *me_network_forward(me_session *s, uint32_t n)
         float *y = s->act[l];
         const size_t len = (size_t)n * L->out;
         switch (L->kind) {
-        case ME_LAYER_DENSE: me_dense_forward(y, x, s->w[l], s->b[l], n, L->in, L->out); break;
+        case ME_LAYER_DENSE:
+            if (s->wt[l])
+                me_dense_forward_t(y, x, s->wt[l], s->b[l], n, L->in, L->out);
+            else
+                me_dense_forward(y, x, s->w[l], s->b[l], n, L->in, L->out);
+            break;
         case ME_LAYER_RELU: me_relu_forward(y, x, len); break;
         case ME_LAYER_TANH: me_tanh_forward(y, x, len); break;
         case ME_LAYER_SIGMOID: me_sigmoid_forward(y, x, len); break;

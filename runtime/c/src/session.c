@@ -46,6 +46,7 @@ static uint64_t layout(me_session *s, const me_model *m, uint32_t rows, unsigned
     s->jac = (float *)take(&c, newton ? 4ull * rows * m->out_dim * p : 0u);
     for (uint32_t l = 0; l < m->n_layers; l++) {
         const me_layer *L = &m->layers[l];
+        s->wt[l] = me_uses_transposed(L) ? (float *)take(&c, 4ull * L->in * L->out) : NULL;
         const int own = L->kind == ME_LAYER_DENSE || l == 0u;
         s->act[l] = own ? (float *)take(&c, 4ull * rows * L->out) : s->act[l - 1u]; /* activations in place */
     }
@@ -100,6 +101,19 @@ me_status me_session_init(me_session *s, const me_model *m, void *arena, size_t 
     return me_reset(s);
 }
 
+int me_uses_transposed(const me_layer *L) { return L->kind == ME_LAYER_DENSE && L->in > 1u && L->out >= 8u; }
+
+void me_refresh_transposed(me_session *s, int all)
+{
+    const me_model *m = s->model;
+    for (uint32_t l = 0; l < m->n_layers; l++) {
+        const me_layer *L = &m->layers[l];
+        if (!s->wt[l] || !(all || (L->flags & ME_ADAPT_WEIGHT))) continue;
+        for (uint32_t o = 0; o < L->out; o++)
+            for (uint32_t i = 0; i < L->in; i++) s->wt[l][(size_t)i * L->out + o] = s->w[l][(size_t)o * L->in + i];
+    }
+}
+
 size_t me_sizeof_model(void) { return sizeof(me_model); }
 size_t me_sizeof_session(void) { return sizeof(me_session); }
 
@@ -125,6 +139,7 @@ me_status me_reset(me_session *s)
 {
     if (!s || !s->model) return ME_ERR_NULL;
     memcpy(s->theta, s->theta0, sizeof(float) * s->model->n_theta);
+    me_refresh_transposed(s, 1);
     s->ways = 0u;
     return ME_OK;
 }
@@ -144,6 +159,7 @@ me_status me_set_theta(me_session *s, const float *theta, uint32_t size)
         s->ways = size / m->out_dim;
     } else {
         memcpy(s->theta, theta, sizeof(float) * size);
+        me_refresh_transposed(s, 0);
     }
     return ME_OK;
 }

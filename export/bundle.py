@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -132,11 +133,14 @@ def export_bundle(run_path: str | Path, out: str | Path, opset: int = 18, check:
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         if check:
-            worst = parity(run, tmp)
-            manifest["parity_max_relative_difference"] = worst
-            if worst > tolerance:
-                raise ValueError(f"exported graphs differ from PyTorch by {worst:.2e} (relative) > {tolerance:.0e}; "
-                                 "the bundle was not written")
+            measured = parity(run, tmp)
+            manifest["parity_max_relative_difference"] = measured.worst
+            manifest["parity"] = {"max_relative_difference": measured.worst, "worst_at": measured.worst_at,
+                                  "median_relative_difference": measured.median, "comparisons": measured.checked,
+                                  "tolerance": tolerance, "kink_tolerance": KINK_TOLERANCE}
+            failure = measured.failure(tolerance)
+            if failure:
+                raise ValueError(f"{failure}; the bundle was not written")
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         os.replace(tmp, out)
     except BaseException:
@@ -162,29 +166,96 @@ def _zipped(run_path, out: Path, **options) -> Path:
     return out
 
 
-def parity(run: Run, bundle_dir: Path, tasks: int = 3) -> float:
-    """Largest relative difference between the runtime (ONNX Runtime) and PyTorch after adapting, both with the
-    bundle's default step count (the unrolled graph) and with 5 single steps (the step graph)."""
-    default = json.loads((bundle_dir / "manifest.json").read_text())["adaptation"]["inner_steps"]
-    return max(_parity(run, bundle_dir, tasks, s) for s in sorted({default, 5}))
+#: largest difference one checked step may show: a ReLU or max-pool sitting within rounding error of its kink
+#: takes the other branch in ONNX Runtime than in PyTorch (measured on Conv4: 1 step in ~10 differs by 3e-5 to
+#: 5e-4 while the others agree to 3e-6); anything larger is a wrong graph
+KINK_TOLERANCE = 1e-3
 
 
-def _parity(run: Run, bundle_dir: Path, tasks: int, steps: int) -> float:
+@dataclass
+class Parity:
+    """Relative differences between the runtime and PyTorch over every checked step and prediction."""
+
+    worst: float
+    median: float
+    worst_at: str
+    checked: int
+
+    def failure(self, tolerance: float) -> str | None:
+        """Why the bundle fails the check, or None: the median must be within ``tolerance`` and no single
+        comparison beyond :data:`KINK_TOLERANCE`."""
+        if self.median > tolerance or self.worst > max(tolerance, KINK_TOLERANCE):
+            return (f"exported graphs differ from PyTorch by {self.worst:.2e} (relative, at {self.worst_at}; median "
+                    f"{self.median:.2e} over {self.checked} comparisons, tolerance {tolerance:.0e})")
+        return None
+
+
+def parity(run: Run, bundle_dir: Path, tasks: int = 3) -> Parity:
+    """Compare the runtime (ONNX Runtime) with the learner's own PyTorch functions on ``tasks`` sampled tasks.
+
+    Each adapt step is checked from the same parameters on both sides (the runtime's step from its own previous
+    parameters against PyTorch's step from those): over several steps a piecewise-linear network amplifies
+    rounding differences, which says nothing about the graph. Steps are compared by what they do to the
+    predictions (PyTorch's outputs on the task's queries at both results, max difference relative to the
+    largest output), so directions the outputs do not depend on (ill-conditioned in a Gauss-Newton solve) do
+    not count; the forward graph is compared at the parameters after the default and after 5 steps, and the
+    unrolled graph with the chain of single steps.
+    """
     from ..runtime.model import Model  # the runtime has no torch dependency; imported here to check it
 
     model = Model.load(bundle_dir, guard=False)
-    classification = run.family.task_kind == "classification"
-    batch = run.family.sample_batch(task_rng(run.config.seed + 202, 0), tasks, run.config.shots,
-                                    5 if classification else 20, **sample_options(run.config, run.family))
-    nb = run.normalizer.batch(batch)
-    xs, ys, xq, _ = to_tensors(nb)
-    with torch.no_grad():
-        ref = run.learner.predictions_after_steps(run.state, xs, ys, xq, [steps])[steps].numpy()
-    ref = ref if classification else run.normalizer.y_inverse(ref)
-    worst = 0.0
+    fam, learner = run.family, run.learner
+    classification = fam.task_kind == "classification"
+    batch = fam.sample_batch(task_rng(run.config.seed + 202, 0), tasks, run.config.shots, 5 if classification else 20,
+                             **sample_options(run.config, fam))
+    xs, ys, xq, _ = to_tensors(run.normalizer.batch(batch))
+    results: list[tuple[float, str]] = []
+    if model.prototypes:
+        with torch.no_grad():
+            ref = learner.predictions_after_steps(run.state, xs, ys, xq, [0])[0].numpy()
+        for i in range(tasks):
+            ours = model.adapt(batch.x_support[i], batch.y_support[i]).logits(batch.x_query[i])
+            results.append((_relative_max(ours, ref[i]), f"task {i} prototype logits"))
+        return _summary(results)
+    fast, frozen = learner.split(run.state["params"])
+    default = model.bundle.manifest["adaptation"]["inner_steps"]
+    steps = max(default, 5)
+
+    def unflatten(theta: np.ndarray) -> dict[str, torch.Tensor]:
+        return {e["name"]: torch.from_numpy(theta[e["offset"]: e["offset"] + e["size"]].reshape(e["shape"]).copy())
+                for e in model.layout}
+
+    def outputs(theta: np.ndarray, i: int) -> np.ndarray:  # PyTorch's outputs on task i's queries at theta
+        with torch.no_grad():
+            return learner.inner.forward(unflatten(theta), frozen, xq[i]).numpy()
+
     for i in range(tasks):
-        adapted = model.adapt(batch.x_support[i], batch.y_support[i], steps=steps)
-        ours = adapted.logits(batch.x_query[i]) if classification else adapted.predict(batch.x_query[i])
-        scale = max(float(np.abs(ref[i]).max()), 1e-6)
-        worst = max(worst, float(np.abs(ours - ref[i]).max()) / scale)
-    return worst
+        support = batch.x_support[i], batch.y_support[i]
+        theta = model.theta0
+        for j in range(steps):
+            ours = model.adapt(*support, steps=1, start=theta).theta
+            with torch.no_grad():
+                new, _ = learner.inner.step(unflatten(theta), frozen, run.state["rates"], xs[i], ys[i])
+            ref = torch.cat([new[n].reshape(-1) for n in fast]).numpy()
+            results.append((_relative_max(outputs(ours, i), outputs(ref, i)), f"task {i} step {j + 1}"))
+            theta = ours
+            if j + 1 in (default, steps):
+                ours_y = model.adapt(*support, steps=0, start=theta).logits(batch.x_query[i])
+                results.append((_relative_max(ours_y, outputs(theta, i)), f"task {i} forward after {j + 1} steps"))
+        if model._steps is not None:  # the unrolled graph against the chain of single steps
+            chain = model.theta0
+            for _ in range(default):
+                chain = model.adapt(*support, steps=1, start=chain).theta
+            unrolled = model.adapt(*support, steps=default).theta
+            results.append((_relative_max(outputs(unrolled, i), outputs(chain, i)),
+                            f"task {i} unrolled {default} steps"))
+    return _summary(results)
+
+
+def _relative_max(ours: np.ndarray, ref: np.ndarray) -> float:
+    return float(np.abs(ours - ref).max()) / max(float(np.abs(ref).max()), 1e-6)
+
+
+def _summary(results: list[tuple[float, str]]) -> Parity:
+    worst, where = max(results)
+    return Parity(worst, float(np.median([r for r, _ in results])), where, len(results))

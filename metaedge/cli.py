@@ -226,8 +226,11 @@ def export(run: Path, out: Path, opset: int, inner_steps: int | None, adapt_spec
     from .runtime.bundle import Bundle
 
     manifest = Bundle.open(path).manifest
-    parity = manifest.get("parity_max_relative_difference")
-    click.echo(f"bundle written to {path}" + (f" (parity with PyTorch: {parity:.1e} relative)" if parity else ""))
+    parity = manifest.get("parity")
+    checked = (f" (parity with PyTorch: median {parity['median_relative_difference']:.1e}, max "
+               f"{parity['max_relative_difference']:.1e} relative over {parity['comparisons']} steps and predictions)"
+               if parity else "")
+    click.echo(f"bundle written to {path}{checked}")
     for graph, info in manifest["ops"].items():
         outside = info["outside_tensorrt"]
         click.echo(f"  {graph}: {len(info['ops'])} operator types"

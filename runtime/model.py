@@ -124,8 +124,13 @@ class Model:
         return self._forward.run(None, {"x": x})[0]
 
     # --- adaptation ---------------------------------------------------------------------------------------
-    def adapt(self, xs: np.ndarray, ys: np.ndarray, steps: int | None = None) -> Adapted:
-        """Adapt on a support set ``xs`` ``(k, *input_shape)``, ``ys`` ``(k, out)`` in physical units (or labels)."""
+    def adapt(self, xs: np.ndarray, ys: np.ndarray, steps: int | None = None, start: np.ndarray | None = None
+              ) -> Adapted:
+        """Adapt on a support set ``xs`` ``(k, *input_shape)``, ``ys`` ``(k, out)`` in physical units (or labels).
+
+        ``start`` (default: the meta-learned ``theta0``) continues from an earlier adapted state's ``theta``
+        ``(P,)``, e.g. when a unit gets more reference points later.
+        """
         steps = self.bundle.manifest["adaptation"]["inner_steps"] if steps is None else int(steps)
         if steps < 0:
             raise ValueError(f"steps must be >= 0, got {steps}")
@@ -139,11 +144,17 @@ class Model:
                 raise ValueError(f"support has no sample of class(es) {missing}; give every class at least one")
             protos = np.stack([z[y == c].mean(0) for c in range(ways)]).astype(np.float32)
             return Adapted(self, protos.ravel(), steps_run=0, steps_kept=0)
+        if start is None:
+            start = self.theta0
+        elif np.shape(start) != self.theta0.shape or not np.isfinite(start).all():
+            raise ValueError(f"start must be a finite adapted state of {self.theta0.size} values, got shape "
+                             f"{np.shape(start)}; pass an Adapted.theta of this bundle")
+        start = np.asarray(start, np.float32)
         rates = self._rate_feeds
         if steps and self._steps is not None and steps == self.bundle.manifest["adaptation"]["inner_steps"]:
-            return self._adapt_unrolled(x, y, rates, steps)
+            return self._adapt_unrolled(x, y, rates, steps, start)
         step = self._gauss_newton_step(x, y) if self._gauss_newton is not None else self._gradient_step(x, y, rates)
-        theta, kept = self.theta0.copy(), 0
+        theta, kept = start.copy(), 0
         nxt = step(theta) if steps else None
         for i in range(steps):
             new, loss = nxt  # the step from `theta`, and the support loss at `theta`
@@ -181,16 +192,15 @@ class Model:
 
         return step
 
-    def _adapt_unrolled(self, x: np.ndarray, y: np.ndarray, rates: dict, steps: int) -> Adapted:
+    def _adapt_unrolled(self, x: np.ndarray, y: np.ndarray, rates: dict, steps: int, start: np.ndarray) -> Adapted:
         """All steps in one graph call; the guard keeps the steps up to the first that raised the support loss."""
-        out = self._steps.run(None, {"xs": x, "ys": y, **self._split(self.theta0, "theta"), **rates})
+        out = self._steps.run(None, {"xs": x, "ys": y, **self._split(start, "theta"), **rates})
         history, losses = out[:-1], out[-1]  # (K, *shape) per parameter; (K + 1,) support losses
         kept = steps
         if self.guard:  # keep the steps before the first one that raised the support loss (or made it non-finite)
             worse = ~(np.isfinite(losses[1:]) & (losses[1:] <= losses[:-1]))
             kept = int(worse.argmax()) if worse.any() else steps
-        theta = (np.concatenate([h[kept - 1].ravel() for h in history]).astype(np.float32) if kept
-                 else self.theta0.copy())
+        theta = np.concatenate([h[kept - 1].ravel() for h in history]).astype(np.float32) if kept else start.copy()
         return Adapted(self, theta, steps_run=steps, steps_kept=kept)
 
     def _support_loss(self, theta: np.ndarray, x: np.ndarray, y: np.ndarray) -> float:

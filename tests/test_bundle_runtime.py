@@ -247,3 +247,14 @@ def test_export_adapt_override_ships_only_the_named_parameters(bundle, tmp_path)
     with pytest.raises(ValueError, match="selects no parameter"):
         export_bundle(run, tmp_path / "none.meb", adapt="nothing.*")
     assert not (tmp_path / "none.meb").exists()
+
+
+def test_adapt_continues_from_an_earlier_state(bundle):
+    model = Model.load(bundle, guard=False)
+    xs, ys, xq, _ = _unit(5)
+    two = model.adapt(xs, ys, steps=2)
+    one = model.adapt(xs, ys, steps=1)
+    again = model.adapt(xs, ys, steps=1, start=one.theta)
+    np.testing.assert_allclose(again.predict(xq), two.predict(xq), rtol=1e-5, atol=1e-4)
+    with pytest.raises(ValueError, match="start must be a finite adapted state"):
+        model.adapt(xs, ys, steps=1, start=one.theta[:-1])

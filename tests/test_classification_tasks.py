@@ -323,3 +323,23 @@ def test_real_ucr(
     assert tuple(fam.describe()["splits"][s]["samples"] for s in ("train", "test")) == sizes
     t = fam.sample_task(np.random.default_rng(0), 1, 1, "test")
     assert t.x_support.shape == (4, *shape) and np.isfinite(t.x_support).all()
+
+
+def test_glyphs_family_is_built_in_seeded_and_split_by_class():
+    from metaedge.sdk.tasks import make_family
+
+    small = {"train_classes": 20, "val_classes": 6, "test_classes": 6, "samples": 4}
+    a, b = make_family("glyphs", **small), make_family("glyphs", **small)
+    task = a.sample_task(np.random.default_rng(0), 2, 1, ways=5, split="test")
+    again = b.sample_task(np.random.default_rng(0), 2, 1, ways=5, split="test")
+    np.testing.assert_array_equal(task.x_support, again.x_support)
+    assert task.x_support.shape == (10, 1, 28, 28) and 0 <= task.x_support.min() and task.x_support.max() <= 1
+    assert task.x_support.mean() > 0.02  # ink was drawn
+    train, test = (set(np.unique(a.arrays(s)[1]).tolist()) for s in ("train", "test"))
+    assert train.isdisjoint(test)
+    # drawings of one glyph are closer to each other than to other glyphs
+    x, y = a.arrays("train")
+    x = x.reshape(len(x), -1).astype(np.float32)
+    d = ((x[:, None] - x[None]) ** 2).sum(-1)
+    same = y[:, None] == y[None]
+    assert d[same & ~np.eye(len(y), dtype=bool)].mean() < d[~same].mean()

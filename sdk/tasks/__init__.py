@@ -1,6 +1,7 @@
 """Task families: sinusoid benchmark, sensor physics, per-unit tables, few-shot classification (Omniglot, UCR/UEA
 time series, image folders), and user-registered families."""
 
+from . import glyphs as _glyphs  # noqa: F401  (registers "glyphs")
 from . import images as _images  # noqa: F401  (registers "image-folder")
 from . import omniglot as _omniglot  # noqa: F401  (registers "omniglot")
 from . import sensors as _sensors  # noqa: F401

@@ -1,0 +1,142 @@
+"""Whether a bundle fits a device: memory against the profile's budget, operators against its backends.
+
+The memory figures come from the manifest's ``footprint`` (written at export by ``metaedge.export.footprint``):
+constants inside the graphs, the adapted parameters, an upper bound on the activations (every intermediate tensor
+alive at once, no buffer reuse) as a fixed part plus a part per sample, and for firmware the C library's arena and
+``model.mebin`` size. A bundle without a footprint is judged on its parameter count alone, and says so.
+Standard library only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .ops import outside_tensorrt
+from .profiles import Profile
+
+#: support-set size assumed when neither the caller nor the manifest says
+DEFAULT_SHOTS = 10
+
+
+class DoesNotFit(ValueError):
+    """A bundle exceeds a device's memory budget or uses operators none of its backends runs."""
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Bytes a bundle needs on a Linux device (``total``) with the parts that make it up."""
+
+    weights: int
+    parameters: int
+    activations: int
+    samples: int
+    complete: bool  # False: no footprint in the manifest, parameters only
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.parameters + self.activations
+
+
+def human_bytes(n: float) -> str:
+    """``1536 -> '1.5 KiB'``."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def memory_estimate(manifest: dict[str, Any], shots: int | None = None, batch: int | None = None) -> MemoryEstimate:
+    """What adapting on ``shots`` samples and predicting ``batch`` at once needs; the parameter part counts the
+    state, the rates, one step's result and the unrolled graph's per-step history."""
+    fp = manifest.get("footprint") or {}
+    adaptation = manifest.get("adaptation", {})
+    shots = int(shots or fp.get("shots") or DEFAULT_SHOTS)
+    samples = max(shots, int(batch or 0))
+    copies = 3 + int(adaptation.get("inner_steps") or 0)
+    parameters = 4 * int(adaptation.get("size") or 0) * copies
+    act = fp.get("activations") or {}
+    activations = int(act.get("fixed_bytes", 0)) + int(act.get("per_sample_bytes", 0)) * samples
+    return MemoryEstimate(int(fp.get("weights_bytes", 0)), parameters, activations, samples, bool(fp))
+
+
+def backend_support(profile: Profile, manifest: dict[str, Any]) -> dict[str, str | None]:
+    """For each backend of ``profile``: None when it can run the bundle, else why not (one clause)."""
+    graphs = manifest.get("graphs") or {}
+    firmware = manifest.get("firmware") or {}
+    out: dict[str, str | None] = {}
+    for backend in profile.backend_names:
+        if backend == "native":
+            out[backend] = None if firmware.get("mebin") else \
+                "the bundle has no model.mebin for the C library (export with --format c or all)"
+        elif not graphs:
+            out[backend] = "the bundle has no ONNX graphs (exported with --format c only)"
+        elif backend == "tensorrt":
+            outside = sorted({op for report in (manifest.get("ops") or {}).values()
+                              for op in outside_tensorrt(report.get("ops", {}))})
+            out[backend] = f"its graphs use {', '.join(outside)}, outside TensorRT's operator set" if outside else None
+        else:  # onnxruntime's CPU provider runs every standard ONNX operator
+            out[backend] = None
+    return out
+
+
+def fit_problems(profile: Profile, manifest: dict[str, Any], shots: int | None = None,
+                 batch: int | None = None) -> list[str]:
+    """Every reason the bundle does not fit ``profile`` (empty when it fits), each one sentence."""
+    problems = []
+    support = backend_support(profile, manifest)
+    if all(support.values()):
+        why = "; ".join(f"{b}: {r}" for b, r in support.items())
+        problems.append(f"none of {profile.name}'s backends can run this bundle ({why})")
+    if profile.kind == "mcu":
+        problems += _firmware_problems(profile, manifest)
+        return problems
+    need = memory_estimate(manifest, shots, batch)
+    if need.total > profile.memory_budget_bytes:
+        problems.append(
+            f"the bundle needs about {human_bytes(need.total)} (graph constants {human_bytes(need.weights)}, "
+            f"parameters {human_bytes(need.parameters)}, activations for {need.samples} samples "
+            f"{human_bytes(need.activations)}) but {profile.name}'s memory budget is "
+            f"{human_bytes(profile.memory_budget_bytes)}; use a smaller model, adapt fewer parameters (--adapt head) "
+            "or fewer samples at once")
+    return problems
+
+
+def _firmware_problems(profile: Profile, manifest: dict[str, Any]) -> list[str]:
+    native = (manifest.get("footprint") or {}).get("native")
+    if not (manifest.get("firmware") or {}).get("mebin"):
+        return []  # already reported: no backend can run it
+    if not native:
+        return [f"the bundle records no firmware footprint (arena and model size), so it cannot be checked against "
+                f"{profile.name}; re-export it with this metaedge"]
+    problems = []
+    if native["arena_bytes"] > profile.memory_budget_bytes:
+        problems.append(f"the C library's arena for {native['max_shots']} samples is "
+                        f"{human_bytes(native['arena_bytes'])} but {profile.name} has "
+                        f"{human_bytes(profile.memory_budget_bytes)} of RAM for it; use fewer shots or a smaller model")
+    flash = profile.flash_budget_bytes
+    if flash is not None and native["mebin_bytes"] > flash:
+        problems.append(f"model.mebin is {human_bytes(native['mebin_bytes'])} but {profile.name} has "
+                        f"{human_bytes(flash)} of flash for it; use a smaller model")
+    return problems
+
+
+def check_fits(profile: Profile, manifest: dict[str, Any], shots: int | None = None, batch: int | None = None) -> None:
+    """Raise :class:`DoesNotFit` (a ``ValueError``) with one clear sentence when the bundle exceeds the device."""
+    problems = fit_problems(profile, manifest, shots, batch)
+    if problems:
+        raise DoesNotFit(f"this bundle does not fit {profile.name}: " + "; and ".join(problems))
+
+
+def checked_devices(manifest: dict[str, Any], profiles: dict[str, Profile]) -> dict[str, dict[str, Any]]:
+    """What the exporter records in ``manifest["devices"]``: for every profile whether the bundle fits, the memory
+    it needs there, and the problems if not."""
+    out = {}
+    for name, profile in profiles.items():
+        problems = fit_problems(profile, manifest)
+        entry: dict[str, Any] = {"fits": not problems, "problems": problems}
+        if profile.kind != "mcu":
+            entry["memory_bytes"] = memory_estimate(manifest).total
+        out[name] = entry
+    return out

@@ -28,8 +28,8 @@ from ..sdk.train import Run, sample_options, task_rng, to_tensors
 from .graphs import export_embedding, export_graphs
 from .ops import ops_report
 
-#: what ``metaedge export --format`` accepts
-FORMATS = ("onnx", "c", "all")
+#: what ``metaedge export --format`` accepts; ``auto`` is ``all`` where the C library supports the model, else ``onnx``
+FORMATS = ("auto", "onnx", "c", "all")
 
 
 def _git_commit() -> str | None:
@@ -56,7 +56,7 @@ def _embedding_dim(learner, xs: torch.Tensor) -> int:
 
 def export_bundle(run_path: str | Path, out: str | Path, opset: int = 18, check: bool = True,
                   tolerance: float = 1e-5, inner_steps: int | None = None, adapt: str | None = None,
-                  formats: str = "onnx") -> Path:
+                  formats: str = "auto") -> Path:
     """Export the run at ``run_path`` to the bundle directory ``out`` (which must not exist yet); an ``out``
     ending in ``.zip`` gets a zip of the bundle directory instead.
 
@@ -64,7 +64,8 @@ def export_bundle(run_path: str | Path, out: str | Path, opset: int = 18, check:
     are also exported unrolled into one graph (``adapt_steps.onnx``) so adapting costs one ONNX Runtime call.
     ``adapt`` overrides the run's adaptation spec (``all``, ``head``, ``biases`` or name patterns).
     ``formats``: ``onnx`` (graphs for ONNX Runtime / TensorRT), ``c`` (``model.mebin`` + ``model_data.h`` for the
-    C library; MLP models only) or ``all``.
+    C library; MLP models only), ``all``, or ``auto`` (default: ``all`` where the C library supports the model,
+    otherwise ``onnx`` with the reason in the manifest's ``firmware_skipped``).
     """
     if formats not in FORMATS:
         raise ValueError(f"unknown bundle format {formats!r}; choose one of {', '.join(FORMATS)}")
@@ -94,16 +95,20 @@ def export_bundle(run_path: str | Path, out: str | Path, opset: int = 18, check:
         steps = learner.inner_steps if inner_steps is None else int(inner_steps)
         if steps < 1 and not prototypes:
             raise ValueError(f"--inner-steps must be at least 1, got {steps}")
-        graphs = {}
-        if formats in ("onnx", "all"):
+        graphs, firmware, skipped = {}, {}, None
+        if formats in ("onnx", "all", "auto"):
             graphs = (export_embedding(learner, run.state, tmp, xs, opset=opset) if prototypes
                       else export_graphs(learner, run.state, tmp, xs, ys, opset=opset,
                                          unrolled_steps=steps if solver == "sgd" else 0))
-        firmware = {}
-        if formats in ("c", "all"):
+        if formats in ("c", "all", "auto"):
             from .firmware import write_firmware
 
-            firmware = {p.suffix.lstrip("."): p for p in write_firmware(run, tmp)}
+            try:
+                firmware = {p.suffix.lstrip("."): p for p in write_firmware(run, tmp, inner_steps=steps)}
+            except ValueError as e:
+                if formats != "auto":
+                    raise
+                skipped = str(e)  # e.g. a Conv4: the bundle is ONNX-only
         theta = np.concatenate([np.zeros(0)] + [fast[e["name"]].detach().numpy().ravel() for e in layout])
         rates = np.concatenate([np.zeros(0)] + [run.state["rates"][e["name"]].detach().numpy().ravel() for e in layout])
         np.save(tmp / "theta0.npy", theta.astype(np.float32))
@@ -125,6 +130,7 @@ def export_bundle(run_path: str | Path, out: str | Path, opset: int = 18, check:
                            **({"min_damping": MIN_DAMPING} if solver == "gauss-newton" else {})},
             "graphs": {k: p.name for k, p in graphs.items()},
             "firmware": {k: p.name for k, p in firmware.items()},
+            **({"firmware_skipped": skipped} if skipped else {}),
             "ops": ops_report(tmp),
             "files": {name: sha256(tmp / name) for name in files},
             "provenance": {"run": str(Path(run_path).resolve()), "git_commit": _git_commit(),
@@ -133,14 +139,22 @@ def export_bundle(run_path: str | Path, out: str | Path, opset: int = 18, check:
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         if check:
-            measured = parity(run, tmp)
-            manifest["parity_max_relative_difference"] = measured.worst
-            manifest["parity"] = {"max_relative_difference": measured.worst, "worst_at": measured.worst_at,
-                                  "median_relative_difference": measured.median, "comparisons": measured.checked,
-                                  "tolerance": tolerance, "kink_tolerance": KINK_TOLERANCE}
-            failure = measured.failure(tolerance)
-            if failure:
-                raise ValueError(f"{failure}; the bundle was not written")
+            if graphs:
+                measured = parity(run, tmp)
+                manifest["parity_max_relative_difference"] = measured.worst
+                manifest["parity"] = {"max_relative_difference": measured.worst, "worst_at": measured.worst_at,
+                                      "median_relative_difference": measured.median, "comparisons": measured.checked,
+                                      "tolerance": tolerance, "kink_tolerance": KINK_TOLERANCE}
+                failure = measured.failure(tolerance)
+                if failure:
+                    raise ValueError(f"{failure}; the bundle was not written")
+            if firmware:
+                native = native_parity(run, tmp)
+                manifest["native_parity"] = native
+                if native["max_abs_difference"] > tolerance:
+                    raise ValueError(f"the C library's predictions differ from {native['reference']} by "
+                                     f"{native['max_abs_difference']:.2e} (absolute, {native['worst_at']}) > "
+                                     f"{tolerance:.0e}; the bundle was not written")
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         os.replace(tmp, out)
     except BaseException:
@@ -203,7 +217,7 @@ def parity(run: Run, bundle_dir: Path, tasks: int = 3) -> Parity:
     """
     from ..runtime.model import Model  # the runtime has no torch dependency; imported here to check it
 
-    model = Model.load(bundle_dir, guard=False)
+    model = Model.load(bundle_dir, guard=False, backend="onnxruntime")
     fam, learner = run.family, run.learner
     classification = fam.task_kind == "classification"
     batch = fam.sample_batch(task_rng(run.config.seed + 202, 0), tasks, run.config.shots, 5 if classification else 20,
@@ -250,6 +264,35 @@ def parity(run: Run, bundle_dir: Path, tasks: int = 3) -> Parity:
             results.append((_relative_max(outputs(unrolled, i), outputs(chain, i)),
                             f"task {i} unrolled {default} steps"))
     return _summary(results)
+
+
+def native_parity(run: Run, bundle_dir: Path, tasks: int = 3) -> dict[str, Any]:
+    """The C library (``model.mebin``) against ONNX Runtime (or, for a C-only bundle, PyTorch): largest absolute
+    difference of the raw outputs (standardised predictions or logits) after the default steps, unguarded."""
+    from ..runtime.model import Model
+
+    native = Model.load(bundle_dir, guard=False, backend="native")
+    onnx = "forward" in native.bundle.manifest["graphs"]
+    reference = Model.load(bundle_dir, guard=False, backend="onnxruntime") if onnx else None
+    fam = run.family
+    classification = fam.task_kind == "classification"
+    batch = fam.sample_batch(task_rng(run.config.seed + 303, 0), tasks, run.config.shots, 5 if classification else 20,
+                             **sample_options(run.config, fam))
+    steps = native.bundle.manifest["adaptation"]["inner_steps"]
+    if reference is None:
+        xs, ys, xq, _ = to_tensors(run.normalizer.batch(batch))
+        with torch.no_grad():
+            torch_out = run.learner.predictions_after_steps(run.state, xs, ys, xq, [steps])[steps].numpy()
+    worst, where = 0.0, ""
+    for i in range(tasks):
+        ours = native.adapt(batch.x_support[i], batch.y_support[i]).logits(batch.x_query[i])
+        ref = (reference.adapt(batch.x_support[i], batch.y_support[i]).logits(batch.x_query[i]) if reference
+               else torch_out[i])
+        diff = float(np.abs(ours - ref).max())
+        if diff >= worst:
+            worst, where = diff, f"task {i}"
+    return {"max_abs_difference": worst, "worst_at": where, "steps": steps, "tasks": tasks,
+            "reference": "ONNX Runtime" if reference else "PyTorch"}
 
 
 def _relative_max(ours: np.ndarray, ref: np.ndarray) -> float:

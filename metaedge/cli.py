@@ -210,9 +210,9 @@ def evaluate(run: Path, tasks: int, shots: str, ways: str, queries: int | None, 
               "one graph. [the run's]")
 @click.option("--adapt", "adapt_spec", help="Which parameters the device adapts: all, head, biases, or comma-separated "
               "name patterns such as 'head.*,body.2.bias'. [the run's]")
-@click.option("--format", "formats", type=click.Choice(["onnx", "c", "all"]), default="onnx", show_default=True,
-              help="onnx: graphs for ONNX Runtime (and TensorRT); c: model.mebin + model_data.h for the C library "
-              "(MLPs); all: both.")
+@click.option("--format", "formats", type=click.Choice(["auto", "onnx", "c", "all"]), default="auto",
+              show_default=True, help="onnx: graphs for ONNX Runtime (and TensorRT); c: model.mebin + model_data.h "
+              "for the C library (MLPs); all: both; auto: all where the C library supports the model, else onnx.")
 @click.option("--check/--no-check", default=True, show_default=True,
               help="Prove forward and adapt-step parity with PyTorch (1e-5 relative) before writing.")
 def export(run: Path, out: Path, opset: int, inner_steps: int | None, adapt_spec: str | None, formats: str,
@@ -231,6 +231,12 @@ def export(run: Path, out: Path, opset: int, inner_steps: int | None, adapt_spec
                f"{parity['max_relative_difference']:.1e} relative over {parity['comparisons']} steps and predictions)"
                if parity else "")
     click.echo(f"bundle written to {path}{checked}")
+    if manifest.get("native_parity"):
+        native = manifest["native_parity"]
+        click.echo(f"  model.mebin: C library vs {native['reference']} {native['max_abs_difference']:.1e} absolute "
+                   f"after {native['steps']} steps")
+    if manifest.get("firmware_skipped"):
+        click.echo(f"  no C format: {manifest['firmware_skipped']}")
     for graph, info in manifest["ops"].items():
         outside = info["outside_tensorrt"]
         click.echo(f"  {graph}: {len(info['ops'])} operator types"

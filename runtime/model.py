@@ -8,22 +8,51 @@ atomically (temp file, fsync, rename), so a power cut leaves the old state or th
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
 from .bundle import Bundle, BundleError
 
+#: what ``Model.load(backend=...)`` accepts
+BACKENDS = ("auto", "onnxruntime", "native")
+_log = logging.getLogger("metaedge.runtime")
+
 
 def _bad_rows(a: np.ndarray) -> str:
     """1-based numbers of the samples (rows) of ``a`` holding non-finite values, e.g. ``"2, 5"``."""
     rows = np.flatnonzero(~np.isfinite(a.reshape(len(a), -1)).all(1)) + 1
     return ", ".join(map(str, rows[:10])) + (", ..." if len(rows) > 10 else "")
+
+
+def _choose_backend(bundle: Bundle, backend: str) -> tuple[str, str, Any]:
+    """``(backend, reason, native model or None)`` for :meth:`Model.load`."""
+    mebin = bundle.manifest.get("firmware", {}).get("mebin")
+    has_graphs = "forward" in bundle.manifest.get("graphs", {})
+    if backend == "onnxruntime" or (backend == "auto" and not mebin):
+        if not has_graphs:
+            raise BundleError(f"{bundle.path} holds no ONNX graphs (exported with --format c); load it with "
+                              "backend='native' or re-export with --format all")
+        return "onnxruntime", "requested" if backend == "onnxruntime" else "the bundle has no model.mebin", None
+    if not mebin:
+        raise BundleError(f"{bundle.path} has no model.mebin for the native backend; re-export it with --format c "
+                          "or all (MLP models)")
+    from . import native
+
+    if not native.available():
+        if backend == "native" or not has_graphs:
+            raise BundleError(f"the native C library is not available here ({native.unavailable_reason()}); "
+                              "reinstall metaedge with its C build or use backend='onnxruntime'")
+        return "onnxruntime", f"the native C library is not available ({native.unavailable_reason()})", None
+    model = native.NativeModel(bundle.file(mebin).read_bytes())
+    return "native", "requested" if backend == "native" else "the bundle has model.mebin and the C library loads", model
 
 
 def _session(path: Path) -> ort.InferenceSession:
@@ -45,6 +74,9 @@ class Model:
     _step: ort.InferenceSession | None = field(default=None, repr=False)
     _steps: ort.InferenceSession | None = field(default=None, repr=False)
     _gauss_newton: ort.InferenceSession | None = field(default=None, repr=False)
+    #: the C library's model (``backend == "native"``), else None
+    _native: Any = field(default=None, repr=False)
+    backend: str = "onnxruntime"
 
     def __post_init__(self) -> None:
         # per-call constants, prepared once: adapting is a hot path on a device
@@ -54,8 +86,15 @@ class Model:
         self._rate_feeds = self._split(self.rates, "rate")
 
     @classmethod
-    def load(cls, path: str | Path, guard: bool = True) -> Model:
-        """Open and verify the bundle at ``path``."""
+    def load(cls, path: str | Path, guard: bool = True, backend: str = "auto") -> Model:
+        """Open and verify the bundle at ``path``.
+
+        ``backend``: ``native`` (the C library on the bundle's ``model.mebin``), ``onnxruntime`` (the ONNX graphs),
+        or ``auto``: native where the bundle has a ``model.mebin`` and the library loads, ONNX Runtime otherwise.
+        The choice and its reason are logged on the ``metaedge.runtime`` logger.
+        """
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         bundle = Bundle.open(path)
         m = bundle.manifest
         theta0, rates = bundle.array("theta0.npy"), bundle.array("rates.npy")
@@ -63,11 +102,17 @@ class Model:
         if theta0.shape != (size,) or rates.shape != (size,):
             raise BundleError(f"{path}: theta0/rates hold {theta0.shape}/{rates.shape} values, the manifest says "
                               f"{size}; re-export the bundle")
-        # prototype bundles have no step graph; the unrolled one holds the default step count, where exported
-        step, unrolled, gn = (m["graphs"].get(k) for k in ("adapt_step", "adapt_steps", "gauss_newton"))
-        return cls(bundle, theta0.astype(np.float32), rates.astype(np.float32), guard,
-                   _session(bundle.file(m["graphs"]["forward"])), *(_session(bundle.file(g)) if g else None
-                                                                     for g in (step, unrolled, gn)))
+        chosen, reason, native = _choose_backend(bundle, backend)
+        _log.info("metaedge runtime: %s backend for %s (%s)", chosen, path, reason)
+        model = cls(bundle, theta0.astype(np.float32), rates.astype(np.float32), guard, _native=native, backend=chosen)
+        if chosen == "onnxruntime":
+            # prototype bundles have no step graph; the unrolled one holds the default step count, where exported
+            graphs = m["graphs"]
+            model._forward = _session(bundle.file(graphs["forward"]))
+            model._step, model._steps, model._gauss_newton = (
+                _session(bundle.file(graphs[k])) if k in graphs else None
+                for k in ("adapt_step", "adapt_steps", "gauss_newton"))
+        return model
 
     # --- layout and normalisation --------------------------------------------------------------------------
     @property
@@ -120,6 +165,11 @@ class Model:
         """Prototype bundles (ProtoNets): adaptation is the class means of the support embeddings."""
         return bool(self.bundle.manifest["adaptation"].get("prototypes"))
 
+    def _physical(self, x: np.ndarray) -> np.ndarray:
+        """Inputs already checked by :meth:`_inputs`, as float32 ``(n, *input_shape)`` in physical units."""
+        x = np.asarray(x, dtype=np.float32)
+        return x[None] if x.ndim == len(self._shape) else x
+
     def _embed(self, x: np.ndarray) -> np.ndarray:
         return self._forward.run(None, {"x": x})[0]
 
@@ -137,19 +187,24 @@ class Model:
         x = self._inputs(xs, "support inputs")
         y = self._targets(ys, len(x))
         if self.prototypes:
-            z = self._embed(x)
             ways = int(y.max()) + 1
             missing = sorted(set(range(ways)) - set(y.tolist()))
             if missing:
                 raise ValueError(f"support has no sample of class(es) {missing}; give every class at least one")
+            if self._native is not None:
+                return Adapted(self, self._native.adapt(self._physical(xs), y)[0], steps_run=0, steps_kept=0)
+            z = self._embed(x)
             protos = np.stack([z[y == c].mean(0) for c in range(ways)]).astype(np.float32)
             return Adapted(self, protos.ravel(), steps_run=0, steps_kept=0)
-        if start is None:
-            start = self.theta0
-        elif np.shape(start) != self.theta0.shape or not np.isfinite(start).all():
+        if start is not None and (np.shape(start) != self.theta0.shape or not np.isfinite(start).all()):
             raise ValueError(f"start must be a finite adapted state of {self.theta0.size} values, got shape "
                              f"{np.shape(start)}; pass an Adapted.theta of this bundle")
-        start = np.asarray(start, np.float32)
+        if self._native is not None:  # the C library takes physical units and applies the same guard
+            targets = y if self.classification else np.asarray(ys, np.float32)
+            options = {"start": np.asarray(start, np.float32)} if start is not None else {}
+            theta, kept = self._native.adapt(self._physical(xs), targets, steps=steps, guard=self.guard, **options)
+            return Adapted(self, theta, steps_run=steps, steps_kept=kept)
+        start = self.theta0 if start is None else np.asarray(start, np.float32)
         rates = self._rate_feeds
         if steps and self._steps is not None and steps == self.bundle.manifest["adaptation"]["inner_steps"]:
             return self._adapt_unrolled(x, y, rates, steps, start)
@@ -211,6 +266,10 @@ class Model:
         return float(((pred - y) ** 2).mean())
 
     def _raw(self, theta: np.ndarray, x: np.ndarray) -> np.ndarray:
+        if self._native is not None:
+            self._inputs(x, "inputs")  # the same checks and messages as the ONNX path
+            out = self._native.outputs(theta, self._physical(x))
+            return out if self.classification else (out - self._norm["y_mean"]) / self._norm["y_std"]
         if self.prototypes:  # logits: minus squared Euclidean distance to each prototype
             z = self._embed(self._inputs(x, "inputs"))
             protos = theta.reshape(-1, z.shape[1])
@@ -218,6 +277,9 @@ class Model:
         return self._forward.run(None, {"x": self._inputs(x, "inputs"), **self._split(theta, "theta")})[0]
 
     def _predict(self, theta: np.ndarray, x: np.ndarray) -> np.ndarray:
+        if self._native is not None:
+            self._inputs(x, "inputs")
+            return self._native.predict(theta, self._physical(x))
         y = self._raw(theta, x)
         if self.classification:
             return y.argmax(1)

@@ -35,16 +35,37 @@ def _unit(seed=0, k=3):
 def test_bundle_contents_and_parity(bundle):
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert set(manifest["files"]) == {"forward.onnx", "adapt_step.onnx", "adapt_steps.onnx", "theta0.npy",
-                                      "rates.npy"}
+                                      "rates.npy", "model.mebin", "model_data.h"}  # --format auto: an MLP gets both
+    assert manifest["native_parity"]["max_abs_difference"] <= 1e-5
     assert manifest["parity_max_relative_difference"] <= 1e-5
     assert manifest["normalization"]["x_std"][0] > 1 and manifest["adaptation"]["inner_steps"] == 2
     ops = manifest["ops"]
     assert ops["adapt_step.onnx"]["outside_tensorrt"] == [] and "Gemm" in ops["forward.onnx"]["ops"]
 
 
+def test_backend_choice(bundle, tmp_path, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="metaedge.runtime"):
+        auto = Model.load(bundle)
+    assert auto.backend == "native" and "native backend" in caplog.text and "C library loads" in caplog.text
+    ort_model = Model.load(bundle, backend="onnxruntime")
+    xs, ys, xq, _ = _unit(6)
+    a, b = auto.adapt(xs, ys, steps=3), ort_model.adapt(xs, ys, steps=3)
+    assert a.steps_kept == b.steps_kept
+    np.testing.assert_allclose(a.logits(xq), b.logits(xq), atol=1e-5)
+    np.testing.assert_allclose(a.predict(xq), b.predict(xq), rtol=1e-5, atol=1e-3)
+    onnx_only = export_bundle(bundle.parent / "run", tmp_path / "onnx.meb", formats="onnx")
+    assert Model.load(onnx_only).backend == "onnxruntime"
+    with pytest.raises(BundleError, match="no model.mebin"):
+        Model.load(onnx_only, backend="native")
+    with pytest.raises(ValueError, match="unknown backend"):
+        Model.load(bundle, backend="gpu")
+
+
 @pytest.mark.parametrize("guard", [False, True])
 def test_unrolled_graph_equals_single_steps(bundle, guard):
-    model = Model.load(bundle, guard=guard)
+    model = Model.load(bundle, guard=guard, backend="onnxruntime")
     xs, ys, xq, _ = _unit(2)
     one_call = model.adapt(xs, ys, steps=2)  # the bundle's default: adapt_steps.onnx
     model._steps = None  # force the single-step graph
@@ -109,7 +130,8 @@ def test_tampered_missing_and_newer_bundles_are_refused(bundle, tmp_path):
         Model.load(tmp_path / "nowhere.meb")
 
 
-def test_runtime_runs_with_torch_onnx_and_sdk_unimportable(bundle):
+@pytest.mark.parametrize("backend", ["onnxruntime", "native"])
+def test_runtime_runs_with_torch_onnx_and_sdk_unimportable(bundle, backend):
     script = textwrap.dedent(f"""
         import sys
         class Block:
@@ -119,7 +141,7 @@ def test_runtime_runs_with_torch_onnx_and_sdk_unimportable(bundle):
         sys.meta_path.insert(0, Block())
         import numpy as np
         from metaedge.runtime.model import Model
-        m = Model.load({str(bundle)!r})
+        m = Model.load({str(bundle)!r}, backend={backend!r})
         a = m.adapt(np.array([[30.0, 25.0], [50.0, 30.0], [70.0, 40.0]]), np.array([[10.0], [40.0], [70.0]]))
         print(a.predict(np.array([[60.0, 30.0]])).shape)
         assert not any(k.split(".")[0] in ("torch", "onnx") for k in sys.modules), "torch or onnx got imported"
@@ -249,8 +271,9 @@ def test_export_adapt_override_ships_only_the_named_parameters(bundle, tmp_path)
     assert not (tmp_path / "none.meb").exists()
 
 
-def test_adapt_continues_from_an_earlier_state(bundle):
-    model = Model.load(bundle, guard=False)
+@pytest.mark.parametrize("backend", ["onnxruntime", "native"])
+def test_adapt_continues_from_an_earlier_state(bundle, backend):
+    model = Model.load(bundle, guard=False, backend=backend)
     xs, ys, xq, _ = _unit(5)
     two = model.adapt(xs, ys, steps=2)
     one = model.adapt(xs, ys, steps=1)

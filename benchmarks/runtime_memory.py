@@ -9,9 +9,11 @@ Run (from the repository root)::
 Each measurement is a fresh Python process that does one job end to end and then prints
 ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` (and ``VmHWM`` from ``/proc/self/status`` as a cross-check):
 
-* ``runtime``: ``from metaedge.runtime.model import Model``; ``Model.load(bundle)`` (guarded, the default);
+* ``runtime``: ``from metaedge.runtime.model import Model``; ``Model.load(bundle, backend="onnxruntime")``
+  (guarded, the default);
   ``adapt(xs, ys, steps=5)`` on 10 shots; ``predict`` 100 points. It asserts that ``torch`` is not in
   ``sys.modules`` after importing and again at the end;
+* ``native``: the same with ``backend="native"`` (the C library; onnxruntime is then never imported);
 * ``pytorch``: ``metaedge.sdk.train.Run.load(run)`` (the trained sinusoid MAML run, MLP 1-40-40-1);
   ``learner.adapt_batch(state, xs, ys, 5, guard=True)`` (the same guarded steps as the runtime) and
   ``learner.predict_batch`` on the 100 points; ``torch.set_num_threads(1)``;
@@ -55,7 +57,7 @@ RUN = ROOT / "runs" / "bench-sinusoid" / "maml"
 OUT = ROOT / "benchmarks" / "results" / "runtime_memory.json"
 MARK = "@@CHILD@@"
 STEPS = 5
-KINDS = ("python", "runtime", "pytorch")
+KINDS = ("python", "runtime", "native", "pytorch")
 GOAL = 1 / 3
 
 
@@ -82,7 +84,7 @@ def child(kind: str, bundle: str, run: str, pred_out: str, seed: int) -> dict[st
     """Do one contender's job in this (fresh) process and report its peak memory by stage."""
     stages: dict[str, int] = {"start": peak_kib()}
     info: dict[str, Any] = {}
-    if kind == "runtime":
+    if kind in ("runtime", "native"):
         import numpy as np
         from runtime_latency import sinusoid_tasks
 
@@ -90,7 +92,7 @@ def child(kind: str, bundle: str, run: str, pred_out: str, seed: int) -> dict[st
 
         assert "torch" not in sys.modules, "importing the runtime imported torch"
         stages["import"] = peak_kib()
-        model = Model.load(bundle)
+        model = Model.load(bundle, backend="onnxruntime" if kind == "runtime" else "native")
         stages["load"] = peak_kib()
         data = sinusoid_tasks(1, seed)
         adapted = model.adapt(data["xs"][0], data["ys"][0], steps=STEPS)
@@ -99,7 +101,7 @@ def child(kind: str, bundle: str, run: str, pred_out: str, seed: int) -> dict[st
         np.save(pred_out, pred)
         assert "torch" not in sys.modules, "the runtime imported torch while adapting"
         info = {"steps_kept": adapted.steps_kept, "torch_in_sys_modules": "torch" in sys.modules,
-                "modules": len(sys.modules)}
+                "onnxruntime_in_sys_modules": "onnxruntime" in sys.modules, "modules": len(sys.modules)}
     elif kind == "pytorch":
         import numpy as np
         import torch
@@ -184,16 +186,17 @@ def main(argv: list[str] | None = None) -> int:
                       f"VmHWM {mib(rep['vmhwm_kib'] or 0):7.1f} MiB", flush=True)
         import numpy as np
 
-        pred_rt, pred_pt = np.load(tmp / "pred_runtime.npy"), np.load(tmp / "pred_pytorch.npy")
-        agree = float(np.abs(pred_rt - pred_pt).max())
+        pred_pt = np.load(tmp / "pred_pytorch.npy")
+        agree = max(float(np.abs(np.load(tmp / f"pred_{k}.npy") - pred_pt).max()) for k in ("runtime", "native"))
 
     med = {k: statistics.median(r["ru_maxrss_kib"] for r in v) for k, v in reports.items()}
     hwm = {k: statistics.median((r["vmhwm_kib"] or 0) for r in v) for k, v in reports.items()}
     stages = {k: {s: statistics.median(r["stages_kib"][s] for r in v) for s in v[0]["stages_kib"]}
               for k, v in reports.items()}
     ratio = med["runtime"] / med["pytorch"]
+    ratio_native = med["native"] / med["pytorch"]
     ratio_above_floor = (med["runtime"] - med["python"]) / (med["pytorch"] - med["python"])
-    goal = ratio <= GOAL
+    goal = ratio <= GOAL and ratio_native <= GOAL
 
     print()
     print(f"peak RSS of a fresh process: load bundle/run, adapt {STEPS} steps on 10 shots, predict 100 points "
@@ -202,13 +205,14 @@ def main(argv: list[str] | None = None) -> int:
             f"{'after adapt':>11} {'vs pytorch':>10}")
     print(head)
     print("-" * len(head))
-    for k in ("runtime", "pytorch", "python"):
+    for k in ("runtime", "native", "pytorch", "python"):
         st = stages[k]
         cols = [mib(st.get(s, st["start"])) for s in ("import", "load", "adapt_predict")]
         print(f"{k:10} {mib(med[k]):>13.1f} {mib(hwm[k]):>10.1f} {cols[0]:>12.1f} {cols[1]:>10.1f} {cols[2]:>11.1f} "
               f"{med[k] / med['pytorch']:>10.3f}")
-    print(f"runtime / pytorch = {ratio:.3f} (above the bare interpreter: {ratio_above_floor:.3f}); "
-          f"goal runtime <= 1/3 of PyTorch: {'MET' if goal else 'NOT MET'}")
+    print(f"runtime (ONNX Runtime) / pytorch = {ratio:.3f} (above the bare interpreter: {ratio_above_floor:.3f}); "
+          f"runtime (native C) / pytorch = {ratio_native:.3f}; goal runtime <= 1/3 of PyTorch: "
+          f"{'MET' if goal else 'NOT MET'}")
     print(f"predictions agree: max |runtime - pytorch| = {agree:.1e}; runtime kept "
           f"{reports['runtime'][0]['steps_kept']} of {STEPS} guarded steps; torch imported by the runtime child: "
           f"{any(r['torch_in_sys_modules'] for r in reports['runtime'])}")
@@ -225,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         "median_vmhwm_mib": {k: mib(v) for k, v in hwm.items()},
         "median_stage_peaks_mib": {k: {s: mib(v) for s, v in st.items()} for k, st in stages.items()},
         "ratio_runtime_over_pytorch": ratio,
+        "ratio_native_over_pytorch": ratio_native,
         "ratio_above_bare_python": ratio_above_floor,
         "goal": {"target": "runtime peak RSS <= 1/3 of PyTorch", "met": goal},
         "predictions_max_abs_diff": agree,

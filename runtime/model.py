@@ -1,7 +1,9 @@
-"""On-device adaptation and prediction with numpy + ONNX Runtime (never torch, onnx or metaedge.sdk).
+"""On-device adaptation and prediction with numpy + ONNX Runtime or the C library (never torch, onnx or
+metaedge.sdk).
 
-``Model.load(bundle)`` verifies the bundle; ``model.adapt(xs, ys, steps)`` runs the exported adapt-step
-graph with guards (bad support data is refused with one sentence; a step that raises the support loss is
+``Model.load(bundle)`` verifies the bundle and picks a backend (the C library where the bundle has
+``model.mebin``, else ONNX Runtime, which is then the only place ``onnxruntime`` is imported);
+``model.adapt(xs, ys, steps)`` runs the exported adapt-step graph (or the C library) with guards (bad support data is refused with one sentence; a step that raises the support loss is
 rolled back); ``adapted.predict(x)`` runs the forward graph; ``adapted.save(path)`` writes the adapted state
 atomically (temp file, fsync, rename), so a power cut leaves the old state or the new one.
 """
@@ -14,10 +16,12 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 import numpy as np
-import onnxruntime as ort
 
 from .bundle import Bundle, BundleError
 
@@ -56,6 +60,9 @@ def _choose_backend(bundle: Bundle, backend: str) -> tuple[str, str, Any]:
 
 
 def _session(path: Path) -> ort.InferenceSession:
+    # imported here: a device using only the native backend needs no onnxruntime (less memory, fewer wheels)
+    import onnxruntime as ort
+
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1  # small graphs: one thread is fastest and predictable on a device
     options.log_severity_level = 3

@@ -5,8 +5,8 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/ruff check .
 .venv/bin/python -m pytest -q "$@"
-# C runtime: configure, build and run the ctest suite with the host preset (runtime/c, docs/firmware.md)
-if command -v cmake >/dev/null && command -v ctest >/dev/null; then
-  cmake --preset host-release >/dev/null && cmake --build --preset host-release -j2 >/dev/null
-  ctest --preset host-release --output-on-failure
-fi
+# C runtime: configure, build and run the ctest suite with the host preset (runtime/c, docs/firmware.md);
+# setup.sh put a cmake into .venv where the system has none
+export PATH="$PWD/.venv/bin:$PATH"
+cmake --preset host-release >/dev/null && cmake --build --preset host-release -j2 >/dev/null
+ctest --preset host-release --output-on-failure

@@ -49,7 +49,7 @@ def main() -> None:
         return float(np.sqrt(((p - unit.y_query) ** 2).mean()))
 
     unit_name = fam.output_units[0]
-    print(f"new {args.family} unit calibrated from {args.shots} reference points "
+    print(f"new {args.family} unit calibrated from {args.shots} reference points by the {model.backend} backend "
           f"({adapted.steps_kept}/{adapted.steps_run} adaptation steps kept); RMSE over 200 readings [{unit_name}]:")
     print(f"  metaedge runtime (meta-learned)      {rmse(pred):10.4f}")
     classic = classic_predictions(unit.x_support[None], unit.y_support[None], unit.x_query[None], fam.primary_input)

@@ -174,6 +174,7 @@ def prepare_graphs(bundle_dir: str | Path, work: str | Path, tensorrt_version: s
     theta = {f"theta.{e['name']}": theta0[e["offset"]: e["offset"] + e["size"]].reshape(e["shape"])
              for e in m["adaptation"]["parameters"]}
     work = Path(work)
+    work.mkdir(parents=True, exist_ok=True)
     out = {}
     for role, name in (m.get("graphs") or {}).items():
         model = onnx.load(str(bundle.file(name)))

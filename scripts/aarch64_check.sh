@@ -36,6 +36,17 @@ arm_python() {  # run the root's python3 under user-mode emulation, inside a chr
     "$CHROOT" "$ROOT" /usr/bin/qemu-aarch64-static /usr/bin/python3 "$@"
 }
 
+copy_package() {  # the runtime needs only metaedge/__init__.py, runtime/ and devices/ (never the sdk, export or CLI)
+  rm -rf "${ROOT:?}/$PKG"
+  mkdir -p "$ROOT/$PKG/metaedge"
+  cp metaedge/__init__.py "$ROOT/$PKG/metaedge/"
+  for part in runtime devices; do
+    mkdir -p "$ROOT/$PKG/metaedge/$part"
+    tar -C "$part" --exclude=__pycache__ --exclude=./c -cf - . | tar -C "$ROOT/$PKG/metaedge/$part" -xf -
+  done
+  cp scripts/runtime_probe.py "$ROOT/$PKG/"
+}
+
 setup() {
   need debootstrap "apt-get install -y debootstrap"
   need qemu-aarch64-static "apt-get install -y qemu-user-static"
@@ -67,20 +78,14 @@ setup() {
       --only-binary=:all: $versions
     echo "$versions" > "$ROOT/.wheels"
   fi
-  # the runtime needs only metaedge/__init__.py, runtime/ and devices/ (never the sdk, export or the CLI)
-  rm -rf "${ROOT:?}/$PKG"
-  mkdir -p "$ROOT/$PKG/metaedge"
-  cp metaedge/__init__.py "$ROOT/$PKG/metaedge/"
-  for part in runtime devices; do
-    mkdir -p "$ROOT/$PKG/metaedge/$part"
-    tar -C "$part" --exclude=__pycache__ --exclude=./c -cf - . | tar -C "$ROOT/$PKG/metaedge/$part" -xf -
-  done
-  cp scripts/runtime_probe.py "$ROOT/$PKG/"
+  copy_package
   arm_python -c 'import platform, numpy, onnxruntime; print("aarch64_check: root ready:", platform.machine(),
     "python", platform.python_version(), "numpy", numpy.__version__, "onnxruntime", onnxruntime.__version__)'
 }
 
 run() {  # run BUNDLE INPUTS OUT (host paths): copied into the root, probed there, the JSON copied back
+  [ -f "$ROOT/.wheels" ] || { echo "aarch64_check: no arm64 root at $ROOT; run: $0 setup" >&2; exit 2; }
+  copy_package  # this checkout's runtime, not the one the root was set up with
   local box
   box=$(mktemp -d "$ROOT/tmp/probe.XXXXXX")
   cp -r "$1" "$box/bundle"

@@ -62,6 +62,7 @@ def _load() -> tuple[ctypes.CDLL | None, str | None]:
                 tried.append(f"{path} ({e})")
                 continue
             _declare(lib)
+            lib.fast = _fast(lib)
             return lib, None
         tried.append(str(path))
     return None, ("the metaedge C library was not found (looked for " + ", ".join(tried) +
@@ -88,6 +89,27 @@ def _declare(lib: ctypes.CDLL) -> None:
     for name, (res, args) in sigs.items():
         fn = getattr(lib, name)
         fn.restype, fn.argtypes = res, args
+
+
+def _fast(lib: ctypes.CDLL) -> dict:
+    """Second prototypes of the per-call functions (``lib[name]`` is a new function object) taking every pointer as
+    a plain integer address: the hot paths pass ``ndarray.ctypes.data`` instead of building pointer objects."""
+    c_u32, c_vp, c_int = ctypes.c_uint32, ctypes.c_void_p, ctypes.c_int
+    sigs = {
+        "me_theta": (c_vp, [c_vp]),
+        "me_theta_size": (c_u32, [c_vp]),
+        "me_set_theta": (c_int, [c_vp, c_vp, c_u32]),
+        "me_reset": (c_int, [c_vp]),
+        "me_classes": (c_u32, [c_vp]),
+        "me_adapt": (c_int, [c_vp, c_vp, c_vp, c_u32, c_u32, c_u32, c_vp]),
+        "me_predict": (c_int, [c_vp, c_vp, c_u32, c_vp]),
+    }
+    fns = {}
+    for name, (res, args) in sigs.items():
+        fn = lib[name]
+        fn.restype, fn.argtypes = res, args
+        fns[name] = fn
+    return fns
 
 
 _LIB, _REASON = _load()
@@ -146,6 +168,11 @@ class NativeModel:
         self._check(_LIB.me_model_load(self._model, self._data, len(mebin)), "model.mebin")
         self.header = Header.parse(bytes(mebin))
         self._session = ctypes.create_string_buffer(_LIB.me_sizeof_session())
+        self._s = ctypes.addressof(self._session)
+        self._fn = _LIB.fast
+        self._info = _AdaptInfo()
+        self._info_p = ctypes.addressof(self._info)
+        self._views: dict[int, np.ndarray] = {}  # state address in the arena -> numpy view of n_theta floats
         self._arena = None
         self.max_shots = 0
         self._init(max(1, int(max_shots)))
@@ -181,13 +208,26 @@ class NativeModel:
         self._arena = ctypes.create_string_buffer(size)
         self._check(_LIB.me_session_init(self._session, self._model, self._arena, size, max_shots), "arena")
         self.max_shots = max_shots
+        self._views = {}
 
     def _theta(self) -> np.ndarray:
-        n = _LIB.me_theta_size(self._session)
-        ptr = _LIB.me_theta(self._session)
-        return np.ctypeslib.as_array(ptr, (n,)).copy() if n else np.zeros(0, np.float32)
+        if self.prototypes:
+            n = _LIB.me_theta_size(self._session)
+            ptr = _LIB.me_theta(self._session)
+            return np.ctypeslib.as_array(ptr, (n,)).copy() if n else np.zeros(0, np.float32)
+        n = self.header.n_theta
+        if n == 0:
+            return np.zeros(0, np.float32)
+        address = self._fn["me_theta"](self._s)  # one of two buffers in the arena (the library ping-pongs)
+        view = self._views.get(address)
+        if view is None:
+            view = self._views[address] = np.frombuffer((ctypes.c_float * n).from_address(address), np.float32)
+        return view.copy()
 
     def _inputs(self, x: np.ndarray, what: str) -> np.ndarray:
+        if (type(x) is np.ndarray and x.dtype == np.float32 and x.ndim == 2 and x.shape[0]
+                and x.shape[1] == self.header.in_dim and x.flags.c_contiguous):
+            return x  # the common case, without copies
         x = np.asarray(x, dtype=np.float32)
         if x.ndim == 1 and self.header.in_dim != 1 and x.size == self.header.in_dim:
             x = x[None]
@@ -197,15 +237,17 @@ class NativeModel:
         return x
 
     # --- API -------------------------------------------------------------------------------------------------
-    def adapt(self, xs: np.ndarray, ys: np.ndarray, steps: int | None = None,
-              guard: bool = True) -> tuple[np.ndarray, int]:
-        """Adapt from the meta-learned initial state on a support set.
+    def adapt(self, xs: np.ndarray, ys: np.ndarray, steps: int | None = None, guard: bool = True,
+              start: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+        """Adapt on a support set, from the meta-learned initial state or from ``start``.
 
         Args:
             xs: ``(k, in_dim)`` inputs in physical units.
             ys: ``(k, out_dim)`` targets in physical units, or ``(k,)`` class labels ``0..ways-1``.
             steps: adaptation steps (default: the bundle's); ignored for prototype heads.
             guard: roll back a step that raises the support loss and stop there.
+            start: a state to continue from (``(n_theta,)``, e.g. an earlier ``adapt`` result) instead of
+                ``theta0``; refused like a bad ``predict`` state (wrong size, non-finite).
 
         Returns:
             ``(theta, steps_kept)``: the flat adapted vector ``(n_theta,)`` float32 in the bundle's layout
@@ -214,7 +256,8 @@ class NativeModel:
         x = self._inputs(xs, "support inputs")
         k = x.shape[0]
         per = 1 if self.classification else self.header.out_dim
-        y = np.ascontiguousarray(np.asarray(ys, dtype=np.float32).reshape(-1))
+        y = ys if (type(ys) is np.ndarray and ys.dtype == np.float32 and ys.flags.c_contiguous) else \
+            np.ascontiguousarray(np.asarray(ys, dtype=np.float32))
         if y.size != k * per:
             raise ValueError(f"support targets must hold {per} value(s) for each of the {k} samples, got {y.size}")
         steps = self.default_steps if steps is None else int(steps)
@@ -222,20 +265,31 @@ class NativeModel:
             raise ValueError(f"steps must be >= 0, got {steps}")
         if k > self.max_shots:
             self._init(k)
-        self._check(_LIB.me_reset(self._session))
-        info = _AdaptInfo()
-        self._check(_LIB.me_adapt(self._session, x.ctypes.data_as(_FLOAT_P), y.ctypes.data_as(_FLOAT_P), k, steps,
-                                  ME_GUARD if guard else 0, ctypes.byref(info)), "adapt")
-        return self._theta(), int(info.steps_kept)
+        fn = self._fn
+        if start is None:
+            self._check(fn["me_reset"](self._s))
+        else:
+            state = self._state(start)
+            self._check(fn["me_set_theta"](self._s, state.ctypes.data, state.size), "start")
+        self._check(fn["me_adapt"](self._s, x.ctypes.data, y.ctypes.data, k, steps, ME_GUARD if guard else 0,
+                                   self._info_p), "adapt")
+        return self._theta(), int(self._info.steps_kept)
+
+    @staticmethod
+    def _state(theta: np.ndarray) -> np.ndarray:
+        if type(theta) is np.ndarray and theta.dtype == np.float32 and theta.ndim == 1 and theta.flags.c_contiguous:
+            return theta
+        return np.ascontiguousarray(np.asarray(theta, dtype=np.float32).reshape(-1))
 
     def outputs(self, theta: np.ndarray, x: np.ndarray) -> np.ndarray:
         """Regression: predictions ``(n, out_dim)`` in physical units; classification: logits ``(n, classes)``."""
         x = self._inputs(x, "inputs")
-        theta = np.ascontiguousarray(np.asarray(theta, dtype=np.float32).reshape(-1))
-        self._check(_LIB.me_set_theta(self._session, theta.ctypes.data_as(_FLOAT_P), theta.size), "state")
-        out = np.empty((x.shape[0], _LIB.me_classes(self._session)), np.float32)
-        self._check(_LIB.me_predict(self._session, x.ctypes.data_as(_FLOAT_P), x.shape[0],
-                                    out.ctypes.data_as(_FLOAT_P)), "predict")
+        theta = self._state(theta)
+        fn = self._fn
+        self._check(fn["me_set_theta"](self._s, theta.ctypes.data, theta.size), "state")
+        classes = fn["me_classes"](self._s) if self.prototypes else self.header.out_dim
+        out = np.empty((x.shape[0], classes), np.float32)
+        self._check(fn["me_predict"](self._s, x.ctypes.data, x.shape[0], out.ctypes.data), "predict")
         return out
 
     def predict(self, theta: np.ndarray, x: np.ndarray) -> np.ndarray:

@@ -127,6 +127,34 @@ def test_adaptation_override_and_state_round_trip(exported, tmp_path):
     np.testing.assert_array_equal(model.predict(theta, batch.x_query[0]), before)
 
 
+def test_adapt_continues_from_start(exported):
+    """``start=`` continues from an earlier state (me_set_theta instead of me_reset): 2 + 3 unguarded steps are the
+    5 steps, the ONNX runtime's ``Model.adapt(start=)`` agrees, and a bad start is refused."""
+    run, bundle, mebin, _ = exported("maml")
+    model, onnx_model = native.NativeModel(mebin.read_bytes()), Model.load(bundle)
+    batch = _tasks(run, 1)
+    xs, ys, xq = batch.x_support[0], batch.y_support[0], batch.x_query[0]
+    five, _ = model.adapt(xs, ys, steps=5, guard=False)
+    two, _ = model.adapt(xs, ys, steps=2, guard=False)
+    more, kept = model.adapt(xs, ys, steps=3, guard=False, start=two)
+    assert kept == 3
+    np.testing.assert_array_equal(more, five)
+    np.testing.assert_array_equal(model.adapt(xs, ys, steps=4, start=model.theta0)[0], model.adapt(xs, ys, steps=4)[0])
+    theta, kept = model.adapt(xs, ys, steps=3, start=two.astype(np.float64).tolist())  # any array-like
+    want = onnx_model.adapt(xs, ys, steps=3, start=two)
+    assert kept == want.steps_kept
+    np.testing.assert_allclose(theta, want.theta, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(model.predict(theta, xq), want.predict(xq), rtol=0, atol=1e-5)
+    with pytest.raises(native.NativeError) as e:
+        model.adapt(xs, ys, start=two[:-1])
+    assert e.value.status == "argument"
+    bad = two.copy()
+    bad[3] = np.nan
+    with pytest.raises(native.NativeError) as e:
+        model.adapt(xs, ys, start=bad)
+    assert e.value.status == "nonfinite"
+
+
 def test_export_refuses_unsupported_layers(tmp_path):
     family = make_family("sinusoid")
     for activation in ("gelu", "silu"):

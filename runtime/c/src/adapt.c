@@ -10,6 +10,20 @@
 /* the guard's verdict on a step from loss `before` to `after` (NaN before: any finite after is kept) */
 static int rejected(float before, float after) { return !isfinite(after) || after > before; }
 
+/* make theta the other of the two state buffers (theta, backup) and point the layers' adapted tensors at it */
+static void swap_state(me_session *s)
+{
+    float *t = s->theta;
+    s->theta = s->backup;
+    s->backup = t;
+    const me_model *m = s->model;
+    for (uint32_t l = 0; l < m->n_layers; l++) {
+        const me_layer *L = &m->layers[l];
+        if (L->flags & ME_ADAPT_WEIGHT) s->w[l] = s->theta + L->w_theta;
+        if (L->flags & ME_ADAPT_BIAS) s->b[l] = s->theta + L->b_theta;
+    }
+}
+
 me_status me_adapt_sgd(me_session *s, uint32_t n, uint32_t steps, uint32_t flags, me_adapt_info *info)
 {
     const uint32_t p = s->model->n_theta;
@@ -19,15 +33,17 @@ me_status me_adapt_sgd(me_session *s, uint32_t n, uint32_t steps, uint32_t flags
     for (uint32_t k = 0; k < steps; k++) {
         info->steps_run++;
         me_network_loss_backward(s, out, n, s->d0);
-        memset(s->grad, 0, sizeof(float) * p);
         me_network_backward(s, 0, n, s->d0, s->grad);
-        memcpy(s->backup, s->theta, sizeof(float) * p);
-        for (uint32_t i = 0; i < p; i++) s->theta[i] -= s->rates[i] * s->grad[i];
+        /* the step goes into the spare buffer, which becomes theta; the old state stays as backup */
+        const float *theta = s->theta, *rates = s->rates, *grad = s->grad;
+        float *next = s->backup;
+        for (uint32_t i = 0; i < p; i++) next[i] = theta[i] - rates[i] * grad[i];
+        swap_state(s);
         me_refresh_transposed(s, 0);
         out = me_network_forward(s, n);
         const float after = me_network_loss(s, out, n);
         if ((flags & ME_GUARD) && rejected(loss, after)) {
-            memcpy(s->theta, s->backup, sizeof(float) * p);
+            swap_state(s);
             me_refresh_transposed(s, 0);
             break;
         }

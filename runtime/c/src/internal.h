@@ -14,15 +14,22 @@ void me_read_f32(float *dst, const unsigned char *src, uint32_t count);
 int me_all_finite(const float *v, size_t count);
 
 /* layers.c: plain forward/backward pairs over row-major batches of n samples.
- * Backward functions accumulate into dw/db (callers zero them) and overwrite dx; NULL skips an output. */
+ * Backward functions overwrite dx, dw and db; NULL skips an output. */
 float me_dot(const float *a, const float *b, uint32_t len);
+/* c (m, p) = a (m, k) b (k, p) [+ bias], a element (r, q) at a[r * ars + q * aks]; then ReLU (relu != 0) or
+ * zero where mask (m, p) <= 0 (mask non-NULL) */
+void me_matmul(float *c, const float *a, uint32_t ars, uint32_t aks, const float *b, const float *bias,
+               const float *mask, int relu, uint32_t m, uint32_t k, uint32_t p);
 void me_dense_forward(float *y, const float *x, const float *w, const float *b, uint32_t n, uint32_t in,
                       uint32_t out);
-/* the same with the weight given transposed, wt (in, out): an axpy per input feature, no reduction */
+/* the same with the weight given transposed, wt (in, out): the blocked kernel, no reduction */
 void me_dense_forward_t(float *y, const float *x, const float *wt, const float *b, uint32_t n, uint32_t in,
                         uint32_t out);
 void me_dense_backward(float *dx, float *dw, float *db, const float *dy, const float *x, const float *w, uint32_t n,
                        uint32_t in, uint32_t out);
+/* dw (out, in) = dy^T x and db (out) = column sums of dy, overwritten */
+void me_dense_weight_grad(float *dw, const float *dy, const float *x, uint32_t n, uint32_t in, uint32_t out);
+void me_bias_grad(float *db, const float *dy, uint32_t n, uint32_t out);
 void me_relu_forward(float *y, const float *x, size_t len);
 void me_relu_backward(float *dx, const float *dy, const float *y, size_t len);
 void me_tanh_forward(float *y, const float *x, size_t len);
@@ -41,7 +48,7 @@ void me_cross_entropy_backward(float *dlogits, const float *logits, const float 
 /* forward n rows of s->x0 (n <= max_shots) into s->act[]; returns the output rows */
 const float *me_network_forward(me_session *s, uint32_t n);
 /* gradient of the adapted parameters for rows [row0, row0 + n) given d output (n, out_dim) in dout (which
- * may be s->d0 or s->d1 and is clobbered); accumulated into g (theta layout, zeroed by the caller) */
+ * may be s->d0 or s->d1 and is clobbered); written into g (theta layout: every adapted entry overwritten) */
 void me_network_backward(me_session *s, uint32_t row0, uint32_t n, float *dout, float *g);
 /* support loss of the current output rows against s->ys (n rows); 0 on success */
 float me_network_loss(const me_session *s, const float *out, uint32_t n);

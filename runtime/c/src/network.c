@@ -19,10 +19,14 @@ const float *me_network_forward(me_session *s, uint32_t n)
         const size_t len = (size_t)n * L->out;
         switch (L->kind) {
         case ME_LAYER_DENSE:
-            if (s->wt[l])
-                me_dense_forward_t(y, x, s->wt[l], s->b[l], n, L->in, L->out);
-            else
+            if (s->wt[l] || L->in == 1u) { /* w (out, 1) is its own transpose (1, out). A ReLU right after
+                                              * runs inside the kernel, on the same (in-place) buffer */
+                const int relu = l + 1u < m->n_layers && m->layers[l + 1u].kind == ME_LAYER_RELU;
+                me_matmul(y, x, L->in, 1u, s->wt[l] ? s->wt[l] : s->w[l], s->b[l], NULL, relu, n, L->in, L->out);
+                l += (uint32_t)relu;
+            } else {
                 me_dense_forward(y, x, s->w[l], s->b[l], n, L->in, L->out);
+            }
             break;
         case ME_LAYER_RELU: me_relu_forward(y, x, len); break;
         case ME_LAYER_TANH: me_tanh_forward(y, x, len); break;
@@ -57,9 +61,16 @@ void me_network_backward(me_session *s, uint32_t row0, uint32_t n, float *dout, 
         float *db = (L->flags & ME_ADAPT_BIAS) ? g + L->b_theta : NULL;
         switch (L->kind) {
         case ME_LAYER_DENSE: {
-            float *dx = l > first ? (d == s->d0 ? s->d1 : s->d0) : NULL;
-            me_dense_backward(dx, dw, db, d, layer_input(s, l, row0), s->w[l], n, L->in, L->out);
-            d = dx;
+            const float *x = layer_input(s, l, row0);
+            if (dw) me_dense_weight_grad(dw, d, x, n, L->in, L->out);
+            if (db) me_bias_grad(db, d, n, L->out);
+            if (l > first) { /* dx = d w, with a ReLU below folded in (its output is this layer's input x) */
+                float *dx = d == s->d0 ? s->d1 : s->d0;
+                const int relu = m->layers[l - 1u].kind == ME_LAYER_RELU;
+                me_matmul(dx, d, L->out, 1u, s->w[l], NULL, relu ? x : NULL, 0, n, L->out, L->in);
+                l -= (uint32_t)relu;
+                d = dx;
+            }
             break;
         }
         case ME_LAYER_RELU: me_relu_backward(d, d, y, len); break;

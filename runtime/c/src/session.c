@@ -109,8 +109,11 @@ void me_refresh_transposed(me_session *s, int all)
     for (uint32_t l = 0; l < m->n_layers; l++) {
         const me_layer *L = &m->layers[l];
         if (!s->wt[l] || !(all || (L->flags & ME_ADAPT_WEIGHT))) continue;
-        for (uint32_t o = 0; o < L->out; o++)
-            for (uint32_t i = 0; i < L->in; i++) s->wt[l][(size_t)i * L->out + o] = s->w[l][(size_t)o * L->in + i];
+        for (uint32_t i = 0; i < L->in; i++) { /* contiguous stores, strided loads */
+            float *wi = s->wt[l] + (size_t)i * L->out;
+            const float *w = s->w[l] + i;
+            for (uint32_t o = 0; o < L->out; o++) wi[o] = w[(size_t)o * L->in];
+        }
     }
 }
 

@@ -1,7 +1,8 @@
 /* Adaptation latency of the compiled-in sinusoid MLP (examples/firmware/model_data.h, 1-40-40-1, MAML):
  * reset + adapt on 10 shots for 5 guarded steps + predict 100 points, single thread, median over repeats.
  * Prints the FLOP count of one repeat (from the layer table) and the achieved rate.
- *   me_bench [--repeats N] [--shots K] [--steps S] */
+ * --model reads another model.mebin (e.g. a bundle's) instead; it must take one input and give one output.
+ *   me_bench [--repeats N] [--shots K] [--steps S] [--model model.mebin] */
 #define _POSIX_C_SOURCE 199309L
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +14,7 @@
 
 #define MAX_REPEATS 1000000
 static unsigned char arena[1 << 20];
+static unsigned char model_file[1 << 22];
 
 static double now_us(void)
 {
@@ -48,7 +50,19 @@ int main(int argc, char **argv)
 {
     int repeats = 20000;
     unsigned shots = 10, steps = 5, queries = 100;
+    const unsigned char *data = me_model_data;
+    size_t data_len = me_model_data_len;
     for (int i = 1; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "--model")) {
+            FILE *f = fopen(argv[i + 1], "rb");
+            if (!f) {
+                fprintf(stderr, "cannot open %s\n", argv[i + 1]);
+                return 2;
+            }
+            data_len = fread(model_file, 1, sizeof model_file, f);
+            fclose(f);
+            data = model_file;
+        }
         if (!strcmp(argv[i], "--repeats")) repeats = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--shots")) shots = (unsigned)atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--steps")) steps = (unsigned)atoi(argv[i + 1]);
@@ -59,7 +73,11 @@ int main(int argc, char **argv)
     }
     me_model m;
     me_session s;
-    me_status st = me_model_load(&m, me_model_data, me_model_data_len);
+    me_status st = me_model_load(&m, data, data_len);
+    if (st == ME_OK && (m.in_dim != 1 || m.out_dim != 1)) {
+        fprintf(stderr, "the benchmark's task needs a model with one input and one output\n");
+        return 2;
+    }
     if (st == ME_OK) st = me_session_init(&s, &m, arena, sizeof arena, shots);
     if (st != ME_OK) {
         fprintf(stderr, "%s\n", me_strerror(st));

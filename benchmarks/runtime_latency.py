@@ -26,6 +26,9 @@ the same pool of tasks (call ``i`` uses task ``i mod pool``):
   layout;
 * ``l2l-fo``: the same with ``MAML(model, lr=0.01, first_order=True)`` (no graph kept through the inner steps;
   the cheaper way to run learn2learn when only adapting, shown for fairness);
+* ``C-host-release`` / ``C-host-native``: the C library with no Python at all, ``me_bench --model
+  bundle/model.mebin`` of the ``host-release`` build (and of ``host-native``, configured with
+  ``-DMETAEDGE_NATIVE_ARCH=ON``, where built), one run per repeat on the benchmark's own fixed task;
 * ``torch.func``: ``metaedge.sdk`` in this interpreter (``Run.load`` + ``learner.inner.adapt`` for 5 steps,
   then ``learner.inner.forward``, under ``torch.no_grad()``);
 * ``torch.func-vmap``: the evaluator's batched path on one task (``learner.adapt_batch`` with ``T=1`` +
@@ -49,6 +52,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import signal
 import statistics
 import subprocess
@@ -198,6 +202,34 @@ class AdaptWorker:
             ms.append((time.perf_counter() - t0) * 1e3)
             self.it += 1
         return {"seconds": sum(ms) / 1e3, "ms": ms}
+
+
+class PureC:
+    """The C library with no Python: ``me_bench --model bundle/model.mebin`` (``runtime/c/bench/bench.c``), one run
+    per repeat; each run times ``calls`` repeats of reset + guarded adapt + predict on its own fixed task
+    (1.5 sin(x - 1), 10 shots) and prints its median and p90."""
+
+    def __init__(self, name: str, binary: Path, mebin: Path) -> None:
+        self.name, self.binary, self.mebin, self.p90s, self.kept = name, binary, mebin, [], ""
+
+    def time_calls(self, n: int) -> list[float]:
+        out = subprocess.run([str(self.binary), "--model", str(self.mebin), "--repeats", str(max(n, 10)), "--shots",
+                              str(SHOTS), "--steps", str(STEPS)], capture_output=True, text=True, check=True).stdout
+        fields = dict(re.findall(r"(median|p90) ([0-9.]+) us", out))
+        self.p90s.append(float(fields["p90"]) / 1e3)
+        self.kept = re.search(r"\(([0-9]+) kept\)", out).group(1)
+        return [float(fields["median"]) / 1e3]
+
+
+def pure_c_contenders(bundle: Path) -> list[PureC]:
+    """``me_bench`` of the host builds that exist (``cmake --preset host-release``; ``host-native`` is the same
+    configured with ``-DMETAEDGE_NATIVE_ARCH=ON``)."""
+    found = []
+    for preset in ("host-release", "host-native"):
+        binary = ROOT / "build" / preset / "runtime" / "c" / "me_bench"
+        if binary.is_file() and (bundle / "model.mebin").is_file():
+            found.append(PureC(f"C-{preset}", binary, bundle / "model.mebin"))
+    return found
 
 
 #: contenders compared with the guarded torch.func trajectory
@@ -441,6 +473,7 @@ def main(argv: list[str] | None = None) -> int:
             contenders.append(WorkerProc("l2l", str(l2l_python), {**l2l_cfg, "first_order": False}, tmp / "l2l.log"))
             contenders.append(WorkerProc("l2l-fo", str(l2l_python), {**l2l_cfg, "first_order": True},
                                          tmp / "l2l-fo.log"))
+            pure_c = pure_c_contenders(bundle)
             names = [c.name for c in contenders]
 
             # --- agreement ------------------------------------------------------------------------------
@@ -459,10 +492,12 @@ def main(argv: list[str] | None = None) -> int:
             for c in contenders:
                 c.time_calls(args.warmup)
             times: dict[str, list[list[float]]] = {n: [] for n in names}
+            times.update({c.name: [] for c in pure_c})
             for r in range(args.repeats):
-                order = contenders[r % len(contenders) :] + contenders[: r % len(contenders)]
+                timed = [*contenders, *pure_c]
+                order = timed[r % len(timed) :] + timed[: r % len(timed)]
                 for c in order:
-                    times[c.name].append(c.time_calls(args.calls))
+                    times[c.name].append(c.time_calls(args.calls if c not in pure_c else 20 * args.calls))
                 line = ", ".join(f"{n} {median(times[n][-1]):.3f}" for n in names)
                 print(f"  repeat {r + 1}/{args.repeats}: median ms {line}", flush=True)
             info = {c.name: {k: v for k, v in c.info.items() if k != "overheads"} for c in contenders if c.info}
@@ -471,9 +506,13 @@ def main(argv: list[str] | None = None) -> int:
             for c in contenders:
                 c.close()
 
+    for c in pure_c:  # one median per run: the table's p90 is the median of the runs' own p90s
+        check[c.name] = float("nan")
+    names += [c.name for c in pure_c]
     flat = {n: [v for rep in times[n] for v in rep] for n in names}
     med = {n: median(v) for n, v in flat.items()}
     p90 = {n: percentile(v, 90) for n, v in flat.items()}
+    p90.update({c.name: median(c.p90s) for c in pure_c})
     rep_med = {n: [median(rep) for rep in times[n]] for n in names}
     ratio = {n: med["l2l"] / med[n] for n in names}
     ratio_fo = {n: med["l2l-fo"] / med[n] for n in names}

@@ -21,15 +21,17 @@ import numpy as np
 import torch
 
 from .. import __version__
+from ..devices import checked_devices, get_profile, load_profiles
 from ..runtime.bundle import FORMAT_VERSION, sha256
 from ..sdk.learners import MetaLearner
 from ..sdk.learners.newton import MIN_DAMPING, GaussNewtonLoop
 from ..sdk.train import Run, sample_options, task_rng, to_tensors
+from .footprint import footprint
 from .graphs import export_embedding, export_graphs
 from .ops import ops_report
 
 #: what ``metaedge export --format`` accepts; ``auto`` is ``all`` where the C library supports the model, else ``onnx``
-FORMATS = ("auto", "onnx", "c", "all")
+FORMATS = ("auto", "onnx", "c", "all", "tensorrt")
 
 
 def _git_commit() -> str | None:
@@ -56,7 +58,7 @@ def _embedding_dim(learner, xs: torch.Tensor) -> int:
 
 def export_bundle(run_path: str | Path, out: str | Path, opset: int = 18, check: bool = True,
                   tolerance: float = 1e-5, inner_steps: int | None = None, adapt: str | None = None,
-                  formats: str = "auto") -> Path:
+                  formats: str = "auto", device: str | None = None) -> Path:
     """Export the run at ``run_path`` to the bundle directory ``out`` (which must not exist yet); an ``out``
     ending in ``.zip`` gets a zip of the bundle directory instead.
 
@@ -65,14 +67,21 @@ def export_bundle(run_path: str | Path, out: str | Path, opset: int = 18, check:
     ``adapt`` overrides the run's adaptation spec (``all``, ``head``, ``biases`` or name patterns).
     ``formats``: ``onnx`` (graphs for ONNX Runtime / TensorRT), ``c`` (``model.mebin`` + ``model_data.h`` for the
     C library; MLP models only), ``all``, or ``auto`` (default: ``all`` where the C library supports the model,
-    otherwise ``onnx`` with the reason in the manifest's ``firmware_skipped``).
+    otherwise ``onnx`` with the reason in the manifest's ``firmware_skipped``), or ``tensorrt``: the ONNX graphs
+    plus TensorRT engines built for ``device`` (a profile name; needs TensorRT, i.e. the device or its family).
+    The manifest records the bundle's memory footprint and, for every device profile, whether it fits.
     """
     if formats not in FORMATS:
         raise ValueError(f"unknown bundle format {formats!r}; choose one of {', '.join(FORMATS)}")
+    profile = None
+    if formats == "tensorrt":
+        if not device:
+            raise ValueError("--format tensorrt needs --device NAME (a Jetson profile; `metaedge devices` lists them)")
+        profile = get_profile(device)
     out = Path(out)
     if out.suffix == ".zip":
         return _zipped(run_path, out, opset=opset, check=check, tolerance=tolerance, inner_steps=inner_steps,
-                       adapt=adapt, formats=formats)
+                       adapt=adapt, formats=formats, device=device)
     run = Run.load(run_path)
     if adapt:
         run = run.with_adaptation(adapt)
@@ -96,7 +105,7 @@ def export_bundle(run_path: str | Path, out: str | Path, opset: int = 18, check:
         if steps < 1 and not prototypes:
             raise ValueError(f"--inner-steps must be at least 1, got {steps}")
         graphs, firmware, skipped = {}, {}, None
-        if formats in ("onnx", "all", "auto"):
+        if formats in ("onnx", "all", "auto", "tensorrt"):
             graphs = (export_embedding(learner, run.state, tmp, xs, opset=opset) if prototypes
                       else export_graphs(learner, run.state, tmp, xs, ys, opset=opset,
                                          unrolled_steps=steps if solver == "sgd" else 0))
@@ -132,11 +141,14 @@ def export_bundle(run_path: str | Path, out: str | Path, opset: int = 18, check:
             "firmware": {k: p.name for k, p in firmware.items()},
             **({"firmware_skipped": skipped} if skipped else {}),
             "ops": ops_report(tmp),
+            "devices": {},  # filled below from the footprint
             "files": {name: sha256(tmp / name) for name in files},
             "provenance": {"run": str(Path(run_path).resolve()), "git_commit": _git_commit(),
                            "metaedge_version": __version__, "created": dt.datetime.now(dt.timezone.utc).isoformat(),
                            "train": run.config.to_dict()},
         }
+        manifest["footprint"] = footprint(tmp, manifest, shots=run.config.shots)
+        manifest["devices"] = checked_devices(manifest, load_profiles())
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         if check:
             if graphs:
@@ -156,6 +168,10 @@ def export_bundle(run_path: str | Path, out: str | Path, opset: int = 18, check:
                                      f"{native['max_abs_difference']:.2e} (absolute, {native['worst_at']}) > "
                                      f"{tolerance:.0e}; the bundle was not written")
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        if profile is not None:
+            from .tensorrt import export_tensorrt
+
+            export_tensorrt(tmp, profile)  # builds the plans into the bundle and records them in its manifest
         os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

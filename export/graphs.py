@@ -65,8 +65,10 @@ def _export(fn, args: tuple[torch.Tensor, ...], names: tuple[list[str], list[str
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's own deprecation chatter
         try:
+            # weights inside the graph file, which the manifest hashes (an external .data file would not be)
             torch.onnx.export(graph, args, str(path), dynamo=True, opset_version=opset, dynamic_shapes=shapes,
-                              input_names=names[0], output_names=names[1], verbose=False, optimize=True)
+                              input_names=names[0], output_names=names[1], verbose=False, optimize=True,
+                              external_data=False)
         finally:
             quiet.setLevel(level)
 

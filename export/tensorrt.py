@@ -189,11 +189,15 @@ def prepare_graphs(bundle_dir: str | Path, work: str | Path, tensorrt_version: s
 
 # --- building (needs tensorrt and a GPU) -------------------------------------------------------------------------
 
+class TensorRTUnavailable(ValueError):
+    """TensorRT is not installed here (a user-facing condition: the CLI prints it as one line)."""
+
+
 def _import_tensorrt():
     try:
         import tensorrt
     except ImportError as e:
-        raise RuntimeError("TensorRT is not installed (on a Jetson it comes with JetPack: python3-libnvinfer); "
+        raise TensorRTUnavailable("TensorRT is not installed (on a Jetson it comes with JetPack: python3-libnvinfer); "
                            "engines can only be built on the device family they run on") from e
     return tensorrt
 

@@ -31,6 +31,31 @@ class Group(click.Group):
             raise click.ClickException(str(message)) from e
 
 
+def device_option(f):
+    """``--device auto|NAME`` and ``--backend`` for the device-side commands."""
+    f = click.option("--backend", type=click.Choice(["auto", "native", "onnxruntime", "tensorrt"]), default="auto",
+                     show_default=True, help="Runtime backend; auto: the device profile's first usable one.")(f)
+    return click.option("--device", default="auto", show_default=True,
+                        help="Device profile (`metaedge devices` lists them); auto detects this machine.")(f)
+
+
+def _load_model(bundle: Path, device: str, backend: str, guard: bool = True):
+    """``Model.load`` with the backend choice (one line) shown on stderr."""
+    import logging
+
+    from .runtime.model import Model
+
+    logger = logging.getLogger("metaedge.runtime")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        return Model.load(bundle, guard=guard, backend=backend, device=device)
+    finally:
+        logger.removeHandler(handler)
+
+
 def _int_list(value: str | None, name: str) -> list[int] | None:
     if value is None:
         return None
@@ -210,19 +235,21 @@ def evaluate(run: Path, tasks: int, shots: str, ways: str, queries: int | None, 
               "one graph. [the run's]")
 @click.option("--adapt", "adapt_spec", help="Which parameters the device adapts: all, head, biases, or comma-separated "
               "name patterns such as 'head.*,body.2.bias'. [the run's]")
-@click.option("--format", "formats", type=click.Choice(["auto", "onnx", "c", "all"]), default="auto",
+@click.option("--format", "formats", type=click.Choice(["auto", "onnx", "c", "all", "tensorrt"]), default="auto",
               show_default=True, help="onnx: graphs for ONNX Runtime (and TensorRT); c: model.mebin + model_data.h "
-              "for the C library (MLPs); all: both; auto: all where the C library supports the model, else onnx.")
+              "for the C library (MLPs); all: both; auto: all where the C library supports the model, else onnx; "
+              "tensorrt: the graphs plus TensorRT engines for --device (needs TensorRT: build on the device).")
+@click.option("--device", help="Device profile the TensorRT engines are built for (with --format tensorrt).")
 @click.option("--check/--no-check", default=True, show_default=True,
               help="Prove forward and adapt-step parity with PyTorch (1e-5 relative) before writing.")
 def export(run: Path, out: Path, opset: int, inner_steps: int | None, adapt_spec: str | None, formats: str,
-           check: bool) -> None:
+           device: str | None, check: bool) -> None:
     """Export a meta-trained run to a bundle: manifest.json, forward.onnx, adapt_step.onnx (gauss_newton.onnx for
     ridge runs), theta0/rates .npy, and with --format c|all the C library's model.mebin."""
     from .export.bundle import export_bundle
 
     path = export_bundle(run, out, opset=opset, check=check, inner_steps=inner_steps, adapt=adapt_spec,
-                         formats=formats)
+                         formats=formats, device=device)
     from .runtime.bundle import Bundle
 
     manifest = Bundle.open(path).manifest
@@ -244,17 +271,28 @@ def export(run: Path, out: Path, opset: int, inner_steps: int | None, adapt_spec
 
 
 @main.command()
+@click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=Path("/"), show_default=True,
+              help="Filesystem root to detect from (for checking another machine's files).")
+def devices(root: Path) -> None:
+    """List the device profiles and mark the one this machine matches (with what detection read)."""
+    from .devices import detect, format_profiles, load_profiles
+
+    profiles = load_profiles()
+    click.echo(format_profiles(profiles, detect(root, profiles=profiles)))
+
+
+@main.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--support", required=True, type=click.Path(path_type=Path),
               help="CSV with the bundle's input and output columns: the reference points.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Adapted state (.npz).")
 @click.option("--steps", type=int, help="Adaptation steps. [the bundle's inner steps]")
-def adapt(bundle: Path, support: Path, out: Path, steps: int | None) -> None:
+@device_option
+def adapt(bundle: Path, support: Path, out: Path, steps: int | None, device: str, backend: str) -> None:
     """Adapt a bundle to one unit from its support CSV (device side: no torch needed)."""
-    from .runtime.model import Model
     from .runtime.tables import read_columns
 
-    model = Model.load(bundle)
+    model = _load_model(bundle, device, backend)
     m = model.bundle.manifest
     xs = read_columns(support, m["input"]["names"])
     ys = read_columns(support, m["output"]["names"])
@@ -271,12 +309,13 @@ def adapt(bundle: Path, support: Path, out: Path, steps: int | None) -> None:
 @click.option("--input", "input_csv", required=True, type=click.Path(path_type=Path),
               help="CSV with the bundle's input columns.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write predictions here. [stdout]")
-def predict(bundle: Path, state: Path | None, input_csv: Path, out: Path | None) -> None:
+@device_option
+def predict(bundle: Path, state: Path | None, input_csv: Path, out: Path | None, device: str, backend: str) -> None:
     """Predict with an adapted state (device side: no torch needed)."""
-    from .runtime.model import Adapted, Model
+    from .runtime.model import Adapted
     from .runtime.tables import read_columns, write_columns
 
-    model = Model.load(bundle)
+    model = _load_model(bundle, device, backend)
     m = model.bundle.manifest
     adapted = Adapted.load(model, state) if state else Adapted(model, model.theta0)
     y = adapted.predict(read_columns(input_csv, m["input"]["names"]))
@@ -291,17 +330,20 @@ def predict(bundle: Path, state: Path | None, input_csv: Path, out: Path | None)
 @click.option("--predict", "predict_n", default=100, show_default=True, help="Inputs per prediction call.")
 @click.option("--repeats", default=200, show_default=True, help="Timed repetitions.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def bench(bundle: Path, shots: int, steps: int | None, predict_n: int, repeats: int, as_json: bool) -> None:
+@device_option
+def bench(bundle: Path, shots: int, steps: int | None, predict_n: int, repeats: int, as_json: bool, device: str,
+          backend: str) -> None:
     """Adaptation and prediction latency percentiles (ms) and peak memory of the runtime on this machine."""
     from .runtime.bench import bench as run_bench
-    from .runtime.model import Model
 
-    result = run_bench(Model.load(bundle, guard=True), shots=shots, steps=steps, predict_n=predict_n,
-                       repeats=repeats)
+    model = _load_model(bundle, device, backend)
+    result = run_bench(model, shots=shots, steps=steps, predict_n=predict_n, repeats=repeats)
+    result = {"device": model.device, "backend": model.backend, **result}
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
-    click.echo(f"{shots} shots, {result['steps']} steps, predict {predict_n}; {repeats} repeats")
+    click.echo(f"{model.backend} backend on {model.device or 'this machine'}: {shots} shots, {result['steps']} steps, "
+               f"predict {predict_n}; {repeats} repeats")
     for what in ("adapt_ms", "predict_ms"):
         click.echo(f"{what[:-3]:8s} " + "  ".join(f"{k} {v:.3f} ms" for k, v in result[what].items()))
     click.echo(f"peak RSS {result['peak_rss_mib']:.1f} MiB")

@@ -26,14 +26,21 @@ def cuda_gpus() -> int:
     return 0
 
 
-def available_backends() -> dict[str, Any]:
-    """``{"onnxruntime": providers or None, "tensorrt": bool, "native": bool, "cuda": bool}`` for this machine."""
-    try:
-        import onnxruntime
+def available_backends(import_onnxruntime: bool = True) -> dict[str, Any]:
+    """``{"onnxruntime": providers or None, "tensorrt": bool, "native": bool, "cuda": bool}`` for this machine.
 
-        providers: list[str] | None = list(onnxruntime.get_available_providers())
-    except ImportError:
-        providers = None
+    With ``import_onnxruntime=False`` an installed onnxruntime is reported with its CPU provider only, without
+    importing it (tens of MiB): enough to choose between the native C library and ONNX Runtime on a CPU.
+    """
+    if not import_onnxruntime:
+        providers = ["CPUExecutionProvider"] if importlib.util.find_spec("onnxruntime") else None
+    else:
+        try:
+            import onnxruntime
+
+            providers = list(onnxruntime.get_available_providers())
+        except ImportError:
+            providers = None
     try:
         from . import native
 

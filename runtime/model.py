@@ -1,11 +1,13 @@
-"""On-device adaptation and prediction with numpy + ONNX Runtime or the C library (never torch, onnx or
+"""On-device adaptation and prediction with numpy + ONNX Runtime, the C library or TensorRT (never torch, onnx or
 metaedge.sdk).
 
-``Model.load(bundle)`` verifies the bundle and picks a backend (the C library where the bundle has
+``Model.load(bundle, device="auto")`` verifies the bundle, checks that it fits the device profile
+(:mod:`metaedge.devices`) and picks the profile's first usable backend (on CPUs the C library where the bundle has
 ``model.mebin``, else ONNX Runtime, which is then the only place ``onnxruntime`` is imported);
-``model.adapt(xs, ys, steps)`` runs the exported adapt-step graph (or the C library) with guards (bad support data is refused with one sentence; a step that raises the support loss is
-rolled back); ``adapted.predict(x)`` runs the forward graph; ``adapted.save(path)`` writes the adapted state
-atomically (temp file, fsync, rename), so a power cut leaves the old state or the new one.
+``model.adapt(xs, ys, steps)`` runs the exported adapt-step graph (or the C library) with guards (bad support
+data is refused with one sentence; a step that raises the support loss is rolled back); ``adapted.predict(x)``
+runs the forward graph; ``adapted.save(path)`` writes the adapted state atomically (temp file, fsync, rename), so
+a power cut leaves the old state or the new one.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import numpy as np
 from .bundle import Bundle, BundleError
 
 #: what ``Model.load(backend=...)`` accepts
-BACKENDS = ("auto", "onnxruntime", "native")
+BACKENDS = ("auto", "onnxruntime", "native", "tensorrt")
 _log = logging.getLogger("metaedge.runtime")
 
 
@@ -36,15 +38,57 @@ def _bad_rows(a: np.ndarray) -> str:
     return ", ".join(map(str, rows[:10])) + (", ..." if len(rows) > 10 else "")
 
 
-def _choose_backend(bundle: Bundle, backend: str) -> tuple[str, str, Any]:
-    """``(backend, reason, native model or None)`` for :meth:`Model.load`."""
+@dataclass
+class _Plan:
+    """Which backend :meth:`Model.load` uses, with what, and why (one line for the log)."""
+
+    backend: str
+    reason: str
+    device: str | None = None
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    provider_options: tuple[dict, ...] = ({},)
+    threads: int = 1
+
+
+def _plan(bundle: Bundle, backend: str, device: str) -> _Plan:
+    """Resolve ``device`` (``auto``: detect this machine) to a profile, check that the bundle fits it, and pick the
+    profile's first backend that is installed and can run the bundle (or check the requested one)."""
+    from ..devices import ProfileError, check_fits, choose_backend, resolve_device
+    from .backends import available_backends
+
+    m = bundle.manifest
+    try:
+        profile, found = resolve_device(device)
+    except ProfileError:
+        if device != "auto":
+            raise
+        profile, found = None, None  # an unprofiled machine (e.g. a laptop): generic CPU choice below
+    if profile is not None:
+        check_fits(profile, m)
+        where = f"device {profile.name}" + (f", detected from {found.reason}" if found else "")
+        choice = choose_backend(profile, m, available_backends(import_onnxruntime=False))
+        if choice.backend == "onnxruntime" or backend == "onnxruntime":  # the real provider list needs the import
+            choice = choose_backend(profile, m, available_backends())
+        if backend in ("auto", choice.backend):
+            return _Plan(choice.backend, f"{where}; {choice.reason}", profile.name, choice.providers,
+                         choice.provider_options, choice.threads)
+    else:
+        where = "no device profile matches this machine"
+    return _Plan(*_generic(bundle, backend, where), device=profile.name if profile else None)
+
+
+def _generic(bundle: Bundle, backend: str, where: str) -> tuple[str, str]:
+    """A requested backend, or without a device profile: the C library where it can run the bundle, else ONNX
+    Runtime on the CPU. Raises with one sentence when the requested one cannot run this bundle here."""
     mebin = bundle.manifest.get("firmware", {}).get("mebin")
     has_graphs = "forward" in bundle.manifest.get("graphs", {})
+    if backend == "tensorrt":
+        return "tensorrt", f"{where}; requested"
     if backend == "onnxruntime" or (backend == "auto" and not mebin):
         if not has_graphs:
             raise BundleError(f"{bundle.path} holds no ONNX graphs (exported with --format c); load it with "
                               "backend='native' or re-export with --format all")
-        return "onnxruntime", "requested" if backend == "onnxruntime" else "the bundle has no model.mebin", None
+        return "onnxruntime", f"{where}; {'requested' if backend == 'onnxruntime' else 'the bundle has no model.mebin'}"
     if not mebin:
         raise BundleError(f"{bundle.path} has no model.mebin for the native backend; re-export it with --format c "
                           "or all (MLP models)")
@@ -54,19 +98,23 @@ def _choose_backend(bundle: Bundle, backend: str) -> tuple[str, str, Any]:
         if backend == "native" or not has_graphs:
             raise BundleError(f"the native C library is not available here ({native.unavailable_reason()}); "
                               "reinstall metaedge with its C build or use backend='onnxruntime'")
-        return "onnxruntime", f"the native C library is not available ({native.unavailable_reason()})", None
-    model = native.NativeModel(bundle.file(mebin).read_bytes())
-    return "native", "requested" if backend == "native" else "the bundle has model.mebin and the C library loads", model
+        return "onnxruntime", f"{where}; the native C library is not available ({native.unavailable_reason()})"
+    return "native", f"{where}; {'requested' if backend == 'native' else 'the bundle has model.mebin'}"
 
 
-def _session(path: Path) -> ort.InferenceSession:
+def _session(path: Path, plan: _Plan | None = None) -> ort.InferenceSession:
+    """An ONNX Runtime session with the plan's execution providers (CPU by default) and threads."""
     # imported here: a device using only the native backend needs no onnxruntime (less memory, fewer wheels)
     import onnxruntime as ort
 
+    plan = plan or _Plan("onnxruntime", "")
     options = ort.SessionOptions()
-    options.intra_op_num_threads = 1  # small graphs: one thread is fastest and predictable on a device
+    options.intra_op_num_threads = plan.threads  # small graphs: one thread is fastest and predictable on a device
     options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    for opts in plan.provider_options:  # e.g. the TensorRT provider's engine cache directory must exist
+        if opts.get("trt_engine_cache_path"):
+            Path(opts["trt_engine_cache_path"]).mkdir(parents=True, exist_ok=True)
+    return ort.InferenceSession(str(path), options, providers=list(zip(plan.providers, plan.provider_options)))
 
 
 @dataclass
@@ -84,6 +132,8 @@ class Model:
     #: the C library's model (``backend == "native"``), else None
     _native: Any = field(default=None, repr=False)
     backend: str = "onnxruntime"
+    #: the device profile the bundle was checked against (None on a machine no profile matches)
+    device: str | None = None
 
     def __post_init__(self) -> None:
         # per-call constants, prepared once: adapting is a hot path on a device
@@ -93,12 +143,15 @@ class Model:
         self._rate_feeds = self._split(self.rates, "rate")
 
     @classmethod
-    def load(cls, path: str | Path, guard: bool = True, backend: str = "auto") -> Model:
-        """Open and verify the bundle at ``path``.
+    def load(cls, path: str | Path, guard: bool = True, backend: str = "auto", device: str = "auto") -> Model:
+        """Open and verify the bundle at ``path`` for ``device`` and pick a backend.
 
-        ``backend``: ``native`` (the C library on the bundle's ``model.mebin``), ``onnxruntime`` (the ONNX graphs),
-        or ``auto``: native where the bundle has a ``model.mebin`` and the library loads, ONNX Runtime otherwise.
-        The choice and its reason are logged on the ``metaedge.runtime`` logger.
+        ``device``: a profile name of :mod:`metaedge.devices` (``metaedge devices`` lists them) or ``auto`` (this
+        machine, detected); a bundle that exceeds the device's memory budget or that none of its backends can run
+        is refused with one sentence. ``backend``: ``auto`` (the device's first backend that is installed and can
+        run the bundle: on CPUs the C library where the bundle has ``model.mebin``, else ONNX Runtime; TensorRT
+        first on Jetsons), or ``native``, ``onnxruntime``, ``tensorrt``. The choice and its reason are logged as
+        one line on the ``metaedge.runtime`` logger.
         """
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -109,16 +162,24 @@ class Model:
         if theta0.shape != (size,) or rates.shape != (size,):
             raise BundleError(f"{path}: theta0/rates hold {theta0.shape}/{rates.shape} values, the manifest says "
                               f"{size}; re-export the bundle")
-        chosen, reason, native = _choose_backend(bundle, backend)
-        _log.info("metaedge runtime: %s backend for %s (%s)", chosen, path, reason)
-        model = cls(bundle, theta0.astype(np.float32), rates.astype(np.float32), guard, _native=native, backend=chosen)
-        if chosen == "onnxruntime":
-            # prototype bundles have no step graph; the unrolled one holds the default step count, where exported
-            graphs = m["graphs"]
-            model._forward = _session(bundle.file(graphs["forward"]))
-            model._step, model._steps, model._gauss_newton = (
-                _session(bundle.file(graphs[k])) if k in graphs else None
-                for k in ("adapt_step", "adapt_steps", "gauss_newton"))
+        plan = _plan(bundle, backend, device)
+        _log.info("metaedge runtime: %s backend for %s (%s)", plan.backend, path, plan.reason)
+        model = cls(bundle, theta0.astype(np.float32), rates.astype(np.float32), guard, backend=plan.backend,
+                    device=plan.device)
+        graphs = m["graphs"]
+        roles = ("forward", "adapt_step", "adapt_steps", "gauss_newton")
+        if plan.backend == "native":
+            from .native import NativeModel
+
+            model._native = NativeModel(bundle.file(m["firmware"]["mebin"]).read_bytes())
+        elif plan.backend == "tensorrt":
+            from .tensorrt_backend import load_sessions
+
+            sessions = load_sessions(bundle, plan.device)
+            model._forward, model._step, model._steps, model._gauss_newton = (sessions.get(r) for r in roles)
+        else:  # prototype bundles have no step graph; the unrolled one holds the default step count, where exported
+            model._forward, model._step, model._steps, model._gauss_newton = (
+                _session(bundle.file(graphs[r]), plan) if r in graphs else None for r in roles)
         return model
 
     # --- layout and normalisation --------------------------------------------------------------------------

@@ -48,7 +48,8 @@ def test_backend_choice(bundle, tmp_path, caplog):
 
     with caplog.at_level(logging.INFO, logger="metaedge.runtime"):
         auto = Model.load(bundle)
-    assert auto.backend == "native" and "native backend" in caplog.text and "C library loads" in caplog.text
+    assert auto.backend == "native" and auto.device in ("cpu-x86_64", "cpu-aarch64")
+    assert "native backend" in caplog.text and "the first of cpu-" in caplog.text
     ort_model = Model.load(bundle, backend="onnxruntime")
     xs, ys, xq, _ = _unit(6)
     a, b = auto.adapt(xs, ys, steps=3), ort_model.adapt(xs, ys, steps=3)
@@ -172,7 +173,7 @@ def test_cli_export_adapt_predict(bundle, tmp_path):
     assert result.exit_code == 0, result.output
     result = runner.invoke(main, ["predict", str(tmp_path / "b"), "--state", str(state), "--input",
                                   str(tmp_path / "x.csv")])
-    assert result.exit_code == 0 and result.output.startswith("pressure\n") and len(result.output.splitlines()) == 5
+    assert result.exit_code == 0 and result.stdout.startswith("pressure\n") and len(result.stdout.splitlines()) == 5
     (tmp_path / "bad.csv").write_text("bridge_output,pressure\n1,2\n")
     result = runner.invoke(main, ["adapt", str(tmp_path / "b"), "--support", str(tmp_path / "bad.csv"),
                                   "--out", str(state)])
@@ -186,7 +187,7 @@ def test_cli_bench_reports_percentiles(bundle):
 
     result = CliRunner().invoke(main, ["bench", str(bundle), "--repeats", "5", "--json"])
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)
     assert report["adapt_ms"]["p50"] > 0 and report["predict_ms"]["p99"] >= report["predict_ms"]["p50"]
     assert report["steps"] == 2 and report["peak_rss_mib"] > 0
 
@@ -281,3 +282,29 @@ def test_adapt_continues_from_an_earlier_state(bundle, backend):
     np.testing.assert_allclose(again.predict(xq), two.predict(xq), rtol=1e-5, atol=1e-4)
     with pytest.raises(ValueError, match="start must be a finite adapted state"):
         model.adapt(xs, ys, steps=1, start=one.theta[:-1])
+
+
+def test_cli_devices_and_device_option(bundle, tmp_path):
+    from click.testing import CliRunner
+
+    from metaedge.cli import main
+
+    runner = CliRunner()
+    listed = runner.invoke(main, ["devices"])
+    assert listed.exit_code == 0 and "jetson-orin-nano" in listed.stdout and "detected:" in listed.stdout
+    bench = runner.invoke(main, ["bench", str(bundle), "--device", "cpu-x86_64", "--repeats", "3", "--json"])
+    assert bench.exit_code == 0, bench.output
+    assert json.loads(bench.stdout)["device"] == "cpu-x86_64" and "backend for" in bench.stderr
+    forced = runner.invoke(main, ["bench", str(bundle), "--backend", "onnxruntime", "--repeats", "3", "--json"])
+    assert json.loads(forced.stdout)["backend"] == "onnxruntime"
+    onnx_only = export_bundle(bundle.parent / "run", tmp_path / "onnx.meb", formats="onnx")
+    refused = runner.invoke(main, ["bench", str(onnx_only), "--device", "cortex-m4"])
+    assert refused.exit_code == 1 and "does not fit cortex-m4" in refused.output
+    unknown = runner.invoke(main, ["bench", str(bundle), "--device", "toaster"])
+    assert unknown.exit_code == 1 and "toaster" in unknown.output and "cpu-x86_64" in unknown.output
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is None:  # where TensorRT exists, tests/test_tensorrt.py builds engines
+        trt = runner.invoke(main, ["export", str(bundle.parent / "run"), "-o", str(tmp_path / "t.meb"), "--format",
+                                   "tensorrt", "--device", "jetson-orin-nano", "--no-check"])
+        assert trt.exit_code == 1 and "TensorRT is not installed" in trt.output and not (tmp_path / "t.meb").exists()

@@ -135,13 +135,17 @@ def _write(tmp: Path, name: str, data) -> Path:
     return path
 
 
+def _backend(profile: dict, name: str) -> dict:
+    return next(b for b in profile["backends"] if b["name"] == name)
+
+
 def _good() -> dict:
     return json.loads((PROFILE_DIR / "cpu-x86_64.json").read_text())
 
 
 @pytest.mark.parametrize("change, message", [
     (lambda d: d["backends"].append({"name": "openvino"}), "unknown backend 'openvino'; known: tensorrt"),
-    (lambda d: d["backends"][0]["providers"].append({"name": "DmlExecutionProvider"}),
+    (lambda d: _backend(d, "onnxruntime")["providers"].append({"name": "DmlExecutionProvider"}),
      "unknown execution provider 'DmlExecutionProvider'"),
     (lambda d: d.pop("memory_budget_bytes"), "missing key 'memory_budget_bytes'"),
     (lambda d: d.update(threads=True), "'threads' must be int"),
@@ -149,7 +153,7 @@ def _good() -> dict:
     (lambda d: d.update(match={"cpu_flags": ["avx"]}), "unknown match key 'cpu_flags'"),
     (lambda d: d.update(backends=[{"name": "native"}, {"name": "native"}]), "a backend is listed twice"),
     (lambda d: d.update(kind="jetson"), "must list its JetPack / TensorRT families"),
-    (lambda d: d["backends"][1].update(providers=[]), "only the 'onnxruntime' backend takes providers"),
+    (lambda d: _backend(d, "native").update(providers=[]), "only the 'onnxruntime' backend takes providers"),
 ])
 def test_bad_profiles_are_clear_errors(tmp_path, change, message):
     data = _good()
@@ -306,12 +310,15 @@ def test_footprint_is_measured_from_the_graphs(bundle):
 def test_choose_backend_follows_the_profile_and_says_why(bundle):
     _, m = bundle
     cpu = {"onnxruntime": ["CPUExecutionProvider"], "tensorrt": False, "native": True, "cuda": False}
-    c = choose_backend(PROFILES["cpu-x86_64"], m, cpu)
-    assert (c.backend, c.providers, c.threads) == ("onnxruntime", ("CPUExecutionProvider",), 1)
-    assert c.reason == "the first of cpu-x86_64's backends (onnxruntime, native)"
-    assert c.log_line().startswith("metaedge: device cpu-x86_64: backend onnxruntime [CPUExecutionProvider]")
-    native = choose_backend(PROFILES["cpu-aarch64"], m, {**cpu, "onnxruntime": None})
-    assert native.backend == "native" and "onnxruntime skipped: onnxruntime is not installed" in native.reason
+    c = choose_backend(PROFILES["cpu-x86_64"], m, cpu)  # CPUs prefer the C library where the bundle has one
+    assert (c.backend, c.threads) == ("native", 1)
+    assert c.reason == "the first of cpu-x86_64's backends (native, onnxruntime)"
+    assert c.log_line().startswith("metaedge: device cpu-x86_64: backend native")
+    ort_ = choose_backend(PROFILES["cpu-aarch64"], m, {**cpu, "native": False})
+    assert (ort_.backend, ort_.providers) == ("onnxruntime", ("CPUExecutionProvider",))
+    assert "native skipped: the metaedge C library is not built here" in ort_.reason
+    no_ort = choose_backend(PROFILES["cpu-aarch64"], m, {**cpu, "onnxruntime": None})
+    assert no_ort.backend == "native"
     # a Jetson without TensorRT engines in the bundle: ONNX Runtime with the GPU providers it has, in order
     gpu = {"onnxruntime": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
            "tensorrt": True, "native": True, "cuda": True}
@@ -336,8 +343,9 @@ def test_choose_backend_follows_the_profile_and_says_why(bundle):
 
 def test_no_backend_lists_every_reason(bundle):
     _, m = bundle
-    with pytest.raises(NoBackend, match="no backend of cpu-x86_64 can run this bundle here: onnxruntime skipped: "
-                                        "onnxruntime is not installed; native skipped: the metaedge C library"):
+    with pytest.raises(NoBackend, match="no backend of cpu-x86_64 can run this bundle here: native skipped: the "
+                                        "metaedge C library is not built here; onnxruntime skipped: onnxruntime is "
+                                        "not installed"):
         choose_backend(PROFILES["cpu-x86_64"], m, {"onnxruntime": None, "tensorrt": False, "native": False})
     onnx_only = {**m, "firmware": {}}
     with pytest.raises(NoBackend, match="native skipped: the bundle has no model.mebin"):

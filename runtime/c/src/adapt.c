@@ -35,8 +35,8 @@ me_status me_adapt_sgd(me_session *s, uint32_t n, uint32_t steps, uint32_t flags
         me_network_loss_backward(s, out, n, s->d0);
         me_network_backward(s, 0, n, s->d0, s->grad);
         /* the step goes into the spare buffer, which becomes theta; the old state stays as backup */
-        const float *theta = s->theta, *rates = s->rates, *grad = s->grad;
-        float *next = s->backup;
+        const float *restrict theta = s->theta, *restrict rates = s->rates, *restrict grad = s->grad;
+        float *restrict next = s->backup; /* four separate arena blocks */
         for (uint32_t i = 0; i < p; i++) next[i] = theta[i] - rates[i] * grad[i];
         swap_state(s);
         me_refresh_transposed(s, 0);

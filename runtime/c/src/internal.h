@@ -20,6 +20,8 @@ float me_dot(const float *a, const float *b, uint32_t len);
  * zero where mask (m, p) <= 0 (mask non-NULL) */
 void me_matmul(float *c, const float *a, uint32_t ars, uint32_t aks, const float *b, const float *bias,
                const float *mask, int relu, uint32_t m, uint32_t k, uint32_t p);
+/* dst (cols, rows) = src (rows, cols)^T */
+void me_transpose(float *dst, const float *src, uint32_t rows, uint32_t cols);
 void me_dense_forward(float *y, const float *x, const float *w, const float *b, uint32_t n, uint32_t in,
                       uint32_t out);
 /* the same with the weight given transposed, wt (in, out): the blocked kernel, no reduction */

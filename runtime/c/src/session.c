@@ -46,7 +46,9 @@ static uint64_t layout(me_session *s, const me_model *m, uint32_t rows, unsigned
     s->jac = (float *)take(&c, newton ? 4ull * rows * m->out_dim * p : 0u);
     for (uint32_t l = 0; l < m->n_layers; l++) {
         const me_layer *L = &m->layers[l];
-        s->wt[l] = me_uses_transposed(L) ? (float *)take(&c, 4ull * L->in * L->out) : NULL;
+        /* an adapted weight's block also holds theta0's transpose, after the live one, for me_reset */
+        const uint64_t copies = (L->flags & ME_ADAPT_WEIGHT) ? 2u : 1u;
+        s->wt[l] = me_uses_transposed(L) ? (float *)take(&c, 4ull * copies * L->in * L->out) : NULL;
         const int own = L->kind == ME_LAYER_DENSE || l == 0u;
         s->act[l] = own ? (float *)take(&c, 4ull * rows * L->out) : s->act[l - 1u]; /* activations in place */
     }
@@ -95,6 +97,8 @@ me_status me_session_init(me_session *s, const me_model *m, void *arena, size_t 
             frozen += L->out;
         }
         me_read_f32(s->b[l], m->buf + m->off_params + 4u * L->b_param, L->out);
+        if (s->wt[l]) /* frozen: the copy used from now on; adapted: theta0's copy, for me_reset */
+            me_transpose(s->wt[l] + ((L->flags & ME_ADAPT_WEIGHT) ? (size_t)nw : 0u), s->w[l], L->out, L->in);
         if (L->flags & ME_ADAPT_WEIGHT) s->w[l] = s->theta + L->w_theta; /* work on theta, keep theta0 */
         if (L->flags & ME_ADAPT_BIAS) s->b[l] = s->theta + L->b_theta;
     }
@@ -109,11 +113,7 @@ void me_refresh_transposed(me_session *s, int all)
     for (uint32_t l = 0; l < m->n_layers; l++) {
         const me_layer *L = &m->layers[l];
         if (!s->wt[l] || !(all || (L->flags & ME_ADAPT_WEIGHT))) continue;
-        for (uint32_t i = 0; i < L->in; i++) { /* contiguous stores, strided loads */
-            float *wi = s->wt[l] + (size_t)i * L->out;
-            const float *w = s->w[l] + i;
-            for (uint32_t o = 0; o < L->out; o++) wi[o] = w[(size_t)o * L->in];
-        }
+        me_transpose(s->wt[l], s->w[l], L->out, L->in);
     }
 }
 
@@ -141,8 +141,14 @@ uint32_t me_classes(const me_session *s)
 me_status me_reset(me_session *s)
 {
     if (!s || !s->model) return ME_ERR_NULL;
-    memcpy(s->theta, s->theta0, sizeof(float) * s->model->n_theta);
-    me_refresh_transposed(s, 1);
+    const me_model *m = s->model;
+    memcpy(s->theta, s->theta0, sizeof(float) * m->n_theta);
+    for (uint32_t l = 0; l < m->n_layers; l++) { /* theta0's transposed copies, kept since me_session_init */
+        const me_layer *L = &m->layers[l];
+        if (!s->wt[l] || !(L->flags & ME_ADAPT_WEIGHT)) continue;
+        const size_t nw = (size_t)L->in * L->out;
+        memcpy(s->wt[l], s->wt[l] + nw, sizeof(float) * nw);
+    }
     s->ways = 0u;
     return ME_OK;
 }

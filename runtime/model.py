@@ -176,7 +176,9 @@ class Model:
             from .tensorrt_backend import load_sessions
 
             sessions = load_sessions(bundle, plan.device)
-            model._forward, model._step, model._steps, model._gauss_newton = (sessions.get(r) for r in roles)
+            # a graph TensorRT could not build an engine for (e.g. the adapt step) runs on ONNX Runtime's CPU side
+            model._forward, model._step, model._steps, model._gauss_newton = (
+                sessions.get(r) or (_session(bundle.file(graphs[r])) if r in graphs else None) for r in roles)
         else:  # prototype bundles have no step graph; the unrolled one holds the default step count, where exported
             model._forward, model._step, model._steps, model._gauss_newton = (
                 _session(bundle.file(graphs[r]), plan) if r in graphs else None for r in roles)

@@ -24,7 +24,7 @@
 extern "C" {
 #endif
 
-#define ME_FORMAT_VERSION 1u  /* the newest model.mebin format this library reads */
+#define ME_FORMAT_VERSION 2u  /* the newest model.mebin format this library reads (it reads 1 too) */
 #define ME_MAX_LAYERS 32u     /* layer table entries */
 #define ME_MAX_DIM 65536u     /* widest layer */
 #define ME_MAX_SHOTS 65536u   /* largest support set an arena may be sized for */
@@ -56,7 +56,10 @@ typedef enum me_layer_kind {
     ME_LAYER_RELU = 2,
     ME_LAYER_TANH = 3,
     ME_LAYER_SIGMOID = 4,
-    ME_LAYER_SKIP = 5     /* y = prev + x0 W^T + b with x0 the (normalised) network input; last layer only */
+    ME_LAYER_SKIP = 5,    /* y = prev + x0 W^T + b with x0 the (normalised) network input; last layer only */
+    ME_LAYER_CONV1D = 6,  /* (C_in, L) -> (C_out, L): kernel 3, stride 1, zero padding 1; W (C_out, C_in, 3) as
+                           * torch.nn.Conv1d stores it; format version 2, prototype solver only */
+    ME_LAYER_MAXPOOL1D = 7 /* (C, L) -> (C, floor(L / 2)): max over windows of 2, as torch.nn.MaxPool1d(2) */
 } me_layer_kind;
 
 #define ME_ADAPT_WEIGHT 1u /* me_layer.flags: the weight is part of the adapted state */
@@ -65,7 +68,8 @@ typedef enum me_layer_kind {
 typedef struct me_layer {
     uint8_t kind;          /* me_layer_kind */
     uint8_t flags;         /* ME_ADAPT_* (dense and skip layers) */
-    uint32_t in, out;      /* widths */
+    uint32_t in, out;      /* widths (conv / pool: channels x length, flattened as torch's flatten(1)) */
+    uint32_t len;          /* conv / pool: input length L (channels = in / len); 0 for other kinds */
     uint32_t w_param, b_param;  /* offsets (floats) into the parameter section */
     uint32_t w_theta, b_theta;  /* offsets (floats) into the adapted vector, when adapted */
 } me_layer;

@@ -39,6 +39,13 @@ void me_tanh_backward(float *dx, const float *dy, const float *y, size_t len);
 void me_sigmoid_forward(float *y, const float *x, size_t len);
 void me_sigmoid_backward(float *dx, const float *dy, const float *y, size_t len);
 
+/* conv1d.c: forward only (prototype embeddings), rows of (channels, length) */
+/* y (n, cout, len) = conv(x (n, cin, len)) with w (cout, cin, 3), zero padding 1, then ReLU when relu != 0 */
+void me_conv1d_forward(float *y, const float *x, const float *w, const float *b, uint32_t n, uint32_t cin,
+                       uint32_t cout, uint32_t len, int relu);
+/* y (n, channels, len / 2) = max over pairs of x (n, channels, len) */
+void me_maxpool1d_forward(float *y, const float *x, uint32_t n, uint32_t channels, uint32_t len);
+
 /* losses.c: pred/logits (n, d); labels hold class numbers (already checked to be in range) */
 float me_mse_forward(const float *pred, const float *target, size_t len);
 void me_mse_backward(float *dpred, const float *pred, const float *target, size_t len);
@@ -58,6 +65,8 @@ float me_network_loss(const me_session *s, const float *out, uint32_t n);
 void me_network_loss_backward(const me_session *s, const float *out, uint32_t n, float *dout);
 
 /* session.c */
+/* whether layer l writes its own output buffer (activations run in place on the previous one) */
+int me_owns_output(const me_model *m, uint32_t l);
 /* whether layer l keeps a transposed weight copy for its forward pass */
 int me_uses_transposed(const me_layer *L);
 /* refresh the transposed copies of the adapted weights (all weights: all != 0) after theta changed */

@@ -24,7 +24,7 @@ static int floats_finite(const unsigned char *p, uint32_t count, int nonzero)
 }
 
 /* walk the layer table: widths chain, parameter and adapted offsets in model order */
-static me_status parse_layers(me_model *m, const unsigned char *table)
+static me_status parse_layers(me_model *m, const unsigned char *table, uint32_t version)
 {
     uint64_t params = 0, theta = 0;
     uint32_t width = m->in_dim;
@@ -37,7 +37,10 @@ static me_status parse_layers(me_model *m, const unsigned char *table)
         L->flags = e[1];
         L->in = me_read_u32(e + 4);
         L->out = me_read_u32(e + 8);
-        if (me_read_u16(e + 2) != 0u || me_read_u32(e + 12) != 0u) return ME_ERR_FORMAT;
+        const uint32_t field = me_read_u16(e + 2), len = me_read_u32(e + 12);
+        const int spatial = L->kind == ME_LAYER_CONV1D || L->kind == ME_LAYER_MAXPOOL1D;
+        if (spatial && version < 2u) return ME_ERR_FORMAT; /* version 1 has no such kinds */
+        if (!spatial && (field != 0u || len != 0u)) return ME_ERR_FORMAT;
         if (L->out == 0u || L->out > ME_MAX_DIM || L->in == 0u || L->in > ME_MAX_DIM) return ME_ERR_FORMAT;
         switch (L->kind) {
         case ME_LAYER_DENSE:
@@ -63,6 +66,31 @@ static me_status parse_layers(me_model *m, const unsigned char *table)
             width = L->out;
             break;
         }
+        case ME_LAYER_CONV1D: {
+            /* kernel 3; (C_in, L) -> (C_out, L); forward only, so prototype embeddings only */
+            if (m->solver != ME_SOLVER_PROTOTYPES) return ME_ERR_UNSUPPORTED;
+            if (field != 3u || L->flags != 0u || len == 0u || L->in != width || L->in % len != 0u ||
+                L->out % len != 0u)
+                return ME_ERR_FORMAT;
+            const uint32_t cin = L->in / len, cout = L->out / len;
+            L->len = len;
+            L->w_param = (uint32_t)params;
+            params += 3ull * cin * cout;
+            L->b_param = (uint32_t)params;
+            params += cout;
+            if (params > m->n_params) return ME_ERR_FORMAT;
+            width = L->out;
+            break;
+        }
+        case ME_LAYER_MAXPOOL1D:
+            /* window 2, stride 2; (C, L) -> (C, floor(L / 2)) */
+            if (m->solver != ME_SOLVER_PROTOTYPES) return ME_ERR_UNSUPPORTED;
+            if (field != 2u || L->flags != 0u || len < 2u || L->in != width || L->in % len != 0u ||
+                (uint64_t)(L->in / len) * (len / 2u) != L->out)
+                return ME_ERR_FORMAT;
+            L->len = len;
+            width = L->out;
+            break;
         case ME_LAYER_RELU:
         case ME_LAYER_TANH:
         case ME_LAYER_SIGMOID:
@@ -96,7 +124,8 @@ me_status me_model_load(me_model *m, const void *buffer, size_t len)
     memset(m, 0, sizeof *m);
     if (len < HEADER_BYTES) return ME_ERR_TRUNCATED;
     if (memcmp(p, "MEBN", 4) != 0) return ME_ERR_MAGIC;
-    if (me_read_u16(p + 4) != ME_FORMAT_VERSION) return ME_ERR_VERSION;
+    const uint32_t version = me_read_u16(p + 4);
+    if (version == 0u || version > ME_FORMAT_VERSION) return ME_ERR_VERSION; /* 1 (MLPs) or 2 (+ conv1d) */
     const uint32_t total = me_read_u32(p + 8);
     if (me_read_u16(p + 6) != HEADER_BYTES || total < HEADER_BYTES) return ME_ERR_FORMAT;
     if (total > len) return ME_ERR_TRUNCATED;
@@ -138,7 +167,7 @@ me_status me_model_load(me_model *m, const void *buffer, size_t len)
         (uint64_t)m->off_params + 4ull * m->n_params > m->off_rates)
         return ME_ERR_FORMAT;
 
-    me_status st = parse_layers(m, p + off_layers);
+    me_status st = parse_layers(m, p + off_layers, version);
     if (st == ME_OK) st = check_solver(m);
     if (st != ME_OK) return st;
     const unsigned char *norm = p + m->off_norm;

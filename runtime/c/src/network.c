@@ -31,6 +31,13 @@ const float *me_network_forward(me_session *s, uint32_t n)
         case ME_LAYER_RELU: me_relu_forward(y, x, len); break;
         case ME_LAYER_TANH: me_tanh_forward(y, x, len); break;
         case ME_LAYER_SIGMOID: me_sigmoid_forward(y, x, len); break;
+        case ME_LAYER_CONV1D: { /* prototype embeddings only (forward); a ReLU right after runs in the kernel */
+            const int relu = l + 1u < m->n_layers && m->layers[l + 1u].kind == ME_LAYER_RELU;
+            me_conv1d_forward(y, x, s->w[l], s->b[l], n, L->in / L->len, L->out / L->len, L->len, relu);
+            l += (uint32_t)relu;
+            break;
+        }
+        case ME_LAYER_MAXPOOL1D: me_maxpool1d_forward(y, x, n, L->in / L->len, L->len); break;
         case ME_LAYER_SKIP: /* y (== x, in place) += x0 W^T + b */
             for (uint32_t r = 0; r < n; r++)
                 for (uint32_t o = 0; o < L->out; o++)

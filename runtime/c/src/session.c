@@ -40,17 +40,35 @@ static uint64_t layout(me_session *s, const me_model *m, uint32_t rows, unsigned
     s->norm = (float *)take(&c, 4u * (2ull * m->in_dim + 2u * ny));
     s->x0 = (float *)take(&c, 4ull * rows * m->in_dim);
     s->ys = (float *)take(&c, 4ull * rows * (ny ? ny : 1u));
-    s->d0 = (float *)take(&c, 4ull * rows * m->max_width);
-    s->d1 = (float *)take(&c, 4ull * rows * m->max_width);
+    /* output gradients; prototypes use only d1, as rows floats of scratch */
+    s->d0 = (float *)take(&c, protos ? 0u : 4ull * rows * m->max_width);
+    s->d1 = (float *)take(&c, protos ? 4ull * rows : 4ull * rows * m->max_width);
     s->protos = (float *)take(&c, protos ? 4ull * rows * m->out_dim : 0u);
     s->jac = (float *)take(&c, newton ? 4ull * rows * m->out_dim * p : 0u);
+    /* prototypes keep no activations for a backward pass: layer outputs may alternate between two blocks of
+     * rows x the widest output, when that is smaller than a block per layer (conv nets) */
+    uint64_t per_layer = 0, widest = 0;
+    for (uint32_t l = 0; l < m->n_layers; l++)
+        if (me_owns_output(m, l)) {
+            per_layer += m->layers[l].out;
+            if (m->layers[l].out > widest) widest = m->layers[l].out;
+        }
+    float *pingpong[2] = {NULL, NULL};
+    const int alternate = protos && 2u * widest < per_layer;
+    if (alternate) {
+        pingpong[0] = (float *)take(&c, 4ull * rows * widest);
+        pingpong[1] = (float *)take(&c, 4ull * rows * widest);
+    }
+    uint32_t owned = 0;
     for (uint32_t l = 0; l < m->n_layers; l++) {
         const me_layer *L = &m->layers[l];
         /* an adapted weight's block also holds theta0's transpose, after the live one, for me_reset */
         const uint64_t copies = (L->flags & ME_ADAPT_WEIGHT) ? 2u : 1u;
         s->wt[l] = me_uses_transposed(L) ? (float *)take(&c, 4ull * copies * L->in * L->out) : NULL;
-        const int own = L->kind == ME_LAYER_DENSE || l == 0u;
-        s->act[l] = own ? (float *)take(&c, 4ull * rows * L->out) : s->act[l - 1u]; /* activations in place */
+        const int own = me_owns_output(m, l);
+        s->act[l] = !own        ? s->act[l - 1u] /* activations in place */
+                    : alternate ? pingpong[owned++ % 2u]
+                                : (float *)take(&c, 4ull * rows * L->out);
     }
     return c.used + ALIGN; /* slack to align an arbitrary arena pointer */
 }
@@ -81,8 +99,10 @@ me_status me_session_init(me_session *s, const me_model *m, void *arena, size_t 
     uint32_t frozen = 0;
     for (uint32_t l = 0; l < m->n_layers; l++) { /* adapted tensors live in theta, the others in frozen */
         const me_layer *L = &m->layers[l];
-        if (L->kind != ME_LAYER_DENSE && L->kind != ME_LAYER_SKIP) continue;
-        const uint32_t nw = L->in * L->out;
+        const int conv = L->kind == ME_LAYER_CONV1D;
+        if (L->kind != ME_LAYER_DENSE && L->kind != ME_LAYER_SKIP && !conv) continue;
+        const uint32_t nb = conv ? L->out / L->len : L->out;
+        const uint32_t nw = conv ? 3u * (L->in / L->len) * nb : L->in * L->out; /* conv: (C_out, C_in, 3) */
         if (L->flags & ME_ADAPT_WEIGHT) {
             s->w[l] = s->theta0 + L->w_theta;
         } else {
@@ -94,15 +114,21 @@ me_status me_session_init(me_session *s, const me_model *m, void *arena, size_t 
             s->b[l] = s->theta0 + L->b_theta;
         } else {
             s->b[l] = s->frozen + frozen;
-            frozen += L->out;
+            frozen += nb;
         }
-        me_read_f32(s->b[l], m->buf + m->off_params + 4u * L->b_param, L->out);
+        me_read_f32(s->b[l], m->buf + m->off_params + 4u * L->b_param, nb);
         if (s->wt[l]) /* frozen: the copy used from now on; adapted: theta0's copy, for me_reset */
             me_transpose(s->wt[l] + ((L->flags & ME_ADAPT_WEIGHT) ? (size_t)nw : 0u), s->w[l], L->out, L->in);
         if (L->flags & ME_ADAPT_WEIGHT) s->w[l] = s->theta + L->w_theta; /* work on theta, keep theta0 */
         if (L->flags & ME_ADAPT_BIAS) s->b[l] = s->theta + L->b_theta;
     }
     return me_reset(s);
+}
+
+int me_owns_output(const me_model *m, uint32_t l)
+{
+    const uint8_t kind = m->layers[l].kind;
+    return l == 0u || kind == ME_LAYER_DENSE || kind == ME_LAYER_CONV1D || kind == ME_LAYER_MAXPOOL1D;
 }
 
 int me_uses_transposed(const me_layer *L) { return L->kind == ME_LAYER_DENSE && L->in > 1u && L->out >= 8u; }

@@ -3,6 +3,7 @@
 #include <string.h>
 
 int check_failures = 0;
+const uint32_t *tb_lengths = NULL;
 
 int check_report(const char *name)
 {
@@ -45,6 +46,11 @@ size_t tb_build(unsigned char *buf, size_t cap, const tb_spec *sp)
     uint32_t n_params = 0, n_theta = 0;
     for (uint32_t l = 0; l < sp->n_layers; l++) {
         const tb_layer *L = &sp->layers[l];
+        const uint32_t len = tb_lengths ? tb_lengths[l] : 0u;
+        if (L->kind == ME_LAYER_CONV1D && len) { /* weight (C_out, C_in, 3), bias (C_out) */
+            n_params += 3u * (L->in / len) * (L->out / len) + L->out / len;
+            continue;
+        }
         if (L->kind != ME_LAYER_DENSE && L->kind != ME_LAYER_SKIP) continue;
         n_params += L->in * L->out + L->out;
         n_theta += (L->flags & ME_ADAPT_WEIGHT ? L->in * L->out : 0u) + (L->flags & ME_ADAPT_BIAS ? L->out : 0u);
@@ -56,7 +62,10 @@ size_t tb_build(unsigned char *buf, size_t cap, const tb_spec *sp)
     if (total > cap) return 0;
     memset(buf, 0, total);
     memcpy(buf, "MEBN", 4);
-    put_u16(buf + 4, ME_FORMAT_VERSION);
+    int spatial = 0;
+    for (uint32_t l = 0; l < sp->n_layers; l++)
+        spatial |= sp->layers[l].kind == ME_LAYER_CONV1D || sp->layers[l].kind == ME_LAYER_MAXPOOL1D;
+    put_u16(buf + 4, spatial ? 2u : 1u); /* the lowest version that holds the model, as the exporter writes */
     put_u16(buf + 6, 64);
     tb_put_u32(buf + 8, total);
     buf[16] = sp->task;
@@ -78,6 +87,10 @@ size_t tb_build(unsigned char *buf, size_t cap, const tb_spec *sp)
         e[1] = sp->layers[l].flags;
         tb_put_u32(e + 4, sp->layers[l].in);
         tb_put_u32(e + 8, sp->layers[l].out);
+        if (sp->layers[l].kind == ME_LAYER_CONV1D || sp->layers[l].kind == ME_LAYER_MAXPOOL1D) {
+            put_u16(e + 2, sp->layers[l].kind == ME_LAYER_CONV1D ? 3u : 2u);
+            tb_put_u32(e + 12, tb_lengths ? tb_lengths[l] : 0u);
+        }
     }
     for (uint32_t i = 0; i < 2u * sp->in_dim + 2u * ny; i++) {
         const int is_std = (i >= sp->in_dim && i < 2u * sp->in_dim) || i >= 2u * sp->in_dim + ny;

@@ -43,6 +43,8 @@ typedef struct tb_layer {
     uint8_t kind, flags;
     uint32_t in, out;
 } tb_layer;
+/* per-layer input lengths of conv1d / maxpool1d entries for tb_build (their u16 field gets 3 / 2); NULL: none */
+extern const uint32_t *tb_lengths;
 
 typedef struct tb_spec {
     uint8_t task, loss, solver;

@@ -2,29 +2,33 @@
 
 Only what the C library implements is exported: MLPs (dense layers with relu / tanh / sigmoid, optional linear
 skip path) adapted by SGD with per-parameter rates (maml, fomaml, metasgd, anil, reptile), by damped Gauss-Newton
-(ridge), or used as the embedding of a prototype head (protonet). Anything else is refused with the offending layer
-named, before a byte is written.
+(ridge), or used as the embedding of a prototype head (protonet); and 1-D conv nets (``ConvNet(dims=1)``: Conv1d
+k=3 p=1, batch norm folded into it at export, ReLU, MaxPool1d(2)) as prototype embeddings only. Anything else is
+refused with the offending layer named, before a byte is written.
 """
 
 from __future__ import annotations
 
 import struct
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from torch import nn
 
+from ..sdk.models.conv import ConvNet
 from ..sdk.models.mlp import MLP
 from ..sdk.train import Run
 
-#: model.mebin format version this exporter writes (the C library's ME_FORMAT_VERSION)
-FORMAT_VERSION = 1
+#: newest model.mebin format version this exporter writes (the C library's ME_FORMAT_VERSION); files without
+#: conv / pool layers are written as version 1, which older firmware reads
+FORMAT_VERSION = 2
 MAGIC = b"MEBN"
 HEADER_BYTES = 64
 LAYER_BYTES = 16
 
-LAYER_KINDS = {"dense": 1, "relu": 2, "tanh": 3, "sigmoid": 4, "skip": 5}
+LAYER_KINDS = {"dense": 1, "relu": 2, "tanh": 3, "sigmoid": 4, "skip": 5, "conv1d": 6, "maxpool1d": 7}
 ACTIVATIONS = {nn.ReLU: "relu", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid"}
 TASKS = {"regression": 0, "classification": 1}
 LOSSES = {"mse": 0, "cross_entropy": 1}
@@ -35,30 +39,124 @@ SUPPORTED_ALGOS = ("maml", "fomaml", "metasgd", "anil", "reptile", "ridge", "pro
 
 def _refuse(what: str) -> ValueError:
     return ValueError(f"{what} is not supported by the C runtime (firmware takes MLPs with relu, tanh or sigmoid "
-                      "activations and an optional linear skip); retrain with --model mlp --activation relu|tanh|"
-                      "sigmoid, or export with --format onnx")
+                      "activations and an optional linear skip, and 1-D conv nets in prototype bundles); retrain with "
+                      "--model mlp --activation relu|tanh|sigmoid, or export with --format onnx")
 
 
-def _layers(model: nn.Module) -> list[tuple[str, str, nn.Linear | None]]:
-    """``[(kind, parameter prefix, linear)]`` in model order, or a ValueError naming the first unsupported layer."""
+@dataclass
+class _Layer:
+    """One layer-table entry: kind, widths (conv / pool: channels x length), the input length of conv / pool
+    entries, and for parameterised kinds the parameter prefix and the float32 weight and bias to write."""
+
+    kind: str
+    in_w: int
+    out_w: int
+    length: int = 0
+    prefix: str | None = None
+    weight: np.ndarray | None = None
+    bias: np.ndarray | None = None
+    folded: bool = False  # a conv that has taken its batch norm
+
+
+def _array(t) -> np.ndarray:
+    return t.detach().cpu().numpy().astype(np.float64)
+
+
+def _layers(run: Run) -> list[_Layer]:
+    """The layer table of the run's model, or a ValueError naming the first unsupported layer."""
+    model, params = run.learner.model, run.state["params"]
+    if isinstance(model, ConvNet):
+        return _conv_layers(run)
     if not isinstance(model, MLP):
         for name, module in model.named_modules():
             if name and not isinstance(module, (nn.Sequential, nn.Linear, *ACTIVATIONS)) and \
                     not list(module.children()):
                 raise _refuse(f"layer {name!r} ({type(module).__name__}) of {type(model).__name__}")
         raise _refuse(f"model {type(model).__name__}")
-    layers: list[tuple[str, str, nn.Linear | None]] = []
+
+    def dense(kind: str, prefix: str, lin: nn.Linear) -> _Layer:
+        return _Layer(kind, lin.in_features, lin.out_features, prefix=prefix, weight=_array(params[f"{prefix}.weight"]),
+                      bias=_array(params[f"{prefix}.bias"]))
+
+    layers: list[_Layer] = []
+    width = int(np.prod(run.family.input_shape))
     for i, module in enumerate(model.body):
         if isinstance(module, nn.Linear):
-            layers.append(("dense", f"body.{i}", module))
+            layers.append(dense("dense", f"body.{i}", module))
+            width = module.out_features
         elif type(module) in ACTIVATIONS:
-            layers.append((ACTIVATIONS[type(module)], f"body.{i}", None))
+            layers.append(_Layer(ACTIVATIONS[type(module)], width, width))
         else:
             raise _refuse(f"activation {type(module).__name__} (layer 'body.{i}')")
     if model.head is not None:
-        layers.append(("dense", "head", model.head))
+        layers.append(dense("dense", "head", model.head))
     if model.skip is not None:
-        layers.append(("skip", "skip", model.skip))
+        layers.append(dense("skip", "skip", model.skip))
+    return layers
+
+
+def _conv_layers(run: Run) -> list[_Layer]:
+    """A 1-D ConvNet embedding (ProtoNets): Conv1d k=3 p=1 (batch norm in eval mode folded into its weight and
+    bias), ReLU / tanh / sigmoid, MaxPool1d(2), then torch's flatten(1) order, which the C layout keeps."""
+    model, params, buffers = run.learner.model, run.state["params"], run.state.get("buffers", {})
+    for name, module in model.body.named_children():
+        if isinstance(module, nn.Conv2d):
+            raise _refuse(f"layer 'body.{name}' (Conv2d) of {type(model).__name__}")
+        if isinstance(module, nn.Conv1d) and run.learner.algo != "protonet":
+            raise ValueError(f"layer 'body.{name}' (Conv1d): the C runtime runs 1-D convolutions in prototype "
+                             f"(ProtoNet) bundles only, not with the {run.learner.algo!r} learner (no convolution "
+                             "gradients on the device); retrain with --algo protonet, or export with --format onnx")
+    channels, length = (int(v) for v in run.family.input_shape)
+    layers: list[_Layer] = []
+    for name, module in model.body.named_children():
+        where = f"layer 'body.{name}' ({type(module).__name__})"
+        prefix = f"body.{name}"
+        if isinstance(module, nn.Conv1d):
+            if (tuple(module.kernel_size), tuple(module.stride), tuple(module.dilation), module.groups,
+                    module.padding_mode) != ((3,), (1,), (1,), 1, "zeros") or \
+                    module.padding not in ((1,), 1) or module.bias is None or module.in_channels != channels:
+                raise ValueError(f"{where}: the C runtime runs Conv1d with kernel 3, stride 1, padding 1, a bias "
+                                 "and no groups or dilation only; export with --format onnx")
+            layers.append(_Layer("conv1d", channels * length, module.out_channels * length, length, prefix,
+                                 _array(params[f"{prefix}.weight"]), _array(params[f"{prefix}.bias"])))
+            channels = module.out_channels
+        elif isinstance(module, nn.BatchNorm1d):
+            conv = layers[-1] if layers else None
+            stats = [buffers.get(f"{prefix}.{k}") for k in ("running_mean", "running_var")]
+            if conv is None or conv.kind != "conv1d" or conv.folded:
+                raise ValueError(f"{where}: the C runtime folds batch norm into the convolution right before it; "
+                                 "there is none here; export with --format onnx")
+            if any(v is None for v in stats):
+                raise ValueError(f"{where}: batch norm without running statistics cannot be folded for the C "
+                                 "runtime; retrain with --algo protonet, or export with --format onnx")
+            mean, var = (_array(v) for v in stats)
+            gamma = _array(params[f"{prefix}.weight"]) if module.affine else np.ones_like(mean)
+            beta = _array(params[f"{prefix}.bias"]) if module.affine else np.zeros_like(mean)
+            scale = gamma / np.sqrt(var + module.eps)  # eval mode: y = (conv(x) - mean) * scale + beta
+            conv.weight = conv.weight * scale[:, None, None]
+            conv.bias = (conv.bias - mean) * scale + beta
+            conv.folded = True
+        elif isinstance(module, nn.GroupNorm):
+            raise ValueError(f"{where}: the C runtime has no group norm (it folds batch norm into the "
+                             "convolutions); retrain with --norm batch or --norm none, or export with --format onnx")
+        elif isinstance(module, nn.Identity):
+            continue
+        elif type(module) in ACTIVATIONS:
+            layers.append(_Layer(ACTIVATIONS[type(module)], channels * length, channels * length))
+        elif isinstance(module, nn.MaxPool1d):
+            size = lambda v: v if isinstance(v, int) else v[0]  # noqa: E731
+            stride = module.stride if module.stride is not None else module.kernel_size
+            if (size(module.kernel_size), size(stride), size(module.padding), size(module.dilation),
+                    module.ceil_mode, module.return_indices) != (2, 2, 0, 1, False, False) or length < 2:
+                raise ValueError(f"{where}: the C runtime runs MaxPool1d(2) (stride 2, no padding, floor) on "
+                                 "lengths of at least 2 only; export with --format onnx")
+            layers.append(_Layer("maxpool1d", channels * length, channels * (length // 2), length))
+            length //= 2
+        else:
+            raise _refuse(where)
+    if model.head is not None:
+        layers.append(_Layer("dense", model.head.in_features, model.head.out_features, prefix="head",
+                             weight=_array(params["head.weight"]), bias=_array(params["head.bias"])))
     return layers
 
 
@@ -73,37 +171,39 @@ def _solver(run: Run) -> str:
 def firmware_bytes(run: Run, inner_steps: int | None = None) -> bytes:
     """The ``model.mebin`` image of ``run`` (see docs/firmware.md for the layout)."""
     learner, state, family = run.learner, run.state, run.family
+    layers = _layers(run)
     solver = _solver(run)
-    layers = _layers(learner.model)
-    params = state["params"]
     adapted = list(learner.adapted)
     in_dim = int(np.prod(family.input_shape))
-    out_dim = next(lin.out_features for kind, _, lin in reversed(layers) if lin is not None)
+    out_dim = layers[-1].out_w
     task = family.task_kind
     norm = run.normalizer
     ny = out_dim if task == "regression" else 0
     if len(norm.x_mean) != in_dim or len(norm.y_mean) != ny:
         raise ValueError(f"the run's normalisation has {len(norm.x_mean)} input / {len(norm.y_mean)} target entries, "
                          f"the model {in_dim} / {ny}; retrain the run")
+    if layers[0].in_w != in_dim:
+        raise ValueError(f"the model takes {layers[0].in_w} inputs, the family {in_dim}; retrain the run")
 
     table, values, theta_order = [], [], []
-    for kind, prefix, lin in layers:
+    for layer in layers:
         flags = 0
-        if lin is not None:
-            for suffix, flag in (("weight", ADAPT_WEIGHT), ("bias", ADAPT_BIAS)):
-                name = f"{prefix}.{suffix}"
-                values.append(params[name].detach().cpu().numpy().astype(np.float32).ravel())
+        if layer.prefix is not None:
+            for suffix, flag, value in (("weight", ADAPT_WEIGHT, layer.weight), ("bias", ADAPT_BIAS, layer.bias)):
+                name = f"{layer.prefix}.{suffix}"
+                values.append(np.asarray(value).astype(np.float32).ravel())
                 if name in adapted:
                     flags |= flag
                     theta_order.append(name)
-            table.append(struct.pack("<BBHIII", LAYER_KINDS[kind], flags, 0, lin.in_features, lin.out_features, 0))
-        else:
-            width = layers_width(table)
-            table.append(struct.pack("<BBHIII", LAYER_KINDS[kind], 0, 0, width, width, 0))
+        field = {"conv1d": 3, "maxpool1d": 2}.get(layer.kind, 0)  # kernel size / pool window
+        table.append(struct.pack("<BBHIII", LAYER_KINDS[layer.kind], flags, field, layer.in_w, layer.out_w,
+                                 layer.length))
     if theta_order != adapted:  # the C layout rule: adapted tensors in layer order, weight before bias
         raise ValueError(f"adapted parameters {adapted} are not in layer order; the C runtime cannot hold them")
     if solver == "prototypes" and adapted:
         raise ValueError("prototype heads adapt no parameters")
+    # the lowest version that holds the model: MLP files stay readable by version-1 firmware
+    version = 2 if any(layer.kind in ("conv1d", "maxpool1d") for layer in layers) else 1
     rates = [state["rates"][n].detach().cpu().numpy().astype(np.float32).ravel() for n in adapted]
     steps = 0 if solver == "prototypes" else int(learner.inner_steps if inner_steps is None else inner_steps)
     if not 0 <= steps <= 0xFFFF:
@@ -125,15 +225,10 @@ def firmware_bytes(run: Run, inner_steps: int | None = None) -> bytes:
     rest = struct.pack("<BBBBHHIIIIIIIIII", TASKS[task], loss, SOLVERS[solver], 0, len(table), steps, in_dim,
                        out_dim, n_params, n_theta, off_layers, off_norm, off_params, off_rates, 0, 0)
     payload = rest + b"".join(table) + norm_bytes + param_bytes + rate_bytes
-    head = MAGIC + struct.pack("<HHII", FORMAT_VERSION, HEADER_BYTES, total, zlib.crc32(payload) & 0xFFFFFFFF)
+    head = MAGIC + struct.pack("<HHII", version, HEADER_BYTES, total, zlib.crc32(payload) & 0xFFFFFFFF)
     data = head + payload
     assert len(data) == total
     return data
-
-
-def layers_width(table: list[bytes]) -> int:
-    """Output width of the last entry of a packed layer table (activations keep their input's width)."""
-    return struct.unpack("<BBHIII", table[-1])[4]
 
 
 def c_array(data: bytes, name: str = "me_model_data") -> str:

@@ -151,6 +151,14 @@ class Header:
                    n_theta)
 
 
+def _input_shape(data: bytes, in_dim: int) -> tuple[int, ...]:
+    """``(channels, length)`` when the first layer is a 1-D convolution (kind 6), else ``(in_dim,)``."""
+    off_layers = struct.unpack_from("<I", data, 40)[0]
+    kind = data[off_layers]
+    length = struct.unpack_from("<I", data, off_layers + 12)[0]
+    return (in_dim // length, length) if kind == 6 and length else (in_dim,)
+
+
 class NativeModel:
     """A model.mebin loaded into the C runtime, with an arena sized for ``max_shots`` support samples (grown on
     demand).
@@ -167,6 +175,7 @@ class NativeModel:
         self._model = ctypes.create_string_buffer(_LIB.me_sizeof_model())
         self._check(_LIB.me_model_load(self._model, self._data, len(mebin)), "model.mebin")
         self.header = Header.parse(bytes(mebin))
+        self.input_shape = _input_shape(bytes(mebin), self.header.in_dim)
         self._session = ctypes.create_string_buffer(_LIB.me_sizeof_session())
         self._s = ctypes.addressof(self._session)
         self._fn = _LIB.fast
@@ -229,11 +238,15 @@ class NativeModel:
                 and x.shape[1] == self.header.in_dim and x.flags.c_contiguous):
             return x  # the common case, without copies
         x = np.asarray(x, dtype=np.float32)
-        if x.ndim == 1 and self.header.in_dim != 1 and x.size == self.header.in_dim:
-            x = x[None]
-        x = np.ascontiguousarray(x.reshape(x.shape[0] if x.ndim else 1, -1))
+        shape = self.input_shape
+        if x.shape == shape and (len(shape) > 1 or self.header.in_dim != 1):
+            x = x[None]  # one sample
+        if len(shape) > 1 and x.ndim > 2 and x.shape[1:] != shape:
+            raise ValueError(f"{what} must have shape (n, {', '.join(map(str, shape))}) (channels, length) or "
+                             f"(n, {self.header.in_dim}) with n >= 1, got {x.shape}")
+        x = np.ascontiguousarray(x.reshape(x.shape[0] if x.ndim else 1, -1))  # (n, C, L) -> (n, C * L), row-major
         if x.shape[1] != self.header.in_dim or x.shape[0] == 0:
-            raise ValueError(f"{what} must have shape (n, {self.header.in_dim}) with n >= 1, got {x.shape}")
+            raise ValueError(f"{what} must have shape (n, {', '.join(map(str, shape))}) with n >= 1, got {x.shape}")
         return x
 
     # --- API -------------------------------------------------------------------------------------------------
@@ -242,7 +255,7 @@ class NativeModel:
         """Adapt on a support set, from the meta-learned initial state or from ``start``.
 
         Args:
-            xs: ``(k, in_dim)`` inputs in physical units.
+            xs: ``(k, in_dim)`` inputs in physical units; conv models also take ``(k, channels, length)``.
             ys: ``(k, out_dim)`` targets in physical units, or ``(k,)`` class labels ``0..ways-1``.
             steps: adaptation steps (default: the bundle's); ignored for prototype heads.
             guard: roll back a step that raises the support loss and stop there.

@@ -3,6 +3,7 @@ learner, refusals, and the C builds (ctest, aarch64 under qemu-aarch64, Cortex-M
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -36,6 +37,24 @@ def _blobs(ways: int = 6, per_class: int = 12, dim: int = 4, seed: int = 0) -> E
 
 
 register_family("native-blobs", lambda **_: _blobs())
+
+
+def _waves(length: int = 32, ways: int = 5, per_class: int = 8, seed: int = 0) -> EpisodicFamily:
+    """Three-channel time series ``(C=3, L)``: each class a waveform (sines of two frequencies, square, sawtooth,
+    chirp) with its own phase per channel, plus noise: a fast episodic 1-D family for conv1d ProtoNets."""
+    rng = np.random.default_rng(seed)
+    t = np.linspace(0, 1, length)
+    shapes = [lambda u: np.sin(2 * np.pi * 2 * u), lambda u: np.sin(2 * np.pi * 5 * u),
+              lambda u: np.sign(np.sin(2 * np.pi * 3 * u)), lambda u: 2 * ((4 * u) % 1) - 1,
+              lambda u: np.sin(2 * np.pi * (1 + 6 * u) * u)]
+    x = np.stack([np.stack([shapes[c](t + 0.1 * ch + rng.uniform(0, 0.05)) for ch in range(3)])
+                  for c in range(ways) for _ in range(per_class)])
+    x = (x + rng.normal(0, 0.3, x.shape)).astype(np.float32)
+    y = np.repeat(np.arange(ways), per_class)
+    return EpisodicFamily({"train": (x, y), "test": (x, y)}, ways=3, name="native-waves")
+
+
+register_family("native-waves", lambda length=32, **_: _waves(int(length)))
 
 CASES = {  # learner -> (training options, adaptation steps compared)
     "maml": (dict(family="sinusoid", algo="maml", hidden=[16, 16], activation="relu"), 5),
@@ -194,6 +213,66 @@ def test_corrupt_truncated_and_non_finite_are_refused(exported):
     with pytest.raises(native.NativeError) as err:
         model.predict(model.theta0, np.array([[np.inf]], np.float32))
     assert err.value.status == "nonfinite"
+
+
+# --- 1-D conv nets (prototype bundles) ---------------------------------------------------------------------
+
+
+def _conv_run(root: Path, norm: str = "batch", length: int = 32, algo: str = "protonet") -> Path:
+    config = TrainConfig(family="native-waves", family_options={"length": length}, algo=algo, model="conv1d", width=8,
+                         norm=norm, shots=2, queries=2, meta_batch=1, iterations=5, inner_lr=0.1, log_every=1000)
+    return train(config, root / "run", progress=False)
+
+
+@pytest.mark.parametrize("norm,length", [("batch", 32), ("none", 32), ("batch", 31)])
+def test_conv1d_prototypes_match_onnx_runtime(tmp_path, norm, length):
+    """A conv1d ProtoNet (batch norm folded at export, or none; an odd length that the pools floor) runs in the C
+    library to 1e-5 of ONNX Runtime, with (n, C, L) and (n, C * L) inputs; export_bundle checks the same."""
+    run_dir = _conv_run(tmp_path, norm, length)
+    bundle = export_bundle(run_dir, tmp_path / "bundle", formats="all")
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["firmware"]["mebin"] == "model.mebin" and manifest["native_parity"]["max_abs_difference"] <= 1e-5
+    mebin = (bundle / "model.mebin").read_bytes()
+    assert mebin[4] == 2  # conv layers: format version 2 (MLP files stay version 1)
+    kinds = [mebin[64 + 16 * i] for i in range(int.from_bytes(mebin[20:22], "little"))]
+    assert kinds == [6, 2, 7] * 4  # conv (batch norm folded), relu, pool; the flatten is the layout itself
+    c_model, onnx_model = Model.load(bundle, backend="native"), Model.load(bundle, backend="onnxruntime")
+    assert c_model.backend == "native" and onnx_model.backend == "onnxruntime"
+    raw = native.NativeModel(mebin, max_shots=3)
+    assert raw.input_shape == (3, length)
+    run = Run.load(run_dir)
+    batch = _tasks(run)
+    for i in range(len(batch.x_support)):
+        xs, ys, xq = batch.x_support[i], batch.y_support[i], batch.x_query[i]
+        assert xq.shape[1:] == (3, length)
+        want = onnx_model.adapt(xs, ys).logits(xq)
+        np.testing.assert_allclose(c_model.adapt(xs, ys).logits(xq), want, rtol=0, atol=1e-5)
+        theta, _ = raw.adapt(xs.reshape(len(xs), -1), ys)  # flat inputs, in_dim = C * L
+        np.testing.assert_allclose(raw.logits(theta, xq), want, rtol=0, atol=1e-5)
+        np.testing.assert_array_equal(raw.logits(theta, xq[0]), raw.logits(theta, xq[:1]))  # one (C, L) sample
+    with torch.no_grad():  # and against PyTorch's eval-mode embedding
+        z = run.learner.embed(run.state, torch.from_numpy(batch.x_query[0])).numpy()
+    theta, _ = raw.adapt(batch.x_query[0], np.arange(len(z)) % len(z))
+    np.testing.assert_allclose(theta.reshape(len(z), -1), z, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match=r"\(n, 3, " + str(length) + r"\)"):
+        raw.logits(theta, np.zeros((2, 3, length + 1), np.float32))
+
+
+def test_conv1d_refusals(tmp_path):
+    """A MAML conv1d run is refused for firmware naming the layer; ``formats="auto"`` falls back to ONNX; group
+    norm is refused with its own sentence."""
+    run_dir = _conv_run(tmp_path / "maml", norm="none", algo="maml")
+    with pytest.raises(ValueError, match=r"layer 'body\.0' \(Conv1d\): the C runtime runs 1-D convolutions in "
+                                         r"prototype \(ProtoNet\) bundles only"):
+        export_bundle(run_dir, tmp_path / "c", formats="c")
+    assert not (tmp_path / "c").exists()
+    bundle = export_bundle(run_dir, tmp_path / "auto", formats="auto")
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["firmware"] == {} and "Conv1d" in manifest["firmware_skipped"]
+    assert not (bundle / "model.mebin").exists()
+    group = _conv_run(tmp_path / "group", norm="group")
+    with pytest.raises(ValueError, match=r"layer 'body\.1' \(GroupNorm\).*--norm batch or --norm none"):
+        write_firmware(Run.load(group), tmp_path / "group-fw")
 
 
 # --- C builds -------------------------------------------------------------------------------------------------

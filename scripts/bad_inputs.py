@@ -100,18 +100,16 @@ def _cases(root: Path) -> list[tuple[str, str, str, str]]:
     adapt_case("manifest of a newer format version (99)", broken("newer", newer))
     adapt_case("manifest that is not JSON", broken("garbled", lambda p: (p / "manifest.json").write_text("{oops")))
     adapt_case("bundle path that does not exist", root / "nowhere.meb")
-    nan = root / "nan.csv"
-    nan.write_text("bridge_output,temperature,pressure\n40,25,30\nnan,25,55\n70,25,80\n")
-    adapt_case("NaN in the support data", good, nan)
-    missing_column = root / "two-columns.csv"
-    missing_column.write_text("bridge_output,pressure\n40,30\n55,55\n")
-    adapt_case("wrong feature count (support CSV without the temperature column)", good, missing_column)
-    empty = root / "empty.csv"
-    empty.write_text("bridge_output,temperature,pressure\n")
-    adapt_case("empty support (header only)", good, empty)
-    text = root / "text.csv"
-    text.write_text("bridge_output,temperature,pressure\n40,warm,30\n")
-    adapt_case("non-numeric value in the support CSV", good, text)
+    header = "bridge_output,temperature,pressure\n"
+    for case, name, text in [
+        ("NaN in the support data", "nan.csv", header + "40,25,30\nnan,25,55\n70,25,80\n"),
+        ("wrong feature count (support CSV without the temperature column)", "two-columns.csv",
+         "bridge_output,pressure\n40,30\n55,55\n"),
+        ("empty support (header only)", "empty.csv", header),
+        ("non-numeric value in the support CSV", "text.csv", header + "40,warm,30\n"),
+    ]:
+        (root / name).write_text(text)
+        adapt_case(case, good, root / name)
 
     model = Model.load(good)
     xs, ys = np.array([[40, 25], [55, 25], [70, 25]], np.float32), np.array([[30], [55], [80]], np.float32)

@@ -260,8 +260,8 @@ def export(run: Path, out: Path, opset: int, inner_steps: int | None, adapt_spec
     click.echo(f"bundle written to {path}{checked}")
     if manifest.get("native_parity"):
         native = manifest["native_parity"]
-        click.echo(f"  model.mebin: C library vs {native['reference']} {native['max_abs_difference']:.1e} absolute "
-                   f"after {native['steps']} steps")
+        click.echo(f"  model.mebin: C library vs {native['reference']} {native['max_scaled_difference']:.1e} "
+                   f"(absolute, relative where outputs exceed 1) after {native['steps']} steps")
     if manifest.get("firmware_skipped"):
         click.echo(f"  no C format: {manifest['firmware_skipped']}")
     for graph, info in manifest["ops"].items():

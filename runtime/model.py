@@ -163,7 +163,8 @@ class Model:
             raise BundleError(f"{path}: theta0/rates hold {theta0.shape}/{rates.shape} values, the manifest says "
                               f"{size}; re-export the bundle")
         plan = _plan(bundle, backend, device)
-        _log.info("metaedge runtime: %s backend for %s (%s)", plan.backend, path, plan.reason)
+        providers = f" [{', '.join(plan.providers)}]" if plan.backend == "onnxruntime" else ""
+        _log.info("metaedge runtime: %s backend%s for %s (%s)", plan.backend, providers, path, plan.reason)
         model = cls(bundle, theta0.astype(np.float32), rates.astype(np.float32), guard, backend=plan.backend,
                     device=plan.device)
         graphs = m["graphs"]

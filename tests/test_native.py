@@ -258,6 +258,45 @@ def test_conv1d_prototypes_match_onnx_runtime(tmp_path, norm, length):
         raw.logits(theta, np.zeros((2, 3, length + 1), np.float32))
 
 
+def _per_shot_bound(model: native.NativeModel) -> int:
+    """What one more support sample may add to a prototype arena: its class's prototype and count (a sample may
+    be a class of its own), plus alignment slack."""
+    return 4 * (model.header.out_dim + 1)
+
+
+def test_prototype_arena_does_not_grow_with_activations(exported, tmp_path):
+    """Prototype sessions embed one sample at a time and read frozen weights in place: the arena grows with
+    max_shots by a prototype and a count per sample only, for MLP and conv1d embeddings; MLP sessions that
+    adapt keep their per-sample activations (the sinusoid MAML arena is as before)."""
+    _, _, mebin, _ = exported("protonet")
+    conv = export_bundle(_conv_run(tmp_path), tmp_path / "bundle", formats="all")
+    for data in (mebin.read_bytes(), (conv / "model.mebin").read_bytes()):
+        model = native.NativeModel(data, max_shots=1)
+        one, many = model.arena_bytes(1), model.arena_bytes(1000)
+        assert many - one <= 999 * _per_shot_bound(model) + 32
+        weights = 4 * model.header.n_params
+        assert one < weights + 4 * 1024  # no copy of the weights: at most norm, one sample's blocks and slack
+    maml = native.NativeModel(exported("maml")[2].read_bytes(), max_shots=1)
+    assert maml.arena_bytes(64) - maml.arena_bytes(1) >= 63 * 4 * 16  # still per-sample activations
+
+
+def test_conv1d_prototypes_many_shots_match_onnx_runtime(tmp_path):
+    """More support samples than any earlier arena sizing assumed, one at a time: still 1e-5 of ONNX Runtime."""
+    run_dir = _conv_run(tmp_path)
+    bundle = export_bundle(run_dir, tmp_path / "bundle", formats="all")
+    c_model = native.NativeModel((bundle / "model.mebin").read_bytes(), max_shots=2)
+    onnx_model = Model.load(bundle, backend="onnxruntime")
+    batch = _tasks(Run.load(run_dir))
+    xs = np.concatenate([*batch.x_support, *batch.x_query])
+    ys = np.concatenate([*batch.y_support, *batch.y_query])
+    xs, ys = np.concatenate([xs] * 4), np.concatenate([ys] * 4)
+    assert len(xs) >= 32
+    want = onnx_model.adapt(xs, ys)
+    theta, _ = c_model.adapt(xs, ys)  # grows the arena to len(xs) shots
+    np.testing.assert_allclose(theta, want.theta, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(c_model.logits(theta, xs), want.logits(xs), rtol=0, atol=1e-4)
+
+
 def test_conv1d_refusals(tmp_path):
     """A MAML conv1d run is refused for firmware naming the layer; ``formats="auto"`` falls back to ONNX; group
     norm is refused with its own sentence."""

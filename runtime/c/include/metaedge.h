@@ -74,8 +74,9 @@ typedef struct me_layer {
     uint32_t w_theta, b_theta;  /* offsets (floats) into the adapted vector, when adapted */
 } me_layer;
 
-/* A validated model: scalar fields copied out, arrays left in the caller's buffer (read with memcpy,
- * so the buffer needs no alignment). */
+/* A validated model: scalar fields copied out, arrays left in the caller's buffer (read with memcpy, so the
+ * buffer needs no alignment). Prototype sessions read the weights in place when the buffer is 4-byte aligned on a
+ * little-endian target (model_data.h's array is), and copy them into the arena otherwise. */
 typedef struct me_model {
     const unsigned char *buf;
     uint32_t bytes;
@@ -90,7 +91,7 @@ typedef struct me_model {
 /* Working state in the caller's arena (pointers into it). Read it through the functions below. */
 typedef struct me_session {
     const me_model *model;
-    uint32_t max_shots;         /* rows of every activation buffer */
+    uint32_t max_shots;         /* activation buffer rows (prototypes: 1, a sample at a time) */
     uint32_t ways;              /* prototypes held (solver PROTOTYPES), 0 before adaptation */
     float *theta, *theta0, *backup, *rates, *grad, *frozen, *norm;
     float *x0, *ys, *d0, *d1, *protos, *jac;

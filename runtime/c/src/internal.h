@@ -54,7 +54,7 @@ void me_cross_entropy_backward(float *dlogits, const float *logits, const float 
                                uint32_t classes);
 
 /* network.c: the layer table as one function of the session's parameters */
-/* forward n rows of s->x0 (n <= max_shots) into s->act[]; returns the output rows */
+/* forward n rows of s->x0 (n <= me_session_rows(s)) into s->act[]; returns the output rows */
 const float *me_network_forward(me_session *s, uint32_t n);
 /* gradient of the adapted parameters for rows [row0, row0 + n) given d output (n, out_dim) in dout (which
  * may be s->d0 or s->d1 and is clobbered); written into g (theta layout: every adapted entry overwritten) */
@@ -71,6 +71,11 @@ int me_owns_output(const me_model *m, uint32_t l);
 int me_uses_transposed(const me_layer *L);
 /* refresh the transposed copies of the adapted weights (all weights: all != 0) after theta changed */
 void me_refresh_transposed(me_session *s, int all);
+/* whether a session reads the frozen weights straight from the model buffer (prototype models on a
+ * little-endian target whose parameter section is float-aligned) instead of copying them into the arena */
+int me_weights_in_place(const me_model *m);
+/* rows of x0 and of every activation buffer: max_shots, or 1 for prototype sessions (one sample at a time) */
+uint32_t me_session_rows(const me_session *s);
 /* check and normalise n inputs into s->x0 */
 me_status me_load_inputs(me_session *s, const float *x, uint32_t n);
 /* check and normalise n targets (or labels) into s->ys; classes: upper bound for labels (0: any) */
@@ -82,7 +87,8 @@ me_status me_adapt_gauss_newton(me_session *s, uint32_t n, uint32_t steps, uint3
 /* Cholesky factorisation of the symmetric positive definite a (p, p) in place (lower triangle), then solve
  * a x = b in place of b; returns 0, or -1 when a is not positive definite */
 int me_cholesky_solve(double *a, double *b, uint32_t p);
-me_status me_prototypes_build(me_session *s, uint32_t n);
+/* check x (n, in_dim) and the labels y (n), then embed one sample at a time into the class sums */
+me_status me_prototypes_build(me_session *s, const float *x, const float *y, uint32_t n);
 /* logits (n, ways) = minus squared Euclidean distance of the embeddings z (n, dim) to the prototypes */
 void me_prototype_logits(float *logits, const float *z, const float *protos, uint32_t n, uint32_t ways,
                          uint32_t dim);

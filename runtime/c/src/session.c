@@ -20,13 +20,31 @@ static void *take(cursor *c, uint64_t bytes)
     return p;
 }
 
-/* assign every arena block (or just count them when s->... is not to be filled: base NULL) */
-static uint64_t layout(me_session *s, const me_model *m, uint32_t rows, unsigned char *base)
+int me_weights_in_place(const me_model *m)
+{
+    const uint32_t one = 1u;
+    unsigned char first;
+    memcpy(&first, &one, 1u);
+    /* the parser guarantees off_params % 4 == 0, so the buffer's own alignment decides */
+    return m->solver == ME_SOLVER_PROTOTYPES && first == 1u &&
+           (uintptr_t)(m->buf + m->off_params) % sizeof(float) == 0u;
+}
+
+uint32_t me_session_rows(const me_session *s)
+{
+    return s->model->solver == ME_SOLVER_PROTOTYPES ? 1u : s->max_shots;
+}
+
+/* assign every arena block (or just count them when s->... is not to be filled: base NULL). Prototype sessions
+ * embed one sample at a time: their activations and input rows are for one sample, whatever max_shots is; what
+ * scales with max_shots is the prototypes (a class per sample at most) and a count per class. */
+static uint64_t layout(me_session *s, const me_model *m, uint32_t max_shots, unsigned char *base)
 {
     cursor c = {base, 0};
     const uint64_t p = m->n_theta, ny = m->task == ME_TASK_REGRESSION ? m->out_dim : 0u;
     const int newton = m->solver == ME_SOLVER_GAUSS_NEWTON;
     const int protos = m->solver == ME_SOLVER_PROTOTYPES;
+    const uint32_t rows = protos ? 1u : max_shots;
     me_session tmp;
     if (!s) s = &tmp;
     s->hess = (double *)take(&c, newton ? 8u * p * p : 0u);
@@ -36,14 +54,15 @@ static uint64_t layout(me_session *s, const me_model *m, uint32_t rows, unsigned
     s->backup = (float *)take(&c, 4u * p);
     s->rates = (float *)take(&c, 4u * p);
     s->grad = (float *)take(&c, newton || protos ? 0u : 4u * p);
-    s->frozen = (float *)take(&c, 4ull * (m->n_params - m->n_theta));
+    /* frozen weights: read in place from the model buffer where they can be (prototype sessions) */
+    s->frozen = (float *)take(&c, me_weights_in_place(m) ? 0u : 4ull * (m->n_params - m->n_theta));
     s->norm = (float *)take(&c, 4u * (2ull * m->in_dim + 2u * ny));
     s->x0 = (float *)take(&c, 4ull * rows * m->in_dim);
-    s->ys = (float *)take(&c, 4ull * rows * (ny ? ny : 1u));
-    /* output gradients; prototypes use only d1, as rows floats of scratch */
+    s->ys = (float *)take(&c, protos ? 0u : 4ull * rows * (ny ? ny : 1u)); /* prototypes read labels in place */
+    /* output gradients; prototypes use only d1, as max_shots floats of scratch (the samples per class) */
     s->d0 = (float *)take(&c, protos ? 0u : 4ull * rows * m->max_width);
-    s->d1 = (float *)take(&c, protos ? 4ull * rows : 4ull * rows * m->max_width);
-    s->protos = (float *)take(&c, protos ? 4ull * rows * m->out_dim : 0u);
+    s->d1 = (float *)take(&c, protos ? 4ull * max_shots : 4ull * rows * m->max_width);
+    s->protos = (float *)take(&c, protos ? 4ull * max_shots * m->out_dim : 0u);
     s->jac = (float *)take(&c, newton ? 4ull * rows * m->out_dim * p : 0u);
     /* prototypes keep no activations for a backward pass: layer outputs may alternate between two blocks of
      * rows x the widest output, when that is smaller than a block per layer (conv nets) */
@@ -97,26 +116,34 @@ me_status me_session_init(me_session *s, const me_model *m, void *arena, size_t 
     me_read_f32(s->norm, m->buf + m->off_norm, 2u * m->in_dim + 2u * ny);
     me_read_f32(s->rates, m->buf + m->off_rates, m->n_theta);
     uint32_t frozen = 0;
+    const int in_place = me_weights_in_place(m);
     for (uint32_t l = 0; l < m->n_layers; l++) { /* adapted tensors live in theta, the others in frozen */
         const me_layer *L = &m->layers[l];
         const int conv = L->kind == ME_LAYER_CONV1D;
         if (L->kind != ME_LAYER_DENSE && L->kind != ME_LAYER_SKIP && !conv) continue;
         const uint32_t nb = conv ? L->out / L->len : L->out;
         const uint32_t nw = conv ? 3u * (L->in / L->len) * nb : L->in * L->out; /* conv: (C_out, C_in, 3) */
-        if (L->flags & ME_ADAPT_WEIGHT) {
-            s->w[l] = s->theta0 + L->w_theta;
+        const unsigned char *wsrc = m->buf + m->off_params + 4u * L->w_param;
+        const unsigned char *bsrc = m->buf + m->off_params + 4u * L->b_param;
+        if (in_place) { /* prototypes: nothing adapted; little-endian float32 at 4-byte alignment (checked) */
+            s->w[l] = (float *)(uintptr_t)wsrc;
+            s->b[l] = (float *)(uintptr_t)bsrc;
         } else {
-            s->w[l] = s->frozen + frozen;
-            frozen += nw;
+            if (L->flags & ME_ADAPT_WEIGHT) {
+                s->w[l] = s->theta0 + L->w_theta;
+            } else {
+                s->w[l] = s->frozen + frozen;
+                frozen += nw;
+            }
+            me_read_f32(s->w[l], wsrc, nw);
+            if (L->flags & ME_ADAPT_BIAS) {
+                s->b[l] = s->theta0 + L->b_theta;
+            } else {
+                s->b[l] = s->frozen + frozen;
+                frozen += nb;
+            }
+            me_read_f32(s->b[l], bsrc, nb);
         }
-        me_read_f32(s->w[l], m->buf + m->off_params + 4u * L->w_param, nw);
-        if (L->flags & ME_ADAPT_BIAS) {
-            s->b[l] = s->theta0 + L->b_theta;
-        } else {
-            s->b[l] = s->frozen + frozen;
-            frozen += nb;
-        }
-        me_read_f32(s->b[l], m->buf + m->off_params + 4u * L->b_param, nb);
         if (s->wt[l]) /* frozen: the copy used from now on; adapted: theta0's copy, for me_reset */
             me_transpose(s->wt[l] + ((L->flags & ME_ADAPT_WEIGHT) ? (size_t)nw : 0u), s->w[l], L->out, L->in);
         if (L->flags & ME_ADAPT_WEIGHT) s->w[l] = s->theta + L->w_theta; /* work on theta, keep theta0 */
@@ -234,17 +261,18 @@ me_status me_adapt(me_session *s, const float *x, const float *y, uint32_t n, ui
     if (!s || !s->model || !x || !y) return ME_ERR_NULL;
     const me_model *m = s->model;
     if (n == 0u || n > s->max_shots) return ME_ERR_SHOTS;
-    me_status st = me_load_inputs(s, x, n);
-    if (st == ME_OK) st = me_load_targets(s, y, n, m->solver == ME_SOLVER_PROTOTYPES ? n : m->out_dim);
-    if (st != ME_OK) return st;
     me_adapt_info local;
     if (!info) info = &local;
-    memset(info, 0, sizeof *info);
-    switch (m->solver) {
-    case ME_SOLVER_SGD: return me_adapt_sgd(s, n, steps, flags, info);
-    case ME_SOLVER_GAUSS_NEWTON: return me_adapt_gauss_newton(s, n, steps, flags, info);
-    default: return me_prototypes_build(s, n);
+    if (m->solver == ME_SOLVER_PROTOTYPES) {
+        memset(info, 0, sizeof *info);
+        return me_prototypes_build(s, x, y, n); /* one sample at a time */
     }
+    me_status st = me_load_inputs(s, x, n);
+    if (st == ME_OK) st = me_load_targets(s, y, n, m->out_dim);
+    if (st != ME_OK) return st;
+    memset(info, 0, sizeof *info);
+    return m->solver == ME_SOLVER_SGD ? me_adapt_sgd(s, n, steps, flags, info)
+                                      : me_adapt_gauss_newton(s, n, steps, flags, info);
 }
 
 me_status me_predict(me_session *s, const float *x, uint32_t n, float *out)
@@ -254,9 +282,9 @@ me_status me_predict(me_session *s, const float *x, uint32_t n, float *out)
     const int protos = m->solver == ME_SOLVER_PROTOTYPES;
     if (protos && s->ways == 0u) return ME_ERR_STATE;
     if (!me_all_finite(x, (size_t)n * m->in_dim)) return ME_ERR_NONFINITE;
-    const uint32_t width = protos ? s->ways : m->out_dim;
-    for (uint32_t r0 = 0; r0 < n; r0 += s->max_shots) {
-        const uint32_t rows = n - r0 < s->max_shots ? n - r0 : s->max_shots;
+    const uint32_t width = protos ? s->ways : m->out_dim, chunk = me_session_rows(s);
+    for (uint32_t r0 = 0; r0 < n; r0 += chunk) {
+        const uint32_t rows = n - r0 < chunk ? n - r0 : chunk;
         me_load_inputs(s, x + (size_t)r0 * m->in_dim, rows);
         const float *y = me_network_forward(s, rows);
         float *o = out + (size_t)r0 * width;

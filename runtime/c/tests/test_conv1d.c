@@ -112,45 +112,80 @@ static void ref_embed(double *z, const float *x)
     }
 }
 
-static void test_model_forward(void)
+/* adapt on `shots` samples of `ways` classes and predict 5 queries, against the double-precision reference;
+ * the model is loaded from `data` (4-byte aligned: weights read in place; misaligned: copied into the arena) */
+static void run_model_forward(const unsigned char *data, size_t len, uint32_t shots, uint32_t ways, int in_place)
 {
-    enum { SHOTS = 4, QUERIES = 5 };
-    unsigned char buf[4096];
-    fill(params, N_PARAMS);
-    const size_t len = build_convnet(buf, sizeof buf);
+    enum { QUERIES = 5, MAX_SHOTS = 80, MAX_WAYS = 8 };
     me_model m;
     me_session s;
-    CHECK(len > 0 && buf[4] == 2u);
-    CHECK_STATUS(me_model_load(&m, buf, len), ME_OK);
+    CHECK(shots <= MAX_SHOTS && ways <= MAX_WAYS && ways <= shots);
+    CHECK_STATUS(me_model_load(&m, data, len), ME_OK);
     CHECK(m.n_params == N_PARAMS && m.layers[0].len == L0 && m.layers[2].len == L0 && m.layers[3].len == L1);
-    const size_t need = me_arena_bytes(&m, SHOTS);
+    const size_t need = me_arena_bytes(&m, shots);
     unsigned char *arena = (unsigned char *)malloc(need); /* exactly the size: ASan sees any overrun */
     CHECK(arena != NULL);
     if (!arena) return;
-    CHECK_STATUS(me_session_init(&s, &m, arena, need - 1u, SHOTS), ME_ERR_ARENA);
-    CHECK_STATUS(me_session_init(&s, &m, arena, need, SHOTS), ME_OK);
-    float xs[SHOTS * C0 * L0], ys[SHOTS] = {0.f, 1.f, 1.f, 0.f}, xq[QUERIES * C0 * L0], out[QUERIES * 2];
-    fill(xs, sizeof xs / sizeof xs[0]);
+    CHECK_STATUS(me_session_init(&s, &m, arena, need - 1u, shots), ME_ERR_ARENA);
+    CHECK_STATUS(me_session_init(&s, &m, arena, need, shots), ME_OK);
+    /* in place: the first conv weight is the buffer's own parameter section, not an arena copy */
+    CHECK((s.w[0] == (const float *)(const void *)(data + m.off_params)) == in_place);
+    CHECK((s.w[0] >= (float *)(void *)arena && s.w[0] < (float *)(void *)(arena + need)) == !in_place);
+    static float xs[MAX_SHOTS * C0 * L0], ys[MAX_SHOTS], xq[QUERIES * C0 * L0], out[QUERIES * MAX_WAYS];
+    fill(xs, (size_t)shots * C0 * L0);
     fill(xq, sizeof xq / sizeof xq[0]);
-    CHECK_STATUS(me_adapt(&s, xs, ys, SHOTS, 0, 0, NULL), ME_OK);
-    CHECK(me_classes(&s) == 2u && me_theta_size(&s) == 2u * EMB);
-    double protos[2][EMB] = {{0}}, z[EMB];
-    for (int r = 0; r < SHOTS; r++) {
+    for (uint32_t r = 0; r < shots; r++) ys[r] = (float)((r * 5u + 3u) % ways); /* every class, shuffled */
+    CHECK_STATUS(me_adapt(&s, xs, ys, shots, 0, 0, NULL), ME_OK);
+    CHECK(me_classes(&s) == ways && me_theta_size(&s) == ways * EMB);
+    double protos[MAX_WAYS][EMB] = {{0}}, count[MAX_WAYS] = {0}, z[EMB];
+    for (uint32_t r = 0; r < shots; r++) count[(int)ys[r]] += 1.0;
+    for (uint32_t r = 0; r < shots; r++) {
         ref_embed(z, xs + r * C0 * L0);
-        for (int j = 0; j < EMB; j++) protos[(int)ys[r]][j] += z[j] / 2.0;
+        for (int j = 0; j < EMB; j++) protos[(int)ys[r]][j] += z[j] / count[(int)ys[r]];
     }
-    for (int c = 0; c < 2; c++)
+    for (uint32_t c = 0; c < ways; c++)
         for (int j = 0; j < EMB; j++) CHECK_CLOSE(me_theta(&s)[c * EMB + j], protos[c][j], 1e-5);
-    CHECK_STATUS(me_predict(&s, xq, QUERIES, out), ME_OK); /* 5 rows: two chunks of max_shots */
+    CHECK_STATUS(me_predict(&s, xq, QUERIES, out), ME_OK); /* one sample at a time */
     for (int r = 0; r < QUERIES; r++) {
         ref_embed(z, xq + r * C0 * L0);
-        for (int c = 0; c < 2; c++) {
+        for (uint32_t c = 0; c < ways; c++) {
             double d = 0;
             for (int j = 0; j < EMB; j++) d += (z[j] - protos[c][j]) * (z[j] - protos[c][j]);
-            CHECK_CLOSE(out[r * 2 + c], -d, 1e-4);
+            CHECK_CLOSE(out[r * ways + c], -d, 1e-4);
         }
     }
+    /* errors leave the prototypes as they were */
+    const float kept = me_theta(&s)[0];
+    ys[0] = (float)shots;
+    CHECK_STATUS(me_adapt(&s, xs, ys, shots, 0, 0, NULL), ME_ERR_LABEL);
+    CHECK(me_classes(&s) == ways && me_theta(&s)[0] == kept);
     free(arena);
+}
+
+static void test_model_forward(void)
+{
+    static float storage[1024]; /* float-aligned bytes for the model */
+    unsigned char *aligned = (unsigned char *)storage;
+    const uint32_t one = 1u;
+    unsigned char first;
+    memcpy(&first, &one, 1u);
+    fill(params, N_PARAMS);
+    const size_t len = build_convnet(aligned + 4, sizeof storage - 4u); /* built one byte later, then moved */
+    CHECK(len > 0 && aligned[4 + 4] == 2u);
+    memmove(aligned, aligned + 4, len);
+    me_model m, mis;
+    CHECK_STATUS(me_model_load(&m, aligned, len), ME_OK);
+    /* the arena no longer grows with shots beyond a prototype and a count per sample: one sample's activations */
+    const size_t a4 = me_arena_bytes(&m, 4u), a80 = me_arena_bytes(&m, 80u);
+    CHECK(a4 > 0u && a80 - a4 <= 76u * 4u * (EMB + 1u) + 32u);
+    run_model_forward(aligned, len, 4u, 2u, first == 1u);
+    run_model_forward(aligned, len, 80u, 7u, first == 1u); /* shots far above any earlier arena sizing */
+    /* a misaligned buffer: the weights are copied into the arena, which grows by the parameters */
+    memmove(aligned + 1, aligned, len);
+    CHECK_STATUS(me_model_load(&mis, aligned + 1, len), ME_OK);
+    CHECK(me_arena_bytes(&mis, 4u) >= a4 + 4u * N_PARAMS);
+    run_model_forward(aligned + 1, len, 4u, 2u, 0);
+    run_model_forward(aligned + 1, len, 80u, 7u, 0);
 }
 
 static void expect(const unsigned char *good, size_t len, size_t at, uint32_t value, int bytes, me_status want)

@@ -24,6 +24,24 @@ static void swap_state(me_session *s)
     }
 }
 
+/* Make the step written into the spare buffer the state and check it with the next forward pass: returns 1 with
+ * `loss` and `out` updated when the step is kept, 0 when the guard rolled it back to the previous state. */
+static int take_step(me_session *s, uint32_t n, uint32_t flags, float *loss, const float **out)
+{
+    swap_state(s);
+    me_refresh_transposed(s, 0);
+    const float *next_out = me_network_forward(s, n);
+    const float after = me_network_loss(s, next_out, n);
+    if ((flags & ME_GUARD) && rejected(*loss, after)) {
+        swap_state(s);
+        me_refresh_transposed(s, 0);
+        return 0;
+    }
+    *loss = after;
+    *out = next_out;
+    return 1;
+}
+
 me_status me_adapt_sgd(me_session *s, uint32_t n, uint32_t steps, uint32_t flags, me_adapt_info *info)
 {
     const uint32_t p = s->model->n_theta;
@@ -38,16 +56,7 @@ me_status me_adapt_sgd(me_session *s, uint32_t n, uint32_t steps, uint32_t flags
         const float *restrict theta = s->theta, *restrict rates = s->rates, *restrict grad = s->grad;
         float *restrict next = s->backup; /* four separate arena blocks */
         for (uint32_t i = 0; i < p; i++) next[i] = theta[i] - rates[i] * grad[i];
-        swap_state(s);
-        me_refresh_transposed(s, 0);
-        out = me_network_forward(s, n);
-        const float after = me_network_loss(s, out, n);
-        if ((flags & ME_GUARD) && rejected(loss, after)) {
-            swap_state(s);
-            me_refresh_transposed(s, 0);
-            break;
-        }
-        loss = after;
+        if (!take_step(s, n, flags, &loss, &out)) break;
         info->steps_kept++;
     }
     info->loss_after = loss;
@@ -89,17 +98,8 @@ me_status me_adapt_gauss_newton(me_session *s, uint32_t n, uint32_t steps, uint3
             s->hess[(size_t)i * p + i] += (double)(expf(s->rates[i]) + 1e-6f);
         }
         if (me_cholesky_solve(s->hess, s->rhs, p) != 0) return ME_ERR_SINGULAR;
-        memcpy(s->backup, s->theta, sizeof(float) * p);
-        for (uint32_t i = 0; i < p; i++) s->theta[i] -= (float)s->rhs[i];
-        me_refresh_transposed(s, 0);
-        out = me_network_forward(s, n);
-        const float after = me_network_loss(s, out, n);
-        if ((flags & ME_GUARD) && rejected(loss, after)) {
-            memcpy(s->theta, s->backup, sizeof(float) * p);
-            me_refresh_transposed(s, 0);
-            break;
-        }
-        loss = after;
+        for (uint32_t i = 0; i < p; i++) s->backup[i] = s->theta[i] - (float)s->rhs[i];
+        if (!take_step(s, n, flags, &loss, &out)) break;
         info->steps_kept++;
     }
     info->loss_after = loss;

@@ -25,6 +25,7 @@ from ..devices import checked_devices, get_profile, load_profiles
 from ..runtime.bundle import FORMAT_VERSION, sha256
 from ..sdk.learners import MetaLearner
 from ..sdk.learners.newton import MIN_DAMPING, GaussNewtonLoop
+from ..sdk.tasks import TaskBatch
 from ..sdk.train import Run, sample_options, task_rng, to_tensors
 from .footprint import footprint
 from .graphs import export_embedding, export_graphs
@@ -234,10 +235,8 @@ def parity(run: Run, bundle_dir: Path, tasks: int = 3) -> Parity:
     from ..runtime.model import Model  # the runtime has no torch dependency; imported here to check it
 
     model = Model.load(bundle_dir, guard=False, backend="onnxruntime")
-    fam, learner = run.family, run.learner
-    classification = fam.task_kind == "classification"
-    batch = fam.sample_batch(task_rng(run.config.seed + 202, 0), tasks, run.config.shots, 5 if classification else 20,
-                             **sample_options(run.config, fam))
+    learner = run.learner
+    batch = _check_tasks(run, tasks, 202)
     xs, ys, xq, _ = to_tensors(run.normalizer.batch(batch))
     results: list[tuple[float, str]] = []
     if model.prototypes:
@@ -292,10 +291,7 @@ def native_parity(run: Run, bundle_dir: Path, tasks: int = 3) -> dict[str, Any]:
     native = Model.load(bundle_dir, guard=False, backend="native")
     onnx = "forward" in native.bundle.manifest["graphs"]
     reference = Model.load(bundle_dir, guard=False, backend="onnxruntime") if onnx else None
-    fam = run.family
-    classification = fam.task_kind == "classification"
-    batch = fam.sample_batch(task_rng(run.config.seed + 303, 0), tasks, run.config.shots, 5 if classification else 20,
-                             **sample_options(run.config, fam))
+    batch = _check_tasks(run, tasks, 303)
     steps = native.bundle.manifest["adaptation"]["inner_steps"]
     if reference is None:
         xs, ys, xq, _ = to_tensors(run.normalizer.batch(batch))
@@ -314,6 +310,14 @@ def native_parity(run: Run, bundle_dir: Path, tasks: int = 3) -> dict[str, Any]:
     return {"max_abs_difference": worst, "max_scaled_difference": scaled, "worst_at": where, "steps": steps,
             "tasks": tasks,
             "reference": "ONNX Runtime" if reference else "PyTorch"}
+
+
+def _check_tasks(run: Run, tasks: int, seed_offset: int) -> TaskBatch:
+    """``tasks`` sampled tasks of the run's family for a parity check (queries: 5 per class, or 20 points)."""
+    fam = run.family
+    queries = 5 if fam.task_kind == "classification" else 20
+    return fam.sample_batch(task_rng(run.config.seed + seed_offset, 0), tasks, run.config.shots, queries,
+                            **sample_options(run.config, fam))
 
 
 def _relative_max(ours: np.ndarray, ref: np.ndarray) -> float:

@@ -29,3 +29,16 @@ def real_family():
         return make_family(name, **options)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def sinusoid_bundle(tmp_path_factory):
+    """A small sinusoid MAML bundle with the ONNX graphs and the C library's model, trained and exported once per
+    test session (the device-profile and TensorRT tests share it)."""
+    from metaedge.export.bundle import export_bundle
+    from metaedge.sdk.train import TrainConfig, train
+
+    work = tmp_path_factory.mktemp("sinusoid-bundle")
+    run = train(TrainConfig(family="sinusoid", algo="maml", shots=10, queries=10, meta_batch=4, iterations=5,
+                            inner_steps=2), work / "run", progress=False)
+    return export_bundle(run, work / "bundle", formats="all", check=False)

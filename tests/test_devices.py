@@ -277,19 +277,13 @@ def test_format_profiles_marks_the_detected_one(tmp_path):
 # --- a real bundle for backend choice and fit checks ---------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    """A small sinusoid MAML bundle with ONNX graphs and the C library's model, and its measured footprint."""
-    from metaedge.export.bundle import export_bundle
+def bundle(sinusoid_bundle):
+    """The session's small sinusoid MAML bundle (ONNX graphs and the C library's model) and its footprint."""
     from metaedge.export.footprint import footprint
-    from metaedge.sdk.train import TrainConfig, train
 
-    work = tmp_path_factory.mktemp("devices")
-    run = train(TrainConfig(family="sinusoid", algo="maml", shots=10, queries=10, meta_batch=4, iterations=5,
-                            inner_steps=2), work / "run", progress=False)
-    path = export_bundle(run, work / "bundle", formats="all", check=False)
-    manifest = json.loads((path / "manifest.json").read_text())
-    manifest["footprint"] = footprint(path, manifest, shots=10)
-    return path, manifest
+    manifest = json.loads((sinusoid_bundle / "manifest.json").read_text())
+    manifest["footprint"] = footprint(sinusoid_bundle, manifest, shots=10)
+    return sinusoid_bundle, manifest
 
 
 def test_footprint_is_measured_from_the_graphs(bundle):

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from toolchains import need
 
 from metaedge.export.bundle import export_bundle
 from metaedge.export.firmware import write_firmware
@@ -323,12 +324,6 @@ def _cmake(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     return out
 
 
-def _need(*tools: str) -> None:
-    missing = [t for t in tools if shutil.which(t) is None]
-    if missing:
-        pytest.skip(f"{', '.join(missing)} not installed (Debian: see docs/firmware.md)")
-
-
 def _build(preset: str) -> Path:
     _cmake("--preset", preset)
     _cmake("--build", "--preset", preset, "-j2")
@@ -336,14 +331,14 @@ def _build(preset: str) -> Path:
 
 
 def _host_example() -> str:
-    _need("cmake", "cc")
+    need("host")
     build = _build("host-release")
     return subprocess.run([build / "examples/firmware/firmware_example"], capture_output=True, text=True,
                           check=True, timeout=60).stdout
 
 
 def test_ctest_host_release():
-    _need("cmake", "ctest", "cc")
+    need("host")
     _build("host-release")
     out = subprocess.run(["ctest", "--preset", "host-release"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-4000:]
@@ -351,7 +346,7 @@ def test_ctest_host_release():
 
 
 def test_aarch64_ctest_under_qemu():
-    _need("cmake", "ctest", "aarch64-linux-gnu-gcc", "qemu-aarch64")
+    need("aarch64")
     build = _build("aarch64-linux")
     assert "aarch64" in subprocess.run(["file", build / "runtime/c/test_model"], capture_output=True,
                                        text=True).stdout.lower().replace("arm aarch64", "aarch64")
@@ -361,7 +356,7 @@ def test_aarch64_ctest_under_qemu():
 
 
 def test_cortex_m4_example_prints_the_host_numbers():
-    _need("cmake", "arm-none-eabi-gcc", "qemu-system-arm")
+    need("cortex-m4")
     host = _host_example()
     build = _build("cortex-m4")
     elf = build / "examples/firmware/firmware_example.elf"
@@ -373,7 +368,7 @@ def test_cortex_m4_example_prints_the_host_numbers():
 
 
 def test_fuzz_target_short_run(tmp_path):
-    _need("cmake", "clang")
+    need("fuzz")
     build = tmp_path / "fuzz"
     _cmake("-S", str(ROOT), "-B", str(build), "-DCMAKE_C_COMPILER=clang", "-DMETAEDGE_FUZZ=ON",
            "-DMETAEDGE_BUILD_TESTS=OFF", "-DCMAKE_BUILD_TYPE=RelWithDebInfo")

@@ -29,14 +29,8 @@ HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    from metaedge.export.bundle import export_bundle
-    from metaedge.sdk.train import TrainConfig, train
-
-    work = tmp_path_factory.mktemp("tensorrt")
-    run = train(TrainConfig(family="sinusoid", algo="maml", shots=10, queries=10, meta_batch=4, iterations=5,
-                            inner_steps=2), work / "run", progress=False)
-    return export_bundle(run, work / "bundle", check=False)
+def bundle(sinusoid_bundle):
+    return sinusoid_bundle
 
 
 def _session(model: onnx.ModelProto) -> ort.InferenceSession:

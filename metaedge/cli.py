@@ -20,12 +20,24 @@ USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, FloatingPointErro
 # (runtime.bundle.BundleError subclasses ValueError)
 
 
+#: optional packages -> the extra that installs them: a command that needs a missing one says so in one line
+OPTIONAL_PACKAGES = {"torch": "train", "onnx": "train", "onnxscript": "train", "safetensors": "train",
+                     "matplotlib": "train", "PIL": "train", "onnxruntime": "runtime"}
+
+
 class Group(click.Group):
     """A click group that turns user errors raised by any command into one clear line."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except ModuleNotFoundError as e:
+            package = (e.name or "").split(".")[0]
+            if package not in OPTIONAL_PACKAGES:
+                raise  # a module of ours or a required dependency missing: a broken install, keep the traceback
+            extra = OPTIONAL_PACKAGES[package]
+            raise click.ClickException(f"`metaedge {ctx.invoked_subcommand}` needs {package}, which is not installed "
+                                       f"here; install it with pip install 'metaedge[{extra}]'") from e
         except USER_ERRORS as e:
             message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
             raise click.ClickException(str(message)) from e

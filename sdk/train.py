@@ -18,13 +18,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from . import checkpoint as ckpt
 from .distributed import World, close_world, init_world
 from .learners import MetaLearner, MetaState, make_learner
 from .models import build_model
 from .normalize import Normalizer
+from .progress import progress as progress_bar
 from .tasks import TaskBatch, TaskFamily, make_family
 
 
@@ -255,14 +255,8 @@ def _train(config, out, resume, progress, on_log, world: World) -> Path:
             },
         )
 
-    bar = tqdm(
-        range(start, config.iterations),
-        initial=start,
-        total=config.iterations,
-        disable=not (progress and world.is_main),
-        desc=f"{config.algo} {config.family}",
-        unit="it",
-    )
+    bar = progress_bar(range(start, config.iterations), initial=start, total=config.iterations,
+                       enabled=progress and world.is_main, desc=f"{config.algo} {config.family}", unit="it")
     window: list[float] = []
     t0 = time.perf_counter()
     shard = world.shard(config.meta_batch)

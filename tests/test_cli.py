@@ -77,3 +77,27 @@ def test_bad_input_is_one_clear_line(runner, tmp_path, args, message):
     assert message in result.output
     assert "Traceback" not in result.output
     assert not (tmp_path / "a" / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("missing,args,extra", [
+    ("torch", ["train", "--family", "sinusoid", "--out", "{tmp}/r"], "train"),
+    ("torch", ["eval", "{tmp}"], "train"),
+    ("torch", ["export", "{tmp}", "-o", "{tmp}/b"], "train"),
+    ("onnxruntime", ["bench", "{bundle}", "--backend", "onnxruntime"], "runtime"),
+])
+def test_a_missing_optional_package_is_one_line_naming_the_extra(tmp_path, request, missing, args, extra):
+    """As in an install without the extra (``pip install metaedge``): the package is made unimportable."""
+    import subprocess
+    import sys
+
+    if "{bundle}" in args:
+        args = [a.replace("{bundle}", str(request.getfixturevalue("sinusoid_bundle"))) for a in args]
+    code = (f"import sys; sys.modules[{missing!r}] = None\n"
+            "from metaedge.cli import main\n"
+            f"main({[a.replace('{tmp}', str(tmp_path)) for a in args]!r})")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1, out.stderr
+    assert "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1] == (
+        f"Error: `metaedge {args[0]}` needs {missing}, which is not installed here; install it with pip install "
+        f"'metaedge[{extra}]'")

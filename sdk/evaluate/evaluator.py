@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
+from ..progress import progress as progress_bar
 from ..train import Run, to_tensors
 from . import baselines
 from .stats import mean_ci
@@ -125,8 +125,8 @@ def evaluate(run: Run, settings: EvalSettings, progress: bool = False) -> dict[s
     rows, notes, examples = Rows(fam.metric), [], []
     context = baselines.Context(run, s) if s.baselines else None
     method = f"metaedge {learner.algo}"
-    bar = tqdm(total=s.tasks * len(ways_list) * len(s.shots), disable=not progress, desc=f"eval {fam.name}",
-               unit="task")
+    bar = progress_bar(total=s.tasks * len(ways_list) * len(s.shots), enabled=progress, desc=f"eval {fam.name}",
+                       unit="task")
     for ways in ways_list:
         ways_kw = {"ways": ways} if classification else {}
         runnable = learner.can_predict(ways)

@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/ruff check .
-.venv/bin/python -m pytest -q "$@"
+.venv/bin/python -m pytest -q --durations=10 "$@"
 # C runtime: configure, build and run the ctest suite with the host preset (runtime/c, docs/firmware.md);
 # setup.sh put a cmake into .venv where the system has none
 export PATH="$PWD/.venv/bin:$PATH"

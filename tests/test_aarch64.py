@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import subprocess
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,7 @@ def _probe_module():
     return module
 
 
+@cache
 def _skip_reason() -> str | None:
     if shutil.which("qemu-aarch64-static") is None:
         return "qemu-aarch64-static is not installed (apt-get install -y qemu-user-static)"
@@ -35,6 +37,13 @@ def _skip_reason() -> str | None:
         return f"no arm64 root at {ARM_ROOT} (make it with: bash scripts/aarch64_check.sh setup)"
     if os.geteuid() != 0:
         return "running the arm64 root needs chroot, i.e. root privileges"
+    try:  # the root and the emulator must run a program, not only exist
+        probe = subprocess.run(["chroot", str(ARM_ROOT), "/usr/bin/python3", "-c", "print(6 * 7)"],
+                               capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"the arm64 root at {ARM_ROOT} does not run ({e})"
+    if probe.stdout.strip() != "42":
+        return f"the arm64 root at {ARM_ROOT} does not run python3 ({probe.stderr.strip()[-200:]})"
     return None
 
 

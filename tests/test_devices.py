@@ -281,7 +281,8 @@ def bundle(tmp_path_factory):
     """A small sinusoid MAML bundle with ONNX graphs and the C library's model, and its measured footprint."""
     from metaedge.export.bundle import export_bundle
     from metaedge.export.footprint import footprint
-    from metaedge.sdk.train import TrainConfig, train
+    from metaedge.sdk.config import TrainConfig
+    from metaedge.sdk.train import train
 
     work = tmp_path_factory.mktemp("devices")
     run = train(TrainConfig(family="sinusoid", algo="maml", shots=10, queries=10, meta_batch=4, iterations=5,

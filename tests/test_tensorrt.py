@@ -31,7 +31,8 @@ HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
     from metaedge.export.bundle import export_bundle
-    from metaedge.sdk.train import TrainConfig, train
+    from metaedge.sdk.config import TrainConfig
+    from metaedge.sdk.train import train
 
     work = tmp_path_factory.mktemp("tensorrt")
     run = train(TrainConfig(family="sinusoid", algo="maml", shots=10, queries=10, meta_batch=4, iterations=5,

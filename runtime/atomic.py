@@ -15,12 +15,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+#: the permissions ``open(path, "w")`` would give a new file (temp files are owner-only), read once at import
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK
+
 
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
     """Replace ``path`` atomically with what ``write(f)`` writes into the open binary file ``f``.
 
     ``write`` must only write to ``f`` (e.g. ``lambda f: np.savez(f, theta=theta)``); if it raises, the temp file
-    is removed, ``path`` is untouched and the exception propagates. Returns ``path``.
+    is removed, ``path`` is untouched and the exception propagates. The file gets the permissions a plainly
+    written one would (:data:`FILE_MODE`). Returns ``path``.
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -29,6 +35,7 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -13,13 +13,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+#: the permissions ``open(path, "w")`` would give a new file (temp files are owner-only), read once at import
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK
 
-def atomic_write(path: str | Path, write: Callable[[BinaryIO], None], mode: int | None = None) -> Path:
+
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
     """Replace ``path`` atomically with what ``write(f)`` writes into the open binary file ``f``.
 
-    If ``write`` raises, the temp file is removed, ``path`` is untouched and the exception propagates.
-    ``mode`` sets the file's permissions (default: the temp file's, owner-only), e.g. ``0o644`` for a shared cache.
-    Returns ``path``.
+    If ``write`` raises, the temp file is removed, ``path`` is untouched and the exception propagates. The file
+    gets the permissions a plainly written one would (:data:`FILE_MODE`). Returns ``path``.
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -28,8 +32,7 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None], mode: int 
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        if mode is not None:
-            os.chmod(tmp, mode)
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -21,6 +21,10 @@ def test_atomic_write_replaces_the_file_and_leaves_no_temp_file(tmp_path, side):
     side.atomic_write_text(tmp_path / "a.json", "{}\n")
     assert (tmp_path / "a.json").read_text() == "{}\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "state.npz"]
+    # permissions as a plain write gives (the temp file itself was owner-only)
+    plain = tmp_path / "plain"
+    plain.write_bytes(b"")
+    assert (target.stat().st_mode & 0o777) == (plain.stat().st_mode & 0o777) == side.FILE_MODE
 
 
 @pytest.mark.parametrize("side", SIDES)

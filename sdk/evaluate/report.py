@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..atomic import atomic_write_text
+from ..atomic import atomic_write, atomic_write_text
 from ..tasks import TaskFamily
 from .evaluator import format_table
 
@@ -71,7 +71,7 @@ def _plot_series(report: dict[str, Any], series: Series, xlabel: str, title: str
     ax.set_title(f"{report['family']} / {report['algo']}: {title}")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
     plt.close(fig)
     return path
 
@@ -126,7 +126,7 @@ def _plot_calibration(report: dict[str, Any], path: Path, family: TaskFamily | N
     axes[0][0].legend(fontsize=7)
     fig.suptitle(f"{report['family']}: held-out units adapted from {len(examples[0]['x_support'])} points")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
     plt.close(fig)
     return path
 

@@ -92,8 +92,8 @@ def load_characters(files: list[Path], size: int) -> tuple[list[str], np.ndarray
 def _save_cache(path: Path, names: list[str], images: np.ndarray) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        # atomic, so a concurrent reader never sees a half-written file; readable by all: a cache may be shared
-        atomic_write(path, lambda f: np.savez(f, names=np.array(names), images=images), mode=0o644)
+        # atomic, so a concurrent reader never sees a half-written file
+        atomic_write(path, lambda f: np.savez(f, names=np.array(names), images=images))
     except OSError as err:
         warnings.warn(
             f"could not cache preprocessed Omniglot in {path.parent} ({err}); set METAEDGE_CACHE to a "

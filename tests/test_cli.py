@@ -147,3 +147,17 @@ def test_a_registered_learner_and_model_are_selectable_from_the_cli(runner, tmp_
 def test_an_unregistered_algo_is_refused_naming_the_registered_ones(runner, tmp_path):
     result = runner.invoke(main, ["train", "--algo", "test-toy", "--out", str(tmp_path / "a")])
     assert result.exit_code == 2 and "'test-toy' is not one of 'maml', 'fomaml'" in result.output
+
+
+def test_every_project_error_type_is_a_metaedge_error():
+    from metaedge.devices import DoesNotFit, NoBackend, ProfileError
+    from metaedge.errors import MetaedgeError
+    from metaedge.export.tensorrt import TensorRTUnavailable as ExportTensorRTUnavailable
+    from metaedge.runtime.bundle import BundleError
+    from metaedge.runtime.native import NativeError
+    from metaedge.runtime.tensorrt_backend import TensorRTUnavailable
+
+    for cls in (BundleError, NativeError, ProfileError, DoesNotFit, NoBackend, TensorRTUnavailable,
+                ExportTensorRTUnavailable):
+        assert issubclass(cls, MetaedgeError), cls
+    assert not issubclass(KeyError, MetaedgeError) and not issubclass(ValueError, MetaedgeError)

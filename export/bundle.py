@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import shutil
 import subprocess
 import tempfile
@@ -29,6 +28,7 @@ from .. import __version__
 from ..devices import checked_devices, get_profile, load_profiles
 from ..errors import ExistsError, InputError
 from ..runtime.bundle import FORMAT_VERSION, sha256
+from ..sdk.atomic import atomic_rename_folder
 from ..sdk.learners import DeviceSolver, Learner
 from ..sdk.run import Run, sample_options, task_rng, to_tensors
 from ..sdk.tasks import TaskBatch
@@ -229,12 +229,7 @@ def commit(staged: Path, out: Path) -> Path:
     Refuses (:class:`ExistsError`) when ``out`` exists, leaving both untouched; the rename is atomic within one
     filesystem (``staging`` makes a sibling), so readers see no bundle or the whole one.
     """
-    refuse_existing(out)
-    for f in staged.iterdir():
-        with open(f, "rb") as handle:
-            os.fsync(handle.fileno())
-    os.rename(staged, out)
-    return out
+    return atomic_rename_folder(staged, out)
 
 
 # --- the pipeline ---------------------------------------------------------------------------------------------------

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from ..errors import ExistsError
+
 #: the permissions ``open(path, "w")`` would give a new file (temp files are owner-only), read once at import
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
@@ -37,15 +39,27 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    try:  # flush the rename itself; some platforms and filesystems cannot open or fsync a folder
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
+    _fsync_dir(path.parent)
     return path
+
+
+def atomic_rename_folder(staged: str | Path, out: str | Path) -> Path:
+    """Make the folder ``staged`` (a sibling of ``out``, holding plain files) appear as ``out`` in one step: its
+    files are flushed to disk, then it is renamed. Refuses (:class:`ExistsError`) when ``out`` exists.
+
+    (A rename onto an existing empty folder would succeed on POSIX, hence the check; the window between the check
+    and the rename is the caller's to keep free, as for any output path.)
+    """
+    staged, out = Path(staged), Path(out)
+    if out.exists() or out.is_symlink():
+        raise ExistsError(f"{out} already exists; remove it or choose another output path")
+    for f in staged.iterdir():
+        with open(f, "rb") as handle:
+            os.fsync(handle.fileno())
+    _fsync_dir(staged)
+    os.rename(staged, out)
+    _fsync_dir(out.parent)
+    return out
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
@@ -56,3 +70,17 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Replace ``path`` atomically with ``text`` (UTF-8)."""
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Flush a folder's entries (a rename) to disk; a no-op where folders cannot be opened or fsynced."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -16,6 +16,7 @@ class TrainConfig:
 
     family: str = "sinusoid"
     family_options: dict[str, Any] = field(default_factory=dict)
+    #: a registered learner (``metaedge.sdk.learners.ALGORITHMS``)
     algo: str = "maml"
     shots: int = 10
     queries: int = 10
@@ -28,7 +29,8 @@ class TrainConfig:
     iterations: int = 1000
     #: classification: classes per episode (default: the family's)
     ways: int | None = None
-    #: "auto" (mlp for feature vectors, conv4 for images, conv1d for time series), "mlp", "conv4", "conv1d"
+    #: "auto" (mlp for feature vectors, conv4 for images, conv1d for time series) or a registered kind (mlp, conv4,
+    #: conv1d, or your own: ``metaedge.sdk.models.register_model``)
     model: str = "auto"
     #: conv nets: channels per block and normalisation ("batch", "group", "none")
     width: int = 64

@@ -63,7 +63,9 @@ class Learner(ABC):
 
     Subclasses declare the class attributes below and implement the abstract methods. Instances hold ``model``,
     ``loss_name``, ``inner_lr``, ``inner_steps`` (0 without an inner loop), ``adapt_spec``, ``names`` (every
-    parameter, in model order) and ``adapted`` (the parameters the inner loop and the device move).
+    parameter, in model order) and ``adapted`` (the parameters the inner loop and the device move). A learner
+    whose device solver is ``sgd`` or ``gauss-newton`` also holds ``inner``, the
+    :class:`~metaedge.sdk.learners.inner.InnerLoop` (``GaussNewtonLoop``) whose ``step`` export traces.
     """
 
     #: registry key: ``--algo`` on the command line, ``algo`` in run configs and manifests

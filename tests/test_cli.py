@@ -142,6 +142,12 @@ def test_a_registered_learner_and_model_are_selectable_from_the_cli(runner, tmp_
     run = Run.load(out)
     assert type(run.learner) is user_registrations and isinstance(run.learner.model, _Linear)
     assert "test-toy" in runner.invoke(main, ["train", "--help"]).output
+    # export reads what the learner declares: no export code knows the user's learner
+    result = runner.invoke(main, ["export", str(out), "-o", str(tmp_path / "toy.meb"), "--format", "onnx"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "toy.meb" / "manifest.json").read_text())
+    adaptation = manifest["adaptation"]
+    assert (manifest["algo"], adaptation["solver"], adaptation["size"]) == ("test-toy", "sgd", 2)
 
 
 def test_an_unregistered_algo_is_refused_naming_the_registered_ones(runner, tmp_path):

@@ -10,7 +10,8 @@ from typing import Any
 
 import torch
 
-from metaedge.sdk.train import TrainConfig, train
+from metaedge.sdk.config import TrainConfig
+from metaedge.sdk.train import train
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

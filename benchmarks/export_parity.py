@@ -27,7 +27,8 @@ from pathlib import Path
 from common import write_result
 
 from metaedge.export.bundle import export_bundle
-from metaedge.sdk.train import TrainConfig, train
+from metaedge.sdk.config import TrainConfig
+from metaedge.sdk.train import train
 
 GRADIENT = ["maml", "fomaml", "metasgd", "reptile", "anil"]
 

@@ -19,9 +19,10 @@ from pathlib import Path
 
 from common import train_or_resume, write_result
 
+from metaedge.sdk.config import TrainConfig
 from metaedge.sdk.evaluate import EvalSettings, evaluate, format_table
 from metaedge.sdk.evaluate.report import write_report
-from metaedge.sdk.train import Run, TrainConfig
+from metaedge.sdk.run import Run
 
 
 def main() -> None:

@@ -24,8 +24,9 @@ import numpy as np
 import torch
 from common import train_or_resume, write_result
 
+from metaedge.sdk.config import TrainConfig
 from metaedge.sdk.evaluate import mean_ci
-from metaedge.sdk.train import Run, TrainConfig
+from metaedge.sdk.run import Run
 
 FOLDS = 4
 

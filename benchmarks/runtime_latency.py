@@ -269,7 +269,7 @@ def torchfunc_contenders(run_path: Path, data: dict[str, np.ndarray]) -> tuple[I
     """``torch.func`` (``inner.adapt`` + ``inner.forward``) and ``torch.func-vmap`` (``adapt_batch``, T=1)."""
     import torch
 
-    from metaedge.sdk.train import Run
+    from metaedge.sdk.run import Run
 
     run = Run.load(run_path)
     learner, state = run.learner, run.state

@@ -107,7 +107,7 @@ def child(kind: str, bundle: str, run: str, pred_out: str, seed: int) -> dict[st
         import torch
         from runtime_latency import sinusoid_tasks
 
-        from metaedge.sdk.train import Run
+        from metaedge.sdk.run import Run
 
         torch.set_num_threads(1)
         stages["import"] = peak_kib()

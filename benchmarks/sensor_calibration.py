@@ -21,8 +21,9 @@ from pathlib import Path
 
 from common import train_or_resume, write_result
 
+from metaedge.sdk.config import TrainConfig
 from metaedge.sdk.evaluate import EvalSettings, evaluate, format_table
-from metaedge.sdk.train import Run, TrainConfig
+from metaedge.sdk.run import Run
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 

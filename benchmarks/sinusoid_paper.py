@@ -18,8 +18,9 @@ from pathlib import Path
 import torch
 from common import train_or_resume, write_result
 
+from metaedge.sdk.config import TrainConfig
 from metaedge.sdk.evaluate import EvalSettings, evaluate, format_table
-from metaedge.sdk.train import Run, TrainConfig
+from metaedge.sdk.run import Run
 
 PAPER = {1: 0.67, 5: 0.38, 10: 0.35}
 

@@ -15,8 +15,9 @@ from pathlib import Path
 
 from common import train_or_resume, write_result
 
+from metaedge.sdk.config import TrainConfig
 from metaedge.sdk.evaluate import EvalSettings, evaluate, format_table
-from metaedge.sdk.train import Run, TrainConfig
+from metaedge.sdk.run import Run
 
 SETS = ["ucr-basicmotions", "ucr-wiimote", "ucr-acsf1", "ucr-plaid"]
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import InputError
 from .ops import outside_tensorrt
 from .profiles import Profile
 
@@ -19,7 +20,7 @@ from .profiles import Profile
 DEFAULT_SHOTS = 10
 
 
-class DoesNotFit(ValueError):
+class DoesNotFit(InputError):
     """A bundle exceeds a device's memory budget or uses operators none of its backends runs."""
 
 

@@ -16,6 +16,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from ..errors import InputError
+
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 
 #: backends a profile may name, in the project's vocabulary
@@ -27,7 +29,7 @@ PRECISIONS = ("fp32", "fp16")
 MATCH_KEYS = ("machine", "device_tree_model", "device_tree_compatible")
 
 
-class ProfileError(ValueError):
+class ProfileError(InputError):
     """A profile file that is missing, not JSON, or names something the project does not know."""
 
 

@@ -17,12 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import InputError
 from .detect import DetectionResult, detect
 from .fit import backend_support
 from .profiles import Profile, ProfileError, get_profile, load_profiles
 
 
-class NoBackend(ValueError):
+class NoBackend(InputError):
     """No backend of the profile is installed here and able to run the bundle."""
 
 

@@ -1,19 +1,23 @@
 """Run directory -> bundle directory (``manifest.json``, ONNX graphs, ``theta0.npy``, ``rates.npy``).
 
 The adapted parameters travel as one flat float32 vector whose layout (name, shape, offset) the manifest
-records; frozen parameters are constants inside the graphs. The bundle is written into a temporary sibling
-directory and renamed into place, so a failed export leaves nothing half-written.
+records; frozen parameters are constants inside the graphs. :func:`export_bundle` is a short pipeline of named
+steps, each a function of its own: :func:`write_graphs`, :func:`write_firmware_files`, :func:`write_parameters`,
+:func:`build_manifest`, :func:`run_checks` and :func:`commit`. Every step but the last writes into a temporary
+sibling folder of the output (:func:`staging`); :func:`commit` renames it into place, so a failed export leaves
+nothing half-written.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,17 +26,21 @@ import torch
 
 from .. import __version__
 from ..devices import checked_devices, get_profile, load_profiles
+from ..errors import ExistsError, InputError
 from ..runtime.bundle import FORMAT_VERSION, sha256
-from ..sdk.learners import MetaLearner
-from ..sdk.learners.newton import MIN_DAMPING, GaussNewtonLoop
+from ..sdk.atomic import atomic_rename_folder
+from ..sdk.learners import DeviceSolver, Learner
+from ..sdk.run import Run, sample_options, task_rng, to_tensors
 from ..sdk.tasks import TaskBatch
-from ..sdk.train import Run, sample_options, task_rng, to_tensors
 from .footprint import footprint
 from .graphs import export_embedding, export_graphs
 from .ops import ops_report
 
 #: what ``metaedge export --format`` accepts; ``auto`` is ``all`` where the C library supports the model, else ``onnx``
 FORMATS = ("auto", "onnx", "c", "all", "tensorrt")
+#: the formats that ship ONNX graphs, and those that ship the C library's files
+ONNX_FORMATS = ("onnx", "all", "auto", "tensorrt")
+C_FORMATS = ("c", "all", "auto")
 
 
 def _git_commit() -> str | None:
@@ -44,18 +52,187 @@ def _git_commit() -> str | None:
         return None
 
 
-def solver_of(learner: MetaLearner) -> str:
-    """How a device adapts for this learner: ``sgd`` (the rate-weighted gradient step of ``adapt_step.onnx``),
-    ``gauss-newton`` (a damped least-squares solve on ``gauss_newton.onnx``'s Jacobian) or ``prototypes``."""
-    if learner.algo == "protonet":
-        return "prototypes"
-    return "gauss-newton" if isinstance(learner.inner, GaussNewtonLoop) else "sgd"
+def solver_of(learner: Learner) -> str:
+    """The kind of the learner's device solver (``sgd``, ``gauss-newton`` or ``prototypes``)."""
+    return learner.device_solver.kind
+
+
+def device_solver(learner: Learner, inner_steps: int | None = None) -> DeviceSolver:
+    """The learner's device solver with ``inner_steps`` (default: the learner's) as the device's default steps;
+    a solver without steps (prototypes) keeps none."""
+    solver = learner.device_solver
+    if inner_steps is None or solver.kind == "prototypes":
+        return solver
+    return replace(solver, steps=int(inner_steps))
 
 
 def _embedding_dim(learner, xs: torch.Tensor) -> int:
     with torch.no_grad():
         return int(learner.model.eval()(xs[:1]).shape[-1])
 
+
+@dataclass(frozen=True)
+class Example:
+    """One standardised support set of the run's family, for tracing: ``xs`` ``(k, *input_shape)``, ``ys``."""
+
+    xs: torch.Tensor
+    ys: torch.Tensor
+
+    @classmethod
+    def of(cls, run: Run) -> Example:
+        fam = run.family
+        sample = run.normalizer.batch(fam.sample_batch(task_rng(run.config.seed + 101, 0), 1, run.config.shots,
+                                                       run.config.queries, **sample_options(run.config, fam)))
+        xs, ys, _, _ = (t[0] for t in to_tensors(sample))
+        return cls(xs, ys)
+
+
+# --- the steps ------------------------------------------------------------------------------------------------------
+
+def write_graphs(run: Run, folder: Path, solver: DeviceSolver, example: Example, opset: int = 18) -> dict[str, Path]:
+    """The ONNX graphs by role (``forward``, ``adapt_step``/``adapt_steps`` or ``gauss_newton``) in ``folder``."""
+    if solver.kind == "prototypes":
+        return export_embedding(run.learner, run.state, folder, example.xs, opset=opset)
+    return export_graphs(run.learner, run.state, folder, example.xs, example.ys, opset=opset,
+                         unrolled_steps=solver.steps if solver.unrolls else 0)
+
+
+def write_firmware_files(run: Run, folder: Path, solver: DeviceSolver, formats: str
+                         ) -> tuple[dict[str, Path], str | None]:
+    """``model.mebin`` and ``model_data.h`` by suffix in ``folder``, and why they were skipped (``auto`` only:
+    a model the C library cannot run makes the bundle ONNX-only instead of failing)."""
+    if formats not in C_FORMATS:
+        return {}, None
+    from .firmware import write_firmware
+
+    try:
+        paths = write_firmware(run, folder, inner_steps=solver.steps)
+    except InputError as e:
+        if formats != "auto":
+            raise
+        return {}, str(e)  # e.g. a Conv4: the bundle is ONNX-only
+    return {p.suffix.lstrip("."): p for p in paths}, None
+
+
+def parameter_layout(run: Run) -> list[dict[str, Any]]:
+    """Name, shape, offset and size of each adapted parameter in the flat device state, in learner order."""
+    fast, _ = run.learner.split(run.state["params"])
+    layout, offset = [], 0
+    for name, tensor in fast.items():
+        layout.append({"name": name, "shape": list(tensor.shape), "offset": offset, "size": tensor.numel()})
+        offset += tensor.numel()
+    return layout
+
+
+def write_parameters(run: Run, folder: Path, layout: list[dict[str, Any]]) -> list[Path]:
+    """``theta0.npy`` (the meta-learned adapted parameters, flat float32) and ``rates.npy`` (their step sizes)."""
+    def flat(group: str) -> np.ndarray:
+        parts = [run.state[group][e["name"]].detach().cpu().numpy().ravel() for e in layout]
+        return np.concatenate([np.zeros(0), *parts]).astype(np.float32)
+
+    paths = [folder / "theta0.npy", folder / "rates.npy"]
+    np.save(paths[0], flat("params"))
+    np.save(paths[1], flat("rates"))
+    return paths
+
+
+def build_manifest(run: Run, run_path: str | Path, folder: Path, solver: DeviceSolver, example: Example,
+                   layout: list[dict[str, Any]], graphs: dict[str, Path], firmware: dict[str, Path],
+                   firmware_skipped: str | None, files: list[Path]) -> dict[str, Any]:
+    """The bundle's manifest for the files staged in ``folder`` (hashes, footprint and device fits included)."""
+    fam, learner = run.family, run.learner
+    prototypes = solver.kind == "prototypes"
+    manifest: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "task_kind": fam.task_kind,
+        "loss": learner.loss_name,
+        "algo": learner.name,
+        "family": fam.describe(),
+        "input": {"shape": list(fam.input_shape), "names": list(fam.input_names), "units": list(fam.input_units)},
+        "output": {"dim": learner.output_dim or fam.output_dim, "names": list(fam.output_names),
+                   "units": list(fam.output_units)},
+        "normalization": run.normalizer.to_dict(),
+        "adaptation": {"spec": learner.adapt_spec, "solver": solver.kind, "inner_steps": solver.steps,
+                       "parameters": layout, "size": sum(e["size"] for e in layout), "prototypes": prototypes,
+                       "embedding_dim": _embedding_dim(learner, example.xs) if prototypes else None,
+                       **({"min_damping": solver.min_damping} if solver.min_damping is not None else {})},
+        "graphs": {k: p.name for k, p in graphs.items()},
+        "firmware": {k: p.name for k, p in firmware.items()},
+        **({"firmware_skipped": firmware_skipped} if firmware_skipped else {}),
+        "ops": ops_report(folder),
+        "devices": {},  # filled below from the footprint
+        "files": {p.name: sha256(p) for p in files},
+        "provenance": {"run": str(Path(run_path).resolve()), "git_commit": _git_commit(),
+                       "metaedge_version": __version__, "created": dt.datetime.now(dt.timezone.utc).isoformat(),
+                       "train": run.config.to_dict()},
+    }
+    manifest["footprint"] = footprint(folder, manifest, shots=run.config.shots)
+    manifest["devices"] = checked_devices(manifest, load_profiles())
+    return manifest
+
+
+def write_manifest(folder: Path, manifest: dict[str, Any]) -> Path:
+    """``manifest.json`` in ``folder``."""
+    path = folder / "manifest.json"
+    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    return path
+
+
+def run_checks(run: Run, folder: Path, manifest: dict[str, Any], tolerance: float = 1e-5) -> dict[str, Any]:
+    """Prove the staged bundle in ``folder`` (its ``manifest.json`` written) against PyTorch: the ONNX graphs
+    (:func:`parity`) and the C library (:func:`native_parity`), each where the bundle has them.
+
+    Returns ``manifest`` with the measured figures added (``parity``, ``native_parity``); raises
+    :class:`InputError` naming the worst comparison when one is beyond ``tolerance``.
+    """
+    manifest = dict(manifest)
+    if manifest["graphs"]:
+        measured = parity(run, folder)
+        manifest["parity_max_relative_difference"] = measured.worst
+        manifest["parity"] = {"max_relative_difference": measured.worst, "worst_at": measured.worst_at,
+                              "median_relative_difference": measured.median, "comparisons": measured.checked,
+                              "tolerance": tolerance, "kink_tolerance": KINK_TOLERANCE}
+        failure = measured.failure(tolerance)
+        if failure:
+            raise InputError(f"{failure}; the bundle was not written")
+    if manifest["firmware"]:
+        native = native_parity(run, folder)
+        manifest["native_parity"] = native
+        if native["max_scaled_difference"] > tolerance:
+            raise InputError(f"the C library's predictions differ from {native['reference']} by "
+                             f"{native['max_scaled_difference']:.2e} (absolute, relative where outputs exceed "
+                             f"1; {native['worst_at']}) > {tolerance:.0e}; the bundle was not written")
+    return manifest
+
+
+def refuse_existing(out: Path) -> None:
+    """Refuse an output path that exists: export never overwrites."""
+    if out.exists() or out.is_symlink():
+        raise ExistsError(f"{out} already exists; remove it or choose another output path")
+
+
+@contextmanager
+def staging(out: Path) -> Iterator[Path]:
+    """A temporary sibling folder of ``out`` for the steps to write into; removed (with what it holds) if a step
+    fails, and a no-op to remove once :func:`commit` has renamed it into place."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def commit(staged: Path, out: Path) -> Path:
+    """Make the staged folder the bundle at ``out``: flush its files to disk, then rename it into place.
+
+    Refuses (:class:`ExistsError`) when ``out`` exists, leaving both untouched; the rename is atomic within one
+    filesystem (``staging`` makes a sibling), so readers see no bundle or the whole one.
+    """
+    return atomic_rename_folder(staged, out)
+
+
+# --- the pipeline ---------------------------------------------------------------------------------------------------
 
 def export_bundle(run_path: str | Path, out: str | Path, opset: int = 18, check: bool = True,
                   tolerance: float = 1e-5, inner_steps: int | None = None, adapt: str | None = None,
@@ -73,11 +250,11 @@ def export_bundle(run_path: str | Path, out: str | Path, opset: int = 18, check:
     The manifest records the bundle's memory footprint and, for every device profile, whether it fits.
     """
     if formats not in FORMATS:
-        raise ValueError(f"unknown bundle format {formats!r}; choose one of {', '.join(FORMATS)}")
+        raise InputError(f"unknown bundle format {formats!r}; choose one of {', '.join(FORMATS)}")
     profile = None
     if formats == "tensorrt":
         if not device:
-            raise ValueError("--format tensorrt needs --device NAME (a Jetson profile; `metaedge devices` lists them)")
+            raise InputError("--format tensorrt needs --device NAME (a Jetson profile; `metaedge devices` lists them)")
         profile = get_profile(device)
     out = Path(out)
     if out.suffix == ".zip":
@@ -86,97 +263,23 @@ def export_bundle(run_path: str | Path, out: str | Path, opset: int = 18, check:
     run = Run.load(run_path)
     if adapt:
         run = run.with_adaptation(adapt)
-    if out.exists():
-        raise FileExistsError(f"{out} already exists; remove it or choose another output path")
-    solver = solver_of(run.learner)
-    prototypes = solver == "prototypes"  # the device builds class prototypes from embeddings
-    fam, norm, learner = run.family, run.normalizer, run.learner
-    sample = norm.batch(fam.sample_batch(task_rng(run.config.seed + 101, 0), 1, run.config.shots, run.config.queries,
-                                         **sample_options(run.config, fam)))
-    xs, ys, _, _ = (t[0] for t in to_tensors(sample))
-    fast, _ = learner.split(run.state["params"])
-    layout, offset = [], 0
-    for name, tensor in fast.items():
-        layout.append({"name": name, "shape": list(tensor.shape), "offset": offset, "size": tensor.numel()})
-        offset += tensor.numel()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
-        steps = learner.inner_steps if inner_steps is None else int(inner_steps)
-        if steps < 1 and not prototypes:
-            raise ValueError(f"--inner-steps must be at least 1, got {steps}")
-        graphs, firmware, skipped = {}, {}, None
-        if formats in ("onnx", "all", "auto", "tensorrt"):
-            graphs = (export_embedding(learner, run.state, tmp, xs, opset=opset) if prototypes
-                      else export_graphs(learner, run.state, tmp, xs, ys, opset=opset,
-                                         unrolled_steps=steps if solver == "sgd" else 0))
-        if formats in ("c", "all", "auto"):
-            from .firmware import write_firmware
-
-            try:
-                firmware = {p.suffix.lstrip("."): p for p in write_firmware(run, tmp, inner_steps=steps)}
-            except ValueError as e:
-                if formats != "auto":
-                    raise
-                skipped = str(e)  # e.g. a Conv4: the bundle is ONNX-only
-        theta = np.concatenate([np.zeros(0)] + [fast[e["name"]].detach().numpy().ravel() for e in layout])
-        rates = np.concatenate([np.zeros(0)] + [run.state["rates"][e["name"]].detach().numpy().ravel() for e in layout])
-        np.save(tmp / "theta0.npy", theta.astype(np.float32))
-        np.save(tmp / "rates.npy", rates.astype(np.float32))
-        files = [p.name for p in (*graphs.values(), *firmware.values())] + ["theta0.npy", "rates.npy"]
-        manifest: dict[str, Any] = {
-            "format_version": FORMAT_VERSION,
-            "task_kind": fam.task_kind,
-            "loss": learner.loss_name,
-            "algo": learner.algo,
-            "family": fam.describe(),
-            "input": {"shape": list(fam.input_shape), "names": list(fam.input_names), "units": list(fam.input_units)},
-            "output": {"dim": learner.output_dim or fam.output_dim, "names": list(fam.output_names),
-                       "units": list(fam.output_units)},
-            "normalization": norm.to_dict(),
-            "adaptation": {"spec": learner.adapt_spec, "solver": solver, "inner_steps": 0 if prototypes else steps,
-                           "parameters": layout, "size": offset, "prototypes": prototypes,
-                           "embedding_dim": _embedding_dim(learner, xs) if prototypes else None,
-                           **({"min_damping": MIN_DAMPING} if solver == "gauss-newton" else {})},
-            "graphs": {k: p.name for k, p in graphs.items()},
-            "firmware": {k: p.name for k, p in firmware.items()},
-            **({"firmware_skipped": skipped} if skipped else {}),
-            "ops": ops_report(tmp),
-            "devices": {},  # filled below from the footprint
-            "files": {name: sha256(tmp / name) for name in files},
-            "provenance": {"run": str(Path(run_path).resolve()), "git_commit": _git_commit(),
-                           "metaedge_version": __version__, "created": dt.datetime.now(dt.timezone.utc).isoformat(),
-                           "train": run.config.to_dict()},
-        }
-        manifest["footprint"] = footprint(tmp, manifest, shots=run.config.shots)
-        manifest["devices"] = checked_devices(manifest, load_profiles())
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    refuse_existing(out)
+    solver = device_solver(run.learner, inner_steps)
+    example = Example.of(run)
+    layout = parameter_layout(run)
+    with staging(out) as tmp:
+        graphs = write_graphs(run, tmp, solver, example, opset) if formats in ONNX_FORMATS else {}
+        firmware, skipped = write_firmware_files(run, tmp, solver, formats)
+        files = [*graphs.values(), *firmware.values(), *write_parameters(run, tmp, layout)]
+        manifest = build_manifest(run, run_path, tmp, solver, example, layout, graphs, firmware, skipped, files)
+        write_manifest(tmp, manifest)
         if check:
-            if graphs:
-                measured = parity(run, tmp)
-                manifest["parity_max_relative_difference"] = measured.worst
-                manifest["parity"] = {"max_relative_difference": measured.worst, "worst_at": measured.worst_at,
-                                      "median_relative_difference": measured.median, "comparisons": measured.checked,
-                                      "tolerance": tolerance, "kink_tolerance": KINK_TOLERANCE}
-                failure = measured.failure(tolerance)
-                if failure:
-                    raise ValueError(f"{failure}; the bundle was not written")
-            if firmware:
-                native = native_parity(run, tmp)
-                manifest["native_parity"] = native
-                if native["max_scaled_difference"] > tolerance:
-                    raise ValueError(f"the C library's predictions differ from {native['reference']} by "
-                                     f"{native['max_scaled_difference']:.2e} (absolute, relative where outputs exceed "
-                                     f"1; {native['worst_at']}) > {tolerance:.0e}; the bundle was not written")
-            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+            write_manifest(tmp, run_checks(run, tmp, manifest, tolerance))
         if profile is not None:
             from .tensorrt import export_tensorrt
 
             export_tensorrt(tmp, profile)  # builds the plans into the bundle and records them in its manifest
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        commit(tmp, out)
     return out
 
 
@@ -184,8 +287,7 @@ def _zipped(run_path, out: Path, **options) -> Path:
     """Export into a temporary directory, zip it, and rename the zip into place."""
     import zipfile
 
-    if out.exists():
-        raise FileExistsError(f"{out} already exists; remove it or choose another output path")
+    refuse_existing(out)
     with tempfile.TemporaryDirectory(dir=out.parent if out.parent.exists() else None) as tmp:
         bundle = export_bundle(run_path, Path(tmp) / "bundle", **options)
         partial = Path(tmp) / "bundle.zip"

@@ -17,9 +17,11 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
+from ..errors import InputError
+from ..sdk.atomic import atomic_write_bytes, atomic_write_text
 from ..sdk.models.conv import ConvNet
 from ..sdk.models.mlp import MLP
-from ..sdk.train import Run
+from ..sdk.run import Run
 
 #: newest model.mebin format version this exporter writes (the C library's ME_FORMAT_VERSION); files without
 #: conv / pool layers are written as version 1, which older firmware reads
@@ -34,11 +36,10 @@ TASKS = {"regression": 0, "classification": 1}
 LOSSES = {"mse": 0, "cross_entropy": 1}
 SOLVERS = {"sgd": 0, "gauss-newton": 1, "prototypes": 2}
 ADAPT_WEIGHT, ADAPT_BIAS = 1, 2
-SUPPORTED_ALGOS = ("maml", "fomaml", "metasgd", "anil", "reptile", "ridge", "protonet")
 
 
-def _refuse(what: str) -> ValueError:
-    return ValueError(f"{what} is not supported by the C runtime (firmware takes MLPs with relu, tanh or sigmoid "
+def _refuse(what: str) -> InputError:
+    return InputError(f"{what} is not supported by the C runtime (firmware takes MLPs with relu, tanh or sigmoid "
                       "activations and an optional linear skip, and 1-D conv nets in prototype bundles); retrain with "
                       "--model mlp --activation relu|tanh|sigmoid, or export with --format onnx")
 
@@ -63,7 +64,7 @@ def _array(t) -> np.ndarray:
 
 
 def _layers(run: Run) -> list[_Layer]:
-    """The layer table of the run's model, or a ValueError naming the first unsupported layer."""
+    """The layer table of the run's model, or an InputError naming the first unsupported layer."""
     model, params = run.learner.model, run.state["params"]
     if isinstance(model, ConvNet):
         return _conv_layers(run)
@@ -102,9 +103,9 @@ def _conv_layers(run: Run) -> list[_Layer]:
     for name, module in model.body.named_children():
         if isinstance(module, nn.Conv2d):
             raise _refuse(f"layer 'body.{name}' (Conv2d) of {type(model).__name__}")
-        if isinstance(module, nn.Conv1d) and run.learner.algo != "protonet":
-            raise ValueError(f"layer 'body.{name}' (Conv1d): the C runtime runs 1-D convolutions in prototype "
-                             f"(ProtoNet) bundles only, not with the {run.learner.algo!r} learner (no convolution "
+        if isinstance(module, nn.Conv1d) and run.learner.device_solver.kind != "prototypes":
+            raise InputError(f"layer 'body.{name}' (Conv1d): the C runtime runs 1-D convolutions in prototype "
+                             f"(ProtoNet) bundles only, not with the {run.learner.name!r} learner (no convolution "
                              "gradients on the device); retrain with --algo protonet, or export with --format onnx")
     channels, length = (int(v) for v in run.family.input_shape)
     layers: list[_Layer] = []
@@ -115,7 +116,7 @@ def _conv_layers(run: Run) -> list[_Layer]:
             if (tuple(module.kernel_size), tuple(module.stride), tuple(module.dilation), module.groups,
                     module.padding_mode) != ((3,), (1,), (1,), 1, "zeros") or \
                     module.padding not in ((1,), 1) or module.bias is None or module.in_channels != channels:
-                raise ValueError(f"{where}: the C runtime runs Conv1d with kernel 3, stride 1, padding 1, a bias "
+                raise InputError(f"{where}: the C runtime runs Conv1d with kernel 3, stride 1, padding 1, a bias "
                                  "and no groups or dilation only; export with --format onnx")
             layers.append(_Layer("conv1d", channels * length, module.out_channels * length, length, prefix,
                                  _array(params[f"{prefix}.weight"]), _array(params[f"{prefix}.bias"])))
@@ -124,10 +125,10 @@ def _conv_layers(run: Run) -> list[_Layer]:
             conv = layers[-1] if layers else None
             stats = [buffers.get(f"{prefix}.{k}") for k in ("running_mean", "running_var")]
             if conv is None or conv.kind != "conv1d" or conv.folded:
-                raise ValueError(f"{where}: the C runtime folds batch norm into the convolution right before it; "
+                raise InputError(f"{where}: the C runtime folds batch norm into the convolution right before it; "
                                  "there is none here; export with --format onnx")
             if any(v is None for v in stats):
-                raise ValueError(f"{where}: batch norm without running statistics cannot be folded for the C "
+                raise InputError(f"{where}: batch norm without running statistics cannot be folded for the C "
                                  "runtime; retrain with --algo protonet, or export with --format onnx")
             mean, var = (_array(v) for v in stats)
             gamma = _array(params[f"{prefix}.weight"]) if module.affine else np.ones_like(mean)
@@ -137,7 +138,7 @@ def _conv_layers(run: Run) -> list[_Layer]:
             conv.bias = (conv.bias - mean) * scale + beta
             conv.folded = True
         elif isinstance(module, nn.GroupNorm):
-            raise ValueError(f"{where}: the C runtime has no group norm (it folds batch norm into the "
+            raise InputError(f"{where}: the C runtime has no group norm (it folds batch norm into the "
                              "convolutions); retrain with --norm batch or --norm none, or export with --format onnx")
         elif isinstance(module, nn.Identity):
             continue
@@ -148,7 +149,7 @@ def _conv_layers(run: Run) -> list[_Layer]:
             stride = module.stride if module.stride is not None else module.kernel_size
             if (size(module.kernel_size), size(stride), size(module.padding), size(module.dilation),
                     module.ceil_mode, module.return_indices) != (2, 2, 0, 1, False, False) or length < 2:
-                raise ValueError(f"{where}: the C runtime runs MaxPool1d(2) (stride 2, no padding, floor) on "
+                raise InputError(f"{where}: the C runtime runs MaxPool1d(2) (stride 2, no padding, floor) on "
                                  "lengths of at least 2 only; export with --format onnx")
             layers.append(_Layer("maxpool1d", channels * length, channels * (length // 2), length))
             length //= 2
@@ -160,19 +161,14 @@ def _conv_layers(run: Run) -> list[_Layer]:
     return layers
 
 
-def _solver(run: Run) -> str:
-    algo = run.learner.algo
-    if algo not in SUPPORTED_ALGOS:
-        raise ValueError(f"learner {algo!r} is not supported by the C runtime; firmware takes "
-                         f"{', '.join(SUPPORTED_ALGOS)}")
-    return {"ridge": "gauss-newton", "protonet": "prototypes"}.get(algo, "sgd")
-
-
 def firmware_bytes(run: Run, inner_steps: int | None = None) -> bytes:
     """The ``model.mebin`` image of ``run`` (see docs/firmware.md for the layout)."""
     learner, state, family = run.learner, run.state, run.family
     layers = _layers(run)
-    solver = _solver(run)
+    solver = learner.device_solver
+    if solver.kind not in SOLVERS:
+        raise InputError(f"the {learner.name} learner's device solver {solver.kind!r} is not in the C runtime; "
+                         f"firmware takes the solvers {', '.join(SOLVERS)}")
     adapted = list(learner.adapted)
     in_dim = int(np.prod(family.input_shape))
     out_dim = layers[-1].out_w
@@ -180,10 +176,10 @@ def firmware_bytes(run: Run, inner_steps: int | None = None) -> bytes:
     norm = run.normalizer
     ny = out_dim if task == "regression" else 0
     if len(norm.x_mean) != in_dim or len(norm.y_mean) != ny:
-        raise ValueError(f"the run's normalisation has {len(norm.x_mean)} input / {len(norm.y_mean)} target entries, "
+        raise InputError(f"the run's normalisation has {len(norm.x_mean)} input / {len(norm.y_mean)} target entries, "
                          f"the model {in_dim} / {ny}; retrain the run")
     if layers[0].in_w != in_dim:
-        raise ValueError(f"the model takes {layers[0].in_w} inputs, the family {in_dim}; retrain the run")
+        raise InputError(f"the model takes {layers[0].in_w} inputs, the family {in_dim}; retrain the run")
 
     table, values, theta_order = [], [], []
     for layer in layers:
@@ -199,15 +195,15 @@ def firmware_bytes(run: Run, inner_steps: int | None = None) -> bytes:
         table.append(struct.pack("<BBHIII", LAYER_KINDS[layer.kind], flags, field, layer.in_w, layer.out_w,
                                  layer.length))
     if theta_order != adapted:  # the C layout rule: adapted tensors in layer order, weight before bias
-        raise ValueError(f"adapted parameters {adapted} are not in layer order; the C runtime cannot hold them")
-    if solver == "prototypes" and adapted:
-        raise ValueError("prototype heads adapt no parameters")
+        raise InputError(f"adapted parameters {adapted} are not in layer order; the C runtime cannot hold them")
+    if solver.kind == "prototypes" and adapted:
+        raise InputError("prototype heads adapt no parameters")
     # the lowest version that holds the model: MLP files stay readable by version-1 firmware
     version = 2 if any(layer.kind in ("conv1d", "maxpool1d") for layer in layers) else 1
     rates = [state["rates"][n].detach().cpu().numpy().astype(np.float32).ravel() for n in adapted]
-    steps = 0 if solver == "prototypes" else int(learner.inner_steps if inner_steps is None else inner_steps)
+    steps = solver.steps if inner_steps is None or solver.kind == "prototypes" else int(inner_steps)
     if not 0 <= steps <= 0xFFFF:
-        raise ValueError(f"default steps must be in 0..65535, got {steps}")
+        raise InputError(f"default steps must be in 0..65535, got {steps}")
 
     def floats(parts: list[np.ndarray]) -> bytes:
         return np.concatenate([np.zeros(0, np.float32), *parts]).astype("<f4").tobytes()
@@ -222,7 +218,7 @@ def firmware_bytes(run: Run, inner_steps: int | None = None) -> bytes:
     off_rates = off_params + len(param_bytes)
     total = off_rates + len(rate_bytes)
     loss = LOSSES[learner.loss_name]
-    rest = struct.pack("<BBBBHHIIIIIIIIII", TASKS[task], loss, SOLVERS[solver], 0, len(table), steps, in_dim,
+    rest = struct.pack("<BBBBHHIIIIIIIIII", TASKS[task], loss, SOLVERS[solver.kind], 0, len(table), steps, in_dim,
                        out_dim, n_params, n_theta, off_layers, off_norm, off_params, off_rates, 0, 0)
     payload = rest + b"".join(table) + norm_bytes + param_bytes + rate_bytes
     head = MAGIC + struct.pack("<HHII", version, HEADER_BYTES, total, zlib.crc32(payload) & 0xFFFFFFFF)
@@ -254,7 +250,7 @@ def write_firmware(run: Run, out_dir: str | Path, adapt: str | None = None,
         inner_steps: default step count stored in the file (default: the run's inner steps).
 
     Returns:
-        ``[model.mebin, model_data.h]`` paths. Raises ``ValueError`` naming the layer, activation or learner the
+        ``[model.mebin, model_data.h]`` paths. Raises ``InputError`` naming the layer, activation or learner the
         C runtime does not support.
     """
     if adapt:
@@ -263,6 +259,6 @@ def write_firmware(run: Run, out_dir: str | Path, adapt: str | None = None,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     mebin, header = out_dir / "model.mebin", out_dir / "model_data.h"
-    mebin.write_bytes(data)
-    header.write_text(c_array(data))
+    atomic_write_bytes(mebin, data)
+    atomic_write_text(header, c_array(data))
     return [mebin, header]

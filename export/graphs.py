@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from torch._decomp import core_aten_decompositions
 from torch.fx.experimental.proxy_tensor import make_fx
 
-from ..sdk.learners import MetaLearner, MetaState
-from ..sdk.learners.newton import GaussNewtonLoop
+from ..errors import InputError
+from ..sdk.learners import Learner, MetaState
 
 
 def _convolution_backward(grad_output, input, weight, bias_sizes, stride, padding, dilation, transposed,
@@ -33,8 +33,8 @@ def _convolution_backward(grad_output, input, weight, bias_sizes, stride, paddin
     weight gradient is a convolution of the input with the output gradient (batch as channels).
     """
     if transposed or groups != 1 or any(s != 1 for s in stride) or any(d != 1 for d in dilation):
-        raise NotImplementedError("export supports convolutions with stride 1, dilation 1 and one group; "
-                                  f"got stride {stride}, dilation {dilation}, groups {groups}")
+        raise InputError("export supports convolutions with stride 1, dilation 1 and one group; "
+                         f"got stride {stride}, dilation {dilation}, groups {groups}")
     dims = weight.dim() - 2
     conv, conv_t = (F.conv1d, F.conv_transpose1d) if dims == 1 else (F.conv2d, F.conv_transpose2d)
     grad_input = conv_t(grad_output, weight, padding=padding) if output_mask[0] else None
@@ -73,7 +73,7 @@ def _export(fn, args: tuple[torch.Tensor, ...], names: tuple[list[str], list[str
             quiet.setLevel(level)
 
 
-def export_graphs(learner: MetaLearner, state: MetaState, out_dir: Path, example_x: torch.Tensor,
+def export_graphs(learner: Learner, state: MetaState, out_dir: Path, example_x: torch.Tensor,
                   example_y: torch.Tensor, opset: int = 18, unrolled_steps: int = 0) -> dict[str, Path]:
     """Write ``forward.onnx`` and ``adapt_step.onnx`` (or ``gauss_newton.onnx``) for a learner into ``out_dir``.
 
@@ -105,7 +105,7 @@ def export_graphs(learner: MetaLearner, state: MetaState, out_dir: Path, example
     paths = {"forward": out_dir / "forward.onnx"}
     param_names = [f"theta.{k}" for k in names]
     _export(forward, (example_x, *theta), (["x", *param_names], ["y"]), 1, paths["forward"], opset)
-    if isinstance(inner, GaussNewtonLoop):
+    if learner.device_solver.kind == "gauss-newton":  # the device solves; the graph gives J and r
 
         def system(xs: torch.Tensor, ys: torch.Tensor, *flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             return inner.system(dict(zip(names, flat)), frozen, xs, ys)
@@ -137,7 +137,7 @@ def export_graphs(learner: MetaLearner, state: MetaState, out_dir: Path, example
     return paths
 
 
-def export_embedding(learner: MetaLearner, state: MetaState, out_dir: Path, example_x: torch.Tensor,
+def export_embedding(learner: Learner, state: MetaState, out_dir: Path, example_x: torch.Tensor,
                      opset: int = 18) -> dict[str, Path]:
     """Write ``forward.onnx`` ``x -> embedding`` for a prototype learner (every parameter and buffer a constant).
 

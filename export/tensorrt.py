@@ -21,7 +21,6 @@ tested; the builder calls follow the TensorRT 10 Python API documentation.
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,8 @@ from onnx import numpy_helper, shape_inference
 
 from ..devices.ops import TENSORRT_CONSTANT_INPUTS, outside_tensorrt
 from ..devices.profiles import Profile
+from ..errors import InputError
+from ..runtime.atomic import atomic_write_text
 from ..runtime.bundle import Bundle, sha256
 from .ops import graph_ops
 
@@ -50,7 +51,7 @@ def _major(version: str) -> float:
 def _profile_tensorrt(profile: Profile) -> str:
     """The newest TensorRT family the profile's JetPack releases ship (the one engines are built for by default)."""
     if not profile.jetpack:
-        raise ValueError(f"{profile.name} is not a TensorRT device (no JetPack / TensorRT family); choose a Jetson "
+        raise InputError(f"{profile.name} is not a TensorRT device (no JetPack / TensorRT family); choose a Jetson "
                          "profile for --format tensorrt")
     return max((j.tensorrt for j in profile.jetpack), key=_major)
 
@@ -131,7 +132,7 @@ def forward_with_weights(model: onnx.ModelProto, theta: dict[str, np.ndarray]) -
     names = [v.name for v in out.graph.input if v.name.startswith("theta.")]
     missing = sorted(set(names) - set(theta))
     if missing:
-        raise ValueError(f"no values for forward inputs {', '.join(missing)}")
+        raise InputError(f"no values for forward inputs {', '.join(missing)}")
     del out.graph.input[:]
     out.graph.input.extend(keep)
     out.graph.initializer.extend(numpy_helper.from_array(np.asarray(theta[n], np.float32), n) for n in names)
@@ -189,7 +190,7 @@ def prepare_graphs(bundle_dir: str | Path, work: str | Path, tensorrt_version: s
 
 # --- building (needs tensorrt and a GPU) -------------------------------------------------------------------------
 
-class TensorRTUnavailable(ValueError):
+class TensorRTUnavailable(InputError):
     """TensorRT is not installed here (a user-facing condition: the CLI prints it as one line)."""
 
 
@@ -217,7 +218,7 @@ def _build_one(trt, onnx_path: Path, role: str, shapes: dict[str, tuple[int, int
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise ValueError(f"TensorRT's ONNX parser rejected {role} ({errors})")
+        raise InputError(f"TensorRT's ONNX parser rejected {role} ({errors})")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace)
     profile = builder.create_optimization_profile()
@@ -235,7 +236,7 @@ def _build_one(trt, onnx_path: Path, role: str, shapes: dict[str, tuple[int, int
             config.set_flag(trt.BuilderFlag.FP16)
     plan = builder.build_serialized_network(network, config)
     if plan is None:
-        raise ValueError(f"TensorRT could not build the {role} engine (see the log above)")
+        raise InputError(f"TensorRT could not build the {role} engine (see the log above)")
     if role == "forward":
         _check_refittable(trt, logger, bytes(plan), onnx_path)
     return bytes(plan)
@@ -250,7 +251,7 @@ def _check_refittable(trt, logger, plan: bytes, onnx_path: Path) -> None:
               if i.name.startswith("theta.")}
     missing = sorted(wanted - names)
     if missing:
-        raise ValueError(f"the forward engine cannot be refitted by name: {', '.join(missing)} are not among its "
+        raise InputError(f"the forward engine cannot be refitted by name: {', '.join(missing)} are not among its "
                          "refittable weights (TensorRT folded them); this model needs the ONNX Runtime backend")
 
 
@@ -258,13 +259,13 @@ def build_engines(bundle_dir: str | Path, profile: Profile, out_dir: str | Path,
                   ) -> dict[str, Path]:
     """Build one TensorRT plan per graph of the bundle for ``profile``; returns ``{role: plan path}``.
 
-    Refuses (``ValueError``) when :func:`static_check` finds a problem, and (``RuntimeError``) without TensorRT.
+    Refuses (``InputError``) when :func:`static_check` finds a problem, and (``RuntimeError``) without TensorRT.
     """
     if max_shots < 1 or max_batch < 1:
-        raise ValueError(f"max_shots and max_batch must be >= 1, got {max_shots} and {max_batch}")
+        raise InputError(f"max_shots and max_batch must be >= 1, got {max_shots} and {max_batch}")
     problems = static_check(bundle_dir, profile)
     if problems:
-        raise ValueError(f"the bundle's graphs cannot become TensorRT engines for {profile.name}: "
+        raise InputError(f"the bundle's graphs cannot become TensorRT engines for {profile.name}: "
                          + "; ".join(problems))
     trt = _import_tensorrt()
     manifest = json.loads((Path(bundle_dir) / "manifest.json").read_text())
@@ -296,7 +297,7 @@ def record_engines(bundle_dir: str | Path, profile: Profile, plans: dict[str, Pa
     manifest = json.loads(manifest_path.read_text())
     for role, path in plans.items():
         if role not in ROLES or Path(path).resolve().parent != bundle_dir.resolve():
-            raise ValueError(f"{path}: a {role!r} plan must be one of {', '.join(ROLES)} inside {bundle_dir}")
+            raise InputError(f"{path}: a {role!r} plan must be one of {', '.join(ROLES)} inside {bundle_dir}")
     fp16 = profile.precision["forward"] == "fp16"
     graphs = manifest.get("graphs") or {}
     entry = {
@@ -313,12 +314,7 @@ def record_engines(bundle_dir: str | Path, profile: Profile, plans: dict[str, Pa
     }
     manifest.setdefault("tensorrt", {})[profile.name] = entry
     manifest.setdefault("files", {}).update({Path(p).name: sha256(Path(p)) for p in plans.values()})
-    fd, tmp = tempfile.mkstemp(dir=bundle_dir, prefix=".manifest.", suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        f.write(json.dumps(manifest, indent=2) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, manifest_path)
+    atomic_write_text(manifest_path, json.dumps(manifest, indent=2) + "\n")
     return entry
 
 

@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import json
 import sys
+import traceback
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import click
 
 from . import __version__
+from .errors import InputError, MetaedgeError
 
-#: exceptions that mean "bad input": reported as one line and exit status 1, never a traceback
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, FloatingPointError, KeyError, OSError)
-# (runtime.bundle.BundleError subclasses ValueError)
+#: exit status of a bug (an exception that is not a :class:`MetaedgeError`): EX_SOFTWARE of sysexits.h
+BUG_EXIT = 70
+BUG_REPORT = ("This is a bug in metaedge {version}, not a problem with your input: please report it with the "
+              "command you ran and the traceback above.")
 
 
 #: optional packages -> the extra that installs them: a command that needs a missing one says so in one line
@@ -26,21 +30,78 @@ OPTIONAL_PACKAGES = {"torch": "train", "onnx": "train", "onnxscript": "train", "
 
 
 class Group(click.Group):
-    """A click group that turns user errors raised by any command into one clear line."""
+    """A click group with the project's error policy.
+
+    A :class:`~metaedge.errors.MetaedgeError` (bad input: wrong shapes, NaN, a corrupt bundle, a missing file)
+    becomes its one-sentence message and exit status 1. Any other exception is a bug: its traceback is shown,
+    followed by one line asking for a bug report, and the exit status is :data:`BUG_EXIT`.
+    """
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except ModuleNotFoundError as e:
             package = (e.name or "").split(".")[0]
-            if package not in OPTIONAL_PACKAGES:
-                raise  # a module of ours or a required dependency missing: a broken install, keep the traceback
-            extra = OPTIONAL_PACKAGES[package]
+            if package not in OPTIONAL_PACKAGES:  # a module of ours or a required dependency: a broken install
+                _report_bug(ctx)
             raise click.ClickException(f"`metaedge {ctx.invoked_subcommand}` needs {package}, which is not installed "
-                                       f"here; install it with pip install 'metaedge[{extra}]'") from e
-        except USER_ERRORS as e:
-            message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-            raise click.ClickException(str(message)) from e
+                                       f"here; install it with pip install 'metaedge[{OPTIONAL_PACKAGES[package]}]'"
+                                       ) from e
+        except MetaedgeError as e:
+            raise click.ClickException(str(e)) from e
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception:
+            _report_bug(ctx)
+
+
+def _report_bug(ctx: click.Context) -> None:
+    """Print the exception being handled with its traceback and the bug-report line, and exit with BUG_EXIT."""
+    traceback.print_exc()
+    click.echo(BUG_REPORT.format(version=__version__), err=True)
+    ctx.exit(BUG_EXIT)
+
+
+class RegistryChoice(click.Choice):
+    """A choice among the names a registry holds when the option is parsed or shown, so that a learner or model
+    a user registers is selectable; read lazily, since the registries import torch and ``metaedge --help`` and
+    the device-side commands must not."""
+
+    def __init__(self, names: Callable[[], Iterable[str]]) -> None:
+        self._names = names
+        super().__init__(())
+
+    @property
+    def choices(self) -> tuple[str, ...]:  # type: ignore[override]
+        return tuple(self._names())
+
+    @choices.setter
+    def choices(self, value: Any) -> None:  # click's __init__ assigns; the registry is the source
+        pass
+
+
+def _algorithms() -> list[str]:
+    from .sdk.learners import algorithm_names
+
+    return algorithm_names()
+
+
+def _models() -> list[str]:
+    from .sdk.models import model_kinds
+
+    return ["auto", *model_kinds()]
+
+
+def _activations() -> list[str]:
+    from .sdk.models import ACTIVATIONS
+
+    return sorted(ACTIVATIONS)
+
+
+def _formats() -> tuple[str, ...]:
+    from .export.bundle import FORMATS
+
+    return FORMATS
 
 
 def device_option(f):
@@ -90,13 +151,13 @@ def _read_config(path: Path) -> dict[str, Any]:
         try:
             return tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
-            raise ValueError(f"{path} is not valid TOML ({e}); fix the file") from e
+            raise InputError(f"{path} is not valid TOML ({e}); fix the file") from e
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON ({e}); fix the file") from e
+        raise InputError(f"{path} is not valid JSON ({e}); fix the file") from e
     if not isinstance(data, dict):
-        raise ValueError(f"{path} must hold a JSON object of training options")
+        raise InputError(f"{path} must hold a JSON object of training options")
     return data
 
 
@@ -120,7 +181,7 @@ def families() -> None:
     for name in family_names():
         try:
             fam = make_family(name)
-        except (FileNotFoundError, TypeError, ValueError) as e:  # needs data or options
+        except (MetaedgeError, TypeError) as e:  # needs data (a missing folder) or options (a missing argument)
             click.echo(f"{name:18s} (needs options or data: {str(e).splitlines()[0][:80]})")
             continue
         ins = ", ".join(f"{n} [{u}]" if u else n for n, u in zip(fam.input_names, fam.input_units))
@@ -135,11 +196,10 @@ def families() -> None:
 @click.option("--family-option", "family_options", multiple=True, metavar="KEY=VALUE",
               help="Option for the family, e.g. path=data.csv or fold=2; repeatable. Values are parsed as JSON "
                    "when possible.")
-@click.option("--algo", type=click.Choice(["maml", "fomaml", "metasgd", "anil", "reptile", "ridge", "protonet"]),
-              help="Meta-learner. [default: maml]")
+@click.option("--algo", type=RegistryChoice(_algorithms), help="Meta-learner (registered learners). [default: maml]")
 @click.option("--shots", type=int, help="Support points per task (per class for classification). [default: 10]")
 @click.option("--ways", type=int, help="Classes per episode for classification families. [family's default]")
-@click.option("--model", type=click.Choice(["auto", "mlp", "conv4", "conv1d"]),
+@click.option("--model", type=RegistryChoice(_models),
               help="Network: auto picks mlp for features, conv4 for images, conv1d for time series. [auto]")
 @click.option("--width", type=int, help="Channels per conv block. [default: 64]")
 @click.option("--norm", type=click.Choice(["batch", "group", "none"]), help="Conv normalisation. [default: batch]")
@@ -152,7 +212,7 @@ def families() -> None:
 @click.option("--meta-batch", type=int, help="Tasks per meta-iteration. [default: 25]")
 @click.option("--iterations", type=int, help="Meta-iterations in total (a resumed run continues to this). [1000]")
 @click.option("--hidden", help="Hidden layer widths, comma-separated. [default: 40,40]")
-@click.option("--activation", type=click.Choice(["relu", "tanh", "sigmoid", "gelu", "silu"]),
+@click.option("--activation", type=RegistryChoice(_activations),
               help="Hidden activation. [default: relu]")
 @click.option("--skip/--no-skip", default=None, help="Add a linear input->output path to the MLP. [no-skip]")
 @click.option("--adapt", help="Which parameters adapt: all, head, biases or glob patterns. [all; head for anil]")
@@ -171,12 +231,14 @@ def train(config_path: Path | None, family_options: tuple[str, ...], out: Path, 
     Runs under `torchrun --nproc-per-node N metaedge train ...` unchanged: each rank takes a shard of
     every meta-batch and the meta-gradient is all-reduced.
     """
-    from .sdk.train import TrainConfig
+    from .sdk.checkpoint import read_json
+    from .sdk.config import TrainConfig
+    from .sdk.run import RunRecord
     from .sdk.train import train as run_training
 
     data: dict[str, Any] = _read_config(config_path) if config_path else {}
     if resume and not config_path and (out / "config.json").is_file():
-        data = json.loads((out / "config.json").read_text())["train"]
+        data = RunRecord.parse(read_json(out / "config.json"), out / "config.json").train.to_dict()
     options["compile"] = options.pop("compile_")
     for key, value in options.items():
         if value is not None:
@@ -220,7 +282,7 @@ def evaluate(run: Path, tasks: int, shots: str, ways: str, queries: int | None, 
     """Evaluate a run on held-out tasks: mean and 95% CI per setting and step count, beside baselines."""
     from .sdk.evaluate import EvalSettings, format_table
     from .sdk.evaluate import evaluate as run_evaluation
-    from .sdk.train import Run
+    from .sdk.run import Run
 
     settings = EvalSettings(
         tasks=tasks, shots=_int_list(shots, "--shots") or [5], ways=_int_list(ways, "--ways") or [],
@@ -247,7 +309,7 @@ def evaluate(run: Path, tasks: int, shots: str, ways: str, queries: int | None, 
               "one graph. [the run's]")
 @click.option("--adapt", "adapt_spec", help="Which parameters the device adapts: all, head, biases, or comma-separated "
               "name patterns such as 'head.*,body.2.bias'. [the run's]")
-@click.option("--format", "formats", type=click.Choice(["auto", "onnx", "c", "all", "tensorrt"]), default="auto",
+@click.option("--format", "formats", type=RegistryChoice(_formats), default="auto",
               show_default=True, help="onnx: graphs for ONNX Runtime (and TensorRT); c: model.mebin + model_data.h "
               "for the C library (MLPs); all: both; auto: all where the C library supports the model, else onnx; "
               "tensorrt: the graphs plus TensorRT engines for --device (needs TensorRT: build on the device).")

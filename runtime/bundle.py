@@ -19,11 +19,13 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InputError
+
 #: the newest manifest format this runtime reads (see docs/bundle.md for the version rules)
 FORMAT_VERSION = 1
 
 
-class BundleError(ValueError):
+class BundleError(InputError):
     """A bundle that is missing, corrupt, tampered with, or newer than this runtime."""
 
 

@@ -13,8 +13,6 @@ a power cut leaves the old state or the new one.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +23,8 @@ if TYPE_CHECKING:
 
 import numpy as np
 
+from ..errors import InputError
+from .atomic import atomic_write
 from .bundle import Bundle, BundleError
 
 #: what ``Model.load(backend=...)`` accepts
@@ -154,7 +154,7 @@ class Model:
         one line on the ``metaedge.runtime`` logger.
         """
         if backend not in BACKENDS:
-            raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+            raise InputError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         bundle = Bundle.open(path)
         m = bundle.manifest
         theta0, rates = bundle.array("theta0.npy"), bundle.array("rates.npy")
@@ -201,10 +201,10 @@ class Model:
         if x.ndim == len(shape):
             x = x[None]
         if x.shape[1:] != shape or x.shape[0] == 0:
-            raise ValueError(f"{what} must have shape (n, {', '.join(map(str, shape))}) with n >= 1, got {x.shape}; "
+            raise InputError(f"{what} must have shape (n, {', '.join(map(str, shape))}) with n >= 1, got {x.shape}; "
                              f"inputs are {', '.join(self.bundle.manifest['input']['names'])}")
         if not np.isfinite(x).all():
-            raise ValueError(f"{what} hold NaN or infinite values (sample(s) {_bad_rows(x)}); remove those samples "
+            raise InputError(f"{what} hold NaN or infinite values (sample(s) {_bad_rows(x)}); remove those samples "
                              "and retry")
         return (x - self._norm["x_mean"]) / self._norm["x_std"] if x.ndim == 2 else x
 
@@ -217,17 +217,17 @@ class Model:
         if self.classification:  # integer labels 0..ways-1, one per support sample
             labels = np.asarray(y).reshape(-1)
             if labels.size != n or not np.all(np.isfinite(labels.astype(np.float64))):
-                raise ValueError(f"support labels must be one finite class number for each of the {n} samples")
+                raise InputError(f"support labels must be one finite class number for each of the {n} samples")
             top = np.inf if self.prototypes else dim - 1  # prototypes take any number of classes
             if (labels != np.round(labels)).any() or labels.min() < 0 or labels.max() > top:
-                raise ValueError(f"support labels must be integers in 0..{'ways-1' if self.prototypes else top}; "
+                raise InputError(f"support labels must be integers in 0..{'ways-1' if self.prototypes else top}; "
                                  "relabel the classes")
             return labels.astype(np.int64)
         y = np.asarray(y, dtype=np.float32).reshape(n, -1) if np.size(y) == n * dim else None
         if y is None:
-            raise ValueError(f"support targets must hold {dim} value(s) for each of the {n} support samples")
+            raise InputError(f"support targets must hold {dim} value(s) for each of the {n} support samples")
         if not np.isfinite(y).all():
-            raise ValueError(f"support targets hold NaN or infinite values (sample(s) {_bad_rows(y)}); remove those "
+            raise InputError(f"support targets hold NaN or infinite values (sample(s) {_bad_rows(y)}); remove those "
                              "samples and retry")
         return (y - self._norm["y_mean"]) / self._norm["y_std"]
 
@@ -254,21 +254,21 @@ class Model:
         """
         steps = self.bundle.manifest["adaptation"]["inner_steps"] if steps is None else int(steps)
         if steps < 0:
-            raise ValueError(f"steps must be >= 0, got {steps}")
+            raise InputError(f"steps must be >= 0, got {steps}")
         x = self._inputs(xs, "support inputs")
         y = self._targets(ys, len(x))
         if self.prototypes:
             ways = int(y.max()) + 1
             missing = sorted(set(range(ways)) - set(y.tolist()))
             if missing:
-                raise ValueError(f"support has no sample of class(es) {missing}; give every class at least one")
+                raise InputError(f"support has no sample of class(es) {missing}; give every class at least one")
             if self._native is not None:
                 return Adapted(self, self._native.adapt(self._physical(xs), y)[0], steps_run=0, steps_kept=0)
             z = self._embed(x)
             protos = np.stack([z[y == c].mean(0) for c in range(ways)]).astype(np.float32)
             return Adapted(self, protos.ravel(), steps_run=0, steps_kept=0)
         if start is not None and (np.shape(start) != self.theta0.shape or not np.isfinite(start).all()):
-            raise ValueError(f"start must be a finite adapted state of {self.theta0.size} values, got shape "
+            raise InputError(f"start must be a finite adapted state of {self.theta0.size} values, got shape "
                              f"{np.shape(start)}; pass an Adapted.theta of this bundle")
         if self._native is not None:  # the C library takes physical units and applies the same guard
             targets = y if self.classification else np.asarray(ys, np.float32)
@@ -382,18 +382,9 @@ class Adapted:
 
     def save(self, path: str | Path) -> None:
         """Write the adapted state atomically (temp file, fsync, rename) as ``.npz`` (no pickle)."""
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, theta=self.theta, steps_kept=np.int64(self.steps_kept),
-                         bundle_theta0_sha256=np.array(self.model.bundle.manifest["files"]["theta0.npy"]))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        origin = np.array(self.model.bundle.manifest["files"]["theta0.npy"])
+        atomic_write(path, lambda f: np.savez(f, theta=self.theta, steps_kept=np.int64(self.steps_kept),
+                                              bundle_theta0_sha256=origin))
 
     @classmethod
     def load(cls, model: Model, path: str | Path) -> Adapted:
@@ -402,9 +393,9 @@ class Adapted:
             with np.load(path, allow_pickle=False) as z:
                 theta, kept, origin = z["theta"], int(z["steps_kept"]), str(z["bundle_theta0_sha256"])
         except (OSError, KeyError, ValueError) as e:
-            raise ValueError(f"{path} is not an adapted state written by metaedge; adapt again") from e
+            raise InputError(f"{path} is not an adapted state written by metaedge; adapt again") from e
         dim = model.bundle.manifest["adaptation"].get("embedding_dim") or 0
         fits = theta.size % dim == 0 if model.prototypes else theta.shape == model.theta0.shape
         if origin != model.bundle.manifest["files"]["theta0.npy"] or not fits:
-            raise ValueError(f"{path} was adapted from a different bundle; adapt again with this bundle")
+            raise InputError(f"{path} was adapted from a different bundle; adapt again with this bundle")
         return cls(model, theta.astype(np.float32), steps_kept=kept)

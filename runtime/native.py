@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import InputError, UnavailableError
+
 _NAMES = {"linux": "libmetaedge.so", "darwin": "libmetaedge.dylib", "win32": "metaedge.dll"}
 _FLOAT_P = ctypes.POINTER(ctypes.c_float)
 ME_GUARD = 1
@@ -30,7 +32,7 @@ STATUS_NAMES = ("ok", "null", "truncated", "magic", "version", "crc", "format", 
                 "nonfinite", "label", "argument", "singular", "state")
 
 
-class NativeError(ValueError):
+class NativeError(InputError):
     """The C runtime refused a model or an input; ``code`` is the ``me_status`` and ``status`` its name."""
 
     def __init__(self, code: int, message: str, context: str = ""):
@@ -170,7 +172,7 @@ class NativeModel:
 
     def __init__(self, mebin: bytes, max_shots: int = 64) -> None:
         if _LIB is None:
-            raise RuntimeError(_REASON)
+            raise UnavailableError(_REASON)
         self._data = ctypes.create_string_buffer(bytes(mebin), len(mebin))  # the model points into it
         self._model = ctypes.create_string_buffer(_LIB.me_sizeof_model())
         self._check(_LIB.me_model_load(self._model, self._data, len(mebin)), "model.mebin")
@@ -213,7 +215,7 @@ class NativeModel:
     def _init(self, max_shots: int) -> None:
         size = self.arena_bytes(max_shots)
         if size == 0:
-            raise ValueError(f"max_shots must be in 1..65536, got {max_shots}")
+            raise InputError(f"max_shots must be in 1..65536, got {max_shots}")
         self._arena = ctypes.create_string_buffer(size)
         self._check(_LIB.me_session_init(self._session, self._model, self._arena, size, max_shots), "arena")
         self.max_shots = max_shots
@@ -242,11 +244,11 @@ class NativeModel:
         if x.shape == shape and (len(shape) > 1 or self.header.in_dim != 1):
             x = x[None]  # one sample
         if len(shape) > 1 and x.ndim > 2 and x.shape[1:] != shape:
-            raise ValueError(f"{what} must have shape (n, {', '.join(map(str, shape))}) (channels, length) or "
+            raise InputError(f"{what} must have shape (n, {', '.join(map(str, shape))}) (channels, length) or "
                              f"(n, {self.header.in_dim}) with n >= 1, got {x.shape}")
         x = np.ascontiguousarray(x.reshape(x.shape[0] if x.ndim else 1, -1))  # (n, C, L) -> (n, C * L), row-major
         if x.shape[1] != self.header.in_dim or x.shape[0] == 0:
-            raise ValueError(f"{what} must have shape (n, {', '.join(map(str, shape))}) with n >= 1, got {x.shape}")
+            raise InputError(f"{what} must have shape (n, {', '.join(map(str, shape))}) with n >= 1, got {x.shape}")
         return x
 
     # --- API -------------------------------------------------------------------------------------------------
@@ -272,10 +274,10 @@ class NativeModel:
         y = ys if (type(ys) is np.ndarray and ys.dtype == np.float32 and ys.flags.c_contiguous) else \
             np.ascontiguousarray(np.asarray(ys, dtype=np.float32))
         if y.size != k * per:
-            raise ValueError(f"support targets must hold {per} value(s) for each of the {k} samples, got {y.size}")
+            raise InputError(f"support targets must hold {per} value(s) for each of the {k} samples, got {y.size}")
         steps = self.default_steps if steps is None else int(steps)
         if steps < 0:
-            raise ValueError(f"steps must be >= 0, got {steps}")
+            raise InputError(f"steps must be >= 0, got {steps}")
         if k > self.max_shots:
             self._init(k)
         fn = self._fn

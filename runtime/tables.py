@@ -7,24 +7,27 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import InputError, MissingError
+from .atomic import atomic_write_text
+
 
 def read_columns(path: str | Path, columns: list[str]) -> np.ndarray:
     """The named columns of a CSV file with a header row, as float32 ``(n, len(columns))``."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist; pass a CSV file with columns {', '.join(columns)}")
+        raise MissingError(f"{path} does not exist; pass a CSV file with columns {', '.join(columns)}")
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         missing = [c for c in columns if c not in (reader.fieldnames or [])]
         if missing:
-            raise ValueError(f"{path} lacks column(s) {', '.join(missing)}; its header must name "
+            raise InputError(f"{path} lacks column(s) {', '.join(missing)}; its header must name "
                              f"{', '.join(columns)}")
         rows = []
         for line, row in enumerate(reader, start=2):
             try:
                 rows.append([float(row[c]) for c in columns])
             except (TypeError, ValueError):
-                raise ValueError(f"{path} line {line}: every value of {', '.join(columns)} must be a number") from None
+                raise InputError(f"{path} line {line}: every value of {', '.join(columns)} must be a number") from None
     return np.asarray(rows, dtype=np.float32).reshape(len(rows), len(columns))
 
 
@@ -33,5 +36,5 @@ def write_columns(path: str | Path | None, columns: list[str], values: np.ndarra
     lines = [",".join(columns)] + [",".join(f"{v:.6g}" for v in row) for row in np.asarray(values)]
     text = "\n".join(lines) + "\n"
     if path is not None:
-        Path(path).write_text(text)
+        atomic_write_text(path, text)
     return text

@@ -21,10 +21,11 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InputError, UnavailableError
 from .bundle import Bundle, BundleError
 
 
-class TensorRTUnavailable(RuntimeError):
+class TensorRTUnavailable(UnavailableError):
     """TensorRT, cuda-python or a CUDA GPU is missing."""
 
 
@@ -91,13 +92,13 @@ class EngineSession:
         h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
         missing = sorted(set(self.inputs) - set(feeds))
         if missing:
-            raise ValueError(f"{self.name}: missing inputs {', '.join(missing)}")
+            raise InputError(f"{self.name}: missing inputs {', '.join(missing)}")
         hold = []  # host arrays must live until the stream is synchronised
         for name in self.inputs:
             host = np.ascontiguousarray(feeds[name], dtype=self.dtypes[name])
             hold.append(host)
             if not self.context.set_input_shape(name, host.shape):
-                raise ValueError(f"{self.name}: input {name} of shape {host.shape} is outside the engine's "
+                raise InputError(f"{self.name}: input {name} of shape {host.shape} is outside the engine's "
                                  "optimization profile; rebuild with larger --max-shots / --max-batch")
             ptr = self._device(name, host.nbytes)
             _check(cudart.cudaMemcpyAsync(ptr, host.ctypes.data, host.nbytes, h2d, self.stream), "copy in")

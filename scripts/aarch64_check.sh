@@ -108,7 +108,8 @@ import sys
 from pathlib import Path
 import numpy as np
 from metaedge.export.bundle import export_bundle
-from metaedge.sdk.train import TrainConfig, train
+from metaedge.sdk.config import TrainConfig
+from metaedge.sdk.train import train
 work = Path(sys.argv[1])
 run_dir = train(TrainConfig(family="sinusoid", algo="maml", shots=10, queries=10, meta_batch=4, iterations=20,
                             inner_steps=5), work / "run", progress=False)

@@ -23,7 +23,8 @@ import numpy as np
 
 from metaedge.export.bundle import export_bundle
 from metaedge.runtime.model import Model
-from metaedge.sdk.train import TrainConfig, train
+from metaedge.sdk.config import TrainConfig
+from metaedge.sdk.train import train
 
 CLI = [sys.executable, "-m", "metaedge.cli"]
 

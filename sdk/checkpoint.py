@@ -4,44 +4,29 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
-from .learners.gradient import MetaState
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` then rename over ``path``, so readers see the old file or the new one."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+from ..errors import InputError, MissingError
+from .atomic import atomic_write_bytes, atomic_write_text
+from .learners.base import MetaState
 
 
 def write_json(path: Path, data: Any) -> None:
-    atomic_write(path, lambda p: p.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n"))
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def read_json(path: Path) -> Any:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist; is this a metaedge run directory?")
+        raise MissingError(f"{path} does not exist; is this a metaedge run directory?")
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON ({e}); restore it or start a new run") from e
+        raise InputError(f"{path} is not valid JSON ({e}); restore it or start a new run") from e
 
 
 def flatten(tree: dict[str, dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -59,18 +44,18 @@ def unflatten(flat: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor
 
 def save_state(path: Path, state: MetaState) -> None:
     """Write a meta-state as safetensors."""
-    atomic_write(path, lambda p: save_file(flatten(state), str(p)))
+    atomic_write_bytes(path, save(flatten(state)))
 
 
 def load_state(path: Path) -> MetaState:
     """Read a meta-state written by :func:`save_state` (safetensors: no code is executed)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist; train a model first (metaedge train)")
+        raise MissingError(f"{path} does not exist; train a model first (metaedge train)")
     try:
         return unflatten(load_file(str(path)))
     except Exception as e:  # safetensors raises its own error types for corrupt files
-        raise ValueError(f"{path} is not a readable safetensors file ({e}); it may be truncated or corrupt") from e
+        raise InputError(f"{path} is not a readable safetensors file ({e}); it may be truncated or corrupt") from e
 
 
 def save_optimizer(path: Path, optimizer: torch.optim.Optimizer) -> None:
@@ -78,7 +63,7 @@ def save_optimizer(path: Path, optimizer: torch.optim.Optimizer) -> None:
     sd = optimizer.state_dict()
     tensors = {f"{i}/{k}": torch.as_tensor(v).contiguous() for i, st in sd["state"].items() for k, v in st.items()}
     meta = {"param_groups": json.dumps(sd["param_groups"])}
-    atomic_write(path, lambda p: save_file(tensors, str(p), metadata=meta))
+    atomic_write_bytes(path, save(tensors, metadata=meta))
 
 
 def load_optimizer(path: Path, optimizer: torch.optim.Optimizer) -> None:

@@ -1,4 +1,4 @@
-"""Meta-training: config, run directory, the outer loop, resume, and data-parallel ranks.
+"""Meta-training: the outer loop, checkpoints, resume, and data-parallel ranks (run loading: :mod:`.run`).
 
 One iteration draws a meta-batch of tasks from a generator seeded by ``(seed, iteration)``, so a
 run is deterministic on the CPU for a seed, resumes exactly, and every rank of a distributed run
@@ -12,85 +12,23 @@ import math
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from ..errors import DivergedError, ExistsError, InputError
 from . import checkpoint as ckpt
+from .config import TrainConfig
 from .distributed import World, close_world, init_world
-from .learners import MetaLearner, MetaState, make_learner
-from .models import build_model
+from .learners import MetaState
 from .normalize import Normalizer
 from .progress import progress as progress_bar
-from .tasks import TaskBatch, TaskFamily, make_family
+from .run import Run, RunRecord, build_learner, model_config, sample_options, task_rng, to_tensors
+from .tasks import make_family
 
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a meta-training run; ``config.json`` of a run directory holds it."""
-
-    family: str = "sinusoid"
-    family_options: dict[str, Any] = field(default_factory=dict)
-    algo: str = "maml"
-    shots: int = 10
-    queries: int = 10
-    inner_steps: int = 1
-    inner_lr: float = 0.01
-    meta_lr: float = 1e-3
-    #: "constant" (the MAML papers) or "cosine" (decay to 1% of meta_lr: reaches the precision calibration needs)
-    lr_schedule: str = "constant"
-    meta_batch: int = 25
-    iterations: int = 1000
-    #: classification: classes per episode (default: the family's)
-    ways: int | None = None
-    #: "auto" (mlp for feature vectors, conv4 for images, conv1d for time series), "mlp", "conv4", "conv1d"
-    model: str = "auto"
-    #: conv nets: channels per block and normalisation ("batch", "group", "none")
-    width: int = 64
-    norm: str = "batch"
-    hidden: list[int] = field(default_factory=lambda: [40, 40])
-    activation: str = "relu"
-    #: linear input->output path beside the hidden layers (helps near-linear calibration curves)
-    skip: bool = False
-    adapt: str | None = None
-    seed: int = 0
-    device: str = "cpu"
-    #: intra-op CPU threads; 1 is fastest for small models and avoids oversubscription under torchrun
-    threads: int = 1
-    #: torch.compile the meta-gradient (several times faster for small models after a 15-40 s compile)
-    compile: bool = False
-    log_every: int = 100
-    checkpoint_every: int = 1000
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """Build from a dict, refusing unknown keys with their names."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown training option(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}")
-        cfg = cls(**data)
-        cfg.validate()
-        return cfg
-
-    def validate(self) -> None:
-        """Raise ``ValueError`` with one sentence for out-of-range values."""
-        positive = ("shots", "queries", "inner_steps", "meta_batch", "iterations", "log_every", "checkpoint_every")
-        for name in positive:
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        if self.lr_schedule not in ("constant", "cosine"):
-            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
-        for name in ("inner_lr", "meta_lr"):
-            value = float(getattr(self, name))
-            if not np.isfinite(value) or value <= 0:
-                raise ValueError(f"{name} must be a positive finite number, got {value}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+__all__ = ["meta_lr_at", "train"]
 
 
 def meta_lr_at(config: TrainConfig, iteration: int) -> float:
@@ -100,95 +38,6 @@ def meta_lr_at(config: TrainConfig, iteration: int) -> float:
         progress = iteration / max(config.iterations - 1, 1)
         return config.meta_lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
     return config.meta_lr
-
-
-def task_rng(seed: int, iteration: int) -> np.random.Generator:
-    """The generator for the meta-batch of ``iteration``: independent of how the run was split."""
-    return np.random.default_rng([seed, iteration])
-
-
-def to_tensors(batch: TaskBatch, device: str | torch.device = "cpu") -> tuple[torch.Tensor, ...]:
-    """``(xs, ys, xq, yq)`` tensors of a task batch."""
-    arrays = (batch.x_support, batch.y_support, batch.x_query, batch.y_query)
-    return tuple(torch.as_tensor(a, device=device) for a in arrays)
-
-
-@dataclass
-class Run:
-    """A loaded run directory: config, family, learner, normaliser and meta-state."""
-
-    path: Path
-    config: TrainConfig
-    family: TaskFamily
-    learner: MetaLearner
-    normalizer: Normalizer
-    state: MetaState
-
-    @classmethod
-    def load(cls, path: str | Path, device: str = "cpu") -> Run:
-        """Read a run directory written by :func:`train` (weights from ``model.safetensors``)."""
-        path = Path(path)
-        if not path.is_dir():
-            raise FileNotFoundError(f"run directory {path} does not exist; train one with `metaedge train`")
-        raw = ckpt.read_json(path / "config.json")
-        config = TrainConfig.from_dict(raw["train"])
-        family = make_family(config.family, **config.family_options)
-        learner = build_learner(config, family)
-        state = learner.canonical(ckpt.load_state(path / "model.safetensors"))
-        state = {g: {k: v.to(device) for k, v in d.items()} for g, d in state.items()}
-        return cls(path, config, family, learner, Normalizer(**raw["normalization"]), state)
-
-    def with_adaptation(self, spec: str) -> Run:
-        """This run with another adaptation spec (e.g. to ship ``head`` adaptation of a run trained with ``all``).
-
-        Parameters adapted in training keep their (possibly meta-learned) rates; newly adapted ones start at the
-        learner's initial rate, which is what ``inner_lr`` meant in training.
-        """
-        if self.config.algo == "protonet":
-            raise ValueError("prototype learners adapt class prototypes, not parameters; drop the adaptation spec")
-        config = replace(self.config, adapt=spec)
-        learner = build_learner(config, self.family)
-        initial = learner.init_state()["rates"]
-        rates = {n: self.state["rates"].get(n, initial[n]) for n in learner.adapted}
-        return replace(self, config=config, learner=learner, state={**self.state, "rates": rates})
-
-
-def build_learner(config: TrainConfig, family: TaskFamily) -> MetaLearner:
-    """Model and learner for ``config`` (the model's shape comes from the family)."""
-    model = build_model(model_config(config, family))
-    loss = "mse" if family.task_kind == "regression" else "cross_entropy"
-    return make_learner(
-        config.algo, model, loss=loss, inner_lr=config.inner_lr, inner_steps=config.inner_steps, adapt=config.adapt
-    )
-
-
-def model_kind(config: TrainConfig, family: TaskFamily) -> str:
-    """The model kind ``auto`` resolves to for the family's input shape."""
-    if config.model != "auto":
-        return config.model
-    return {1: "mlp", 2: "conv1d", 3: "conv4"}.get(len(family.input_shape), "mlp")
-
-
-def model_config(config: TrainConfig, family: TaskFamily) -> dict[str, Any]:
-    """JSON-able model description (stored in ``config.json``, rebuilt by ``build_model``)."""
-    if config.algo == "protonet":
-        out_dim = 0  # an embedding network: prototypes replace the head
-    elif family.task_kind == "classification":
-        out_dim = config.ways or family.output_dim
-    else:
-        out_dim = family.output_dim
-    kind = model_kind(config, family)
-    if kind == "mlp":
-        return {"kind": "mlp", "in_dim": family.input_dim, "out_dim": out_dim, "hidden": list(config.hidden),
-                "activation": config.activation, "skip": config.skip}
-    shape = family.input_shape
-    return {"kind": kind, "in_channels": shape[0], "out_dim": out_dim, "width": config.width,
-            "input_size": shape[1], "norm": config.norm}
-
-
-def sample_options(config: TrainConfig, family: TaskFamily) -> dict[str, Any]:
-    """Extra ``sample_batch`` options: the number of ways for classification families."""
-    return {"ways": config.ways} if family.task_kind == "classification" and config.ways else {}
 
 
 def train(
@@ -226,12 +75,12 @@ def _train(config, out, resume, progress, on_log, world: World) -> Path:
                 "adapt", "seed", "shots")
         for key in keys:
             if saved[key] != config.to_dict()[key]:
-                raise ValueError(f"cannot resume {out}: its {key} is {saved[key]!r}, not {config.to_dict()[key]!r}")
+                raise InputError(f"cannot resume {out}: its {key} is {saved[key]!r}, not {config.to_dict()[key]!r}")
         state, normalizer = run.state, run.normalizer
         start = int(ckpt.read_json(out / "state.json")["iteration"])
     else:
         if (out / "config.json").exists():
-            raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+            raise ExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
         state = learner.init_state()
         normalizer = Normalizer.fit(family, np.random.default_rng([config.seed, 2**31 - 1]))
     state = {g: {k: v.to(config.device) for k, v in d.items()} for g, d in state.items()}
@@ -242,18 +91,10 @@ def _train(config, out, resume, progress, on_log, world: World) -> Path:
 
     if world.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        ckpt.write_json(
-            out / "config.json",
-            {
-                "train": config.to_dict(),
-                "family": family.describe(),
-                "model": model_config(config, family),
-                "loss": learner.loss_name,
-                "adapted": learner.adapted,
-                "normalization": normalizer.to_dict(),
-                "world_size": world.size,
-            },
-        )
+        record = RunRecord(train=config, family=family.describe(), model=model_config(config, family),
+                           loss=learner.loss_name, adapted=tuple(learner.adapted), normalization=normalizer.to_dict(),
+                           world_size=world.size)
+        ckpt.write_json(out / "config.json", record.to_dict())
 
     bar = progress_bar(range(start, config.iterations), initial=start, total=config.iterations,
                        enabled=progress and world.is_main, desc=f"{config.algo} {config.family}", unit="it")
@@ -276,7 +117,7 @@ def _train(config, out, resume, progress, on_log, world: World) -> Path:
         optimizer.step()
         window.append(loss_sum.item() / config.meta_batch)
         if not np.isfinite(window[-1]):
-            raise FloatingPointError(
+            raise DivergedError(
                 f"meta-loss became {window[-1]} at iteration {it}; lower --meta-lr or --inner-lr and retrain"
             )
         done = it + 1

@@ -36,7 +36,8 @@ def sinusoid_bundle(tmp_path_factory):
     """A small sinusoid MAML bundle with the ONNX graphs and the C library's model, trained and exported once per
     test session (the device-profile and TensorRT tests share it)."""
     from metaedge.export.bundle import export_bundle
-    from metaedge.sdk.train import TrainConfig, train
+    from metaedge.sdk.config import TrainConfig
+    from metaedge.sdk.train import train
 
     work = tmp_path_factory.mktemp("sinusoid-bundle")
     run = train(TrainConfig(family="sinusoid", algo="maml", shots=10, queries=10, meta_batch=4, iterations=5,

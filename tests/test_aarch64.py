@@ -51,7 +51,8 @@ def _skip_reason() -> str | None:
 @pytest.mark.skipif(_skip_reason() is not None, reason=str(_skip_reason()))
 def test_runtime_on_aarch64_equals_x86_64(tmp_path):
     from metaedge.export.bundle import export_bundle
-    from metaedge.sdk.train import TrainConfig, train
+    from metaedge.sdk.config import TrainConfig
+    from metaedge.sdk.train import train
 
     run = train(TrainConfig(family="sinusoid", algo="maml", shots=10, queries=10, meta_batch=4, iterations=10,
                             inner_steps=3), tmp_path / "run", progress=False)

@@ -13,7 +13,8 @@ import pytest
 from metaedge.export.bundle import export_bundle
 from metaedge.runtime.bundle import BundleError
 from metaedge.runtime.model import Adapted, Model
-from metaedge.sdk.train import TrainConfig, train
+from metaedge.sdk.config import TrainConfig
+from metaedge.sdk.train import train
 
 
 @pytest.fixture(scope="module")
@@ -246,7 +247,7 @@ def test_ridge_bundle_solves_on_the_device(tmp_path):
     """Gauss-Newton learners ship the Jacobian graph; the runtime's float64 solve matches PyTorch's step."""
     import torch
 
-    from metaedge.sdk.train import Run
+    from metaedge.sdk.run import Run
 
     run = train(TrainConfig(family="sensor-pressure", algo="ridge", shots=3, queries=5, meta_batch=4, iterations=10,
                             hidden=[16, 16], activation="tanh", skip=True), tmp_path / "run", progress=False)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from metaedge.sdk.config import TrainConfig
 from metaedge.sdk.evaluate import EvalSettings, evaluate, format_table, mean_ci
 from metaedge.sdk.evaluate.classic import classic_predictions, multilinear, polynomial, two_point
-from metaedge.sdk.train import Run, TrainConfig, train
+from metaedge.sdk.run import Run
+from metaedge.sdk.train import train
 
 
 def test_mean_ci_matches_normal_approximation():

@@ -91,7 +91,8 @@ def test_conv4_full_network_adapt_step_exports_with_plain_ops(tmp_path, norm):
 def test_classification_bundle_runs_on_the_runtime(tmp_path):
     from metaedge.export.bundle import export_bundle
     from metaedge.runtime.model import Model
-    from metaedge.sdk.train import TrainConfig, train
+    from metaedge.sdk.config import TrainConfig
+    from metaedge.sdk.train import train
 
     run = train(TrainConfig(family="test-squares", algo="fomaml", ways=3, shots=2, queries=2, meta_batch=2,
                             iterations=3, width=4, inner_lr=0.2, inner_steps=2), tmp_path / "run", progress=False)
@@ -109,8 +110,9 @@ def test_classification_bundle_runs_on_the_runtime(tmp_path):
 def test_protonet_bundle_builds_prototypes_on_the_device(tmp_path):
     from metaedge.export.bundle import export_bundle
     from metaedge.runtime.model import Adapted, Model
+    from metaedge.sdk.config import TrainConfig
     from metaedge.sdk.tasks import make_family
-    from metaedge.sdk.train import TrainConfig, train
+    from metaedge.sdk.train import train
 
     run = train(TrainConfig(family="test-squares", algo="protonet", shots=2, queries=2, meta_batch=1, iterations=4,
                             width=4), tmp_path / "run", progress=False)

@@ -5,10 +5,21 @@ from __future__ import annotations
 import pytest
 import torch
 
-from metaedge.sdk.learners import ALGORITHMS, AdaptSpec, make_learner
+from metaedge.errors import InputError
+from metaedge.sdk.learners import (
+    ALGORITHMS,
+    MAML,
+    AdaptSpec,
+    DeviceSolver,
+    Learner,
+    ProtoNet,
+    make_learner,
+    register_learner,
+)
+from metaedge.sdk.learners.newton import MIN_DAMPING
 from metaedge.sdk.models import MLP
 
-ALGOS = sorted(a for a in ALGORITHMS if a != "protonet")  # protonet: see test_classification_learners
+ALGOS = sorted(a for a in ALGORITHMS if ALGORITHMS[a].has_inner_loop)  # prototypes: test_classification_learners
 
 
 def _learner(algo: str, dtype=torch.float32, steps: int = 2, inner_lr: float = 0.05, **kw):
@@ -137,3 +148,66 @@ def test_guarded_adaptation_never_raises_the_support_loss(sinusoid_batch):
     assert (plain[-1] > plain[0]).any()
     for before, after in zip(guarded, guarded[1:]):
         assert (after <= before + 1e-6).all()
+
+
+# --- what learners declare -----------------------------------------------------------------------------------------
+
+#: name -> (has_inner_loop, task kinds, has_head, device solver of a learner built with inner_steps=3)
+DECLARED = {
+    "maml": (True, ("regression", "classification"), True, DeviceSolver("sgd", 3)),
+    "fomaml": (True, ("regression", "classification"), True, DeviceSolver("sgd", 3)),
+    "metasgd": (True, ("regression", "classification"), True, DeviceSolver("sgd", 3)),
+    "anil": (True, ("regression", "classification"), True, DeviceSolver("sgd", 3)),
+    "reptile": (True, ("regression", "classification"), True, DeviceSolver("sgd", 3)),
+    "ridge": (True, ("regression",), True, DeviceSolver("gauss-newton", 3, min_damping=MIN_DAMPING)),
+    "protonet": (False, ("classification",), False, DeviceSolver("prototypes", 0)),
+}
+
+
+@pytest.mark.parametrize("algo", sorted(DECLARED))
+def test_each_learner_declares_what_export_and_the_evaluator_need(algo):
+    cls = ALGORITHMS[algo]
+    loss = "cross_entropy" if cls.task_kinds == ("classification",) else "mse"
+    learner = make_learner(algo, MLP(2, 0 if not cls.has_head else 1, (4,)), loss=loss, inner_steps=3)
+    assert isinstance(learner, Learner) and learner.name == algo
+    assert (cls.has_inner_loop, cls.task_kinds, cls.has_head, learner.device_solver) == DECLARED[algo]
+
+
+def test_protonet_is_not_a_maml_learner_and_the_base_is_abstract():
+    assert not issubclass(ProtoNet, MAML)
+    with pytest.raises(TypeError, match="abstract"):
+        Learner(MLP(1, 1, (4,)), "mse")  # type: ignore[abstract]
+
+
+@pytest.mark.parametrize("algo,loss", [("ridge", "cross_entropy"), ("protonet", "mse")])
+def test_a_learner_refuses_a_task_kind_it_does_not_declare(algo, loss):
+    with pytest.raises(InputError, match=f"the {algo} learner serves .* families, not"):
+        make_learner(algo, MLP(2, 1, (4,)), loss=loss)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(kind="newton", steps=1), "unknown device solver 'newton'"),
+    (dict(kind="prototypes", steps=2), "takes no steps"),
+    (dict(kind="sgd", steps=0), "at least 1"),
+    (dict(kind="sgd", steps=1, min_damping=1e-6), "gauss-newton solver only"),
+    (dict(kind="gauss-newton", steps=1), "gauss-newton solver only"),
+])
+def test_device_solver_refuses_inconsistent_parameters(kwargs, message):
+    with pytest.raises(InputError, match=message):
+        DeviceSolver(**kwargs)
+
+
+def test_a_registered_learner_is_built_by_name():
+    @register_learner
+    class HeadOnly(MAML):
+        name = "test-head-only"
+        default_adapt = "head"
+
+    try:
+        learner = make_learner("test-head-only", MLP(1, 1, (4,)))
+        assert type(learner) is HeadOnly and learner.adapted == ["head.weight", "head.bias"]
+        assert learner.device_solver == DeviceSolver("sgd", 1)
+    finally:
+        del ALGORITHMS["test-head-only"]
+    with pytest.raises(InputError, match="unknown meta-learning algorithm 'test-head-only'"):
+        make_learner("test-head-only", MLP(1, 1, (4,)))

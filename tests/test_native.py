@@ -18,11 +18,13 @@ from metaedge.export.bundle import export_bundle
 from metaedge.export.firmware import write_firmware
 from metaedge.runtime import native
 from metaedge.runtime.model import Model
+from metaedge.sdk.config import TrainConfig
 from metaedge.sdk.learners import make_learner
 from metaedge.sdk.models import build_model
 from metaedge.sdk.normalize import Normalizer
+from metaedge.sdk.run import Run, sample_options, task_rng, to_tensors
 from metaedge.sdk.tasks import EpisodicFamily, make_family, register_family
-from metaedge.sdk.train import Run, TrainConfig, sample_options, task_rng, to_tensors, train
+from metaedge.sdk.train import train
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(not native.available(), reason=f"{native.unavailable_reason()}")

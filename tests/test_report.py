@@ -7,10 +7,12 @@ import json
 import numpy as np
 import pytest
 
+from metaedge.sdk.config import TrainConfig
 from metaedge.sdk.evaluate import EvalSettings, evaluate
 from metaedge.sdk.evaluate.report import write_report
+from metaedge.sdk.run import Run
 from metaedge.sdk.tasks import EpisodicFamily, register_family
-from metaedge.sdk.train import Run, TrainConfig, train
+from metaedge.sdk.train import train
 
 
 class Blobs(EpisodicFamily):

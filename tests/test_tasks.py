@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from metaedge.sdk.config import TrainConfig
 from metaedge.sdk.tasks import Task, TaskBatch, TaskFamily, family_names, make_family, register_family
-from metaedge.sdk.train import TrainConfig, train
+from metaedge.sdk.train import train
 
 
 def test_sinusoid_follows_the_maml_paper():

@@ -10,7 +10,9 @@ import sys
 import pytest
 from safetensors.torch import load_file
 
-from metaedge.sdk.train import Run, TrainConfig, train
+from metaedge.sdk.config import TrainConfig
+from metaedge.sdk.run import Run
+from metaedge.sdk.train import train
 
 
 def _cfg(**kw) -> TrainConfig:

@@ -21,20 +21,21 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 from torch.func import vmap
 
+from ..atomic import atomic_write_bytes
 from ..learners.inner import InnerLoop
 from ..learners.losses import get_loss
 from ..models import build_model
+from ..run import model_config, task_rng, to_tensors
 from ..tasks import TaskBatch
-from ..train import model_config, task_rng, to_tensors
 from .classic import classic_predictions
 from .finetune import adam_finetune, fresh_init, pretrain
 
 if TYPE_CHECKING:
-    from ..train import Run
+    from ..run import Run
     from .evaluator import EvalSettings
 
 #: (method label, support points used, steps or None, predictions (T, q, out) in physical units / logits)
@@ -149,8 +150,8 @@ def _pretrain_classifier(run: Run, steps: int, batch_size: int = 64) -> Callable
             opt.zero_grad()
             loss.backward()
             opt.step()
-        save_file({**{k: v.contiguous() for k, v in model.state_dict().items()}, "__steps__": torch.tensor([steps])},
-                  str(cache))
+        atomic_write_bytes(cache, save({**{k: v.contiguous() for k, v in model.state_dict().items()},
+                                        "__steps__": torch.tensor([steps])}))
     model.eval()
     body = model.body
 

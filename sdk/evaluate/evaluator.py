@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from ...errors import InputError
 from ..progress import progress as progress_bar
-from ..train import Run, to_tensors
+from ..run import Run, to_tensors
 from . import baselines
 from .stats import mean_ci
 
@@ -49,9 +50,9 @@ class EvalSettings:
         if isinstance(self.shots, int):
             self.shots = [self.shots]
         if self.tasks < 1 or not self.shots or min(self.shots) < 1:
-            raise ValueError("--tasks and every --shots value must be positive integers")
+            raise InputError("--tasks and every --shots value must be positive integers")
         if not self.steps:
-            raise ValueError("--steps needs at least one step count, e.g. 0,1,5")
+            raise InputError("--steps needs at least one step count, e.g. 0,1,5")
 
 
 class Rows:
@@ -124,7 +125,7 @@ def evaluate(run: Run, settings: EvalSettings, progress: bool = False) -> dict[s
     rng = np.random.default_rng(s.seed)
     rows, notes, examples = Rows(fam.metric), [], []
     context = baselines.Context(run, s) if s.baselines else None
-    method = f"metaedge {learner.algo}"
+    method = f"metaedge {learner.name}"
     bar = progress_bar(total=s.tasks * len(ways_list) * len(s.shots), enabled=progress, desc=f"eval {fam.name}",
                        unit="task")
     for ways in ways_list:
@@ -151,15 +152,15 @@ def evaluate(run: Run, settings: EvalSettings, progress: bool = False) -> dict[s
                     return a if classification else norm.y_inverse(a)
 
                 if runnable:
-                    # a prototype learner has no inner loop: one row, not one per step count
-                    step_list = [0] if learner.inner_steps == 0 else sorted(set(s.steps))
+                    # a learner without inner loop (prototypes): one row, not one per step count
+                    step_list = sorted(set(s.steps)) if learner.has_inner_loop else [0]
                     preds = learner.predictions_after_steps(run.state, xs, ys, xq, step_list)
                     for st, p in preds.items():
                         rows.add(method, ways, shots, st, task_metrics(kind, output(p), target))
                     if not examples and not classification:
                         examples = _examples(batch, shots, output(preds[max(preds)]), s.keep_examples)
                     beyond = sorted(st for st in s.steps if st > learner.inner_steps)
-                    if beyond and learner.inner_steps > 0:
+                    if beyond and learner.has_inner_loop:
                         # past the trained step count learned rates may diverge; the device guards against it
                         guarded = learner.predictions_after_steps(run.state, xs, ys, xq, beyond, guard=True)
                         for st, p in guarded.items():
@@ -172,10 +173,11 @@ def evaluate(run: Run, settings: EvalSettings, progress: bool = False) -> dict[s
                 bar.update(n)
     bar.close()
     result = rows.summary()
-    ref_steps = learner.inner_steps if learner.inner_steps in s.steps or learner.inner_steps == 0 else max(s.steps)
+    ref_steps = (learner.inner_steps if learner.inner_steps in s.steps or not learner.has_inner_loop
+                 else max(s.steps))
     return {
         "family": fam.name,
-        "algo": learner.algo,
+        "algo": learner.name,
         "run": str(run.path),
         "task_kind": kind,
         "metric": fam.metric,

@@ -6,9 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch.func import grad, vmap
 
+from ..atomic import atomic_write_bytes
 from ..learners.inner import InnerLoop, Params
 
 
@@ -73,7 +74,7 @@ def pretrain(
         opt.step()
     out = {k: v.detach() for k, v in params.items()}
     if cache is not None:
-        save_file({**out, "__steps__": torch.tensor([steps])}, str(cache))
+        atomic_write_bytes(cache, save({**out, "__steps__": torch.tensor([steps])}))
     return out
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ..atomic import atomic_write, atomic_write_text
 from ..tasks import TaskFamily
 from .evaluator import format_table
 
@@ -24,12 +25,12 @@ def write_report(report: dict[str, Any], out: Path, family: TaskFamily | None = 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "report.json", out / "report.md"]
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write_text(out / "report.json", json.dumps(report, indent=2) + "\n")
     plots = [_plot_steps(report, out / "steps.png"), _plot_shots(report, out / "shots.png")]
     if report["task_kind"] == "regression" and report.get("examples"):
         plots.append(_plot_calibration(report, out / "calibration.png", family))
     written += [p for p in plots if p is not None]
-    (out / "report.md").write_text(_markdown(report, [p.name for p in plots if p is not None]))
+    atomic_write_text(out / "report.md", _markdown(report, [p.name for p in plots if p is not None]))
     return written
 
 
@@ -70,7 +71,7 @@ def _plot_series(report: dict[str, Any], series: Series, xlabel: str, title: str
     ax.set_title(f"{report['family']} / {report['algo']}: {title}")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
     plt.close(fig)
     return path
 
@@ -125,7 +126,7 @@ def _plot_calibration(report: dict[str, Any], path: Path, family: TaskFamily | N
     axes[0][0].legend(fontsize=7)
     fig.suptitle(f"{report['family']}: held-out units adapted from {len(examples[0]['x_support'])} points")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
     plt.close(fig)
     return path
 

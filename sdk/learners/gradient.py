@@ -18,16 +18,19 @@ import torch
 from torch import nn
 from torch.func import grad_and_value, vmap
 
+from ...errors import InputError
 from ..models.conv import has_batch_norm, use_batch_statistics
+from .base import DeviceSolver, Learner, MetaState
 from .inner import InnerLoop, Params
 from .losses import get_loss
 from .spec import AdaptSpec
 
-MetaState = dict[str, Params]
 
-
-class MetaLearner:
+class MAML(Learner):
     """MAML (Finn et al. 2017): second-order meta-gradient through ``inner_steps`` SGD steps.
+
+    The base of the gradient-based learners below: each changes one declared knob (first order, learned rates,
+    default adaptation spec) or, for Reptile, the meta-gradient.
 
     Args:
         model: the network, used as a pure function of its parameters.
@@ -37,7 +40,9 @@ class MetaLearner:
         adapt: adaptation spec (``all``, ``head``, ``biases`` or glob patterns).
     """
 
-    algo = "maml"
+    name = "maml"
+    has_inner_loop = True
+    task_kinds = ("regression", "classification")
     first_order = False
     learn_rates = False
     default_adapt = "all"
@@ -52,9 +57,8 @@ class MetaLearner:
         adapt: str | None = None,
     ) -> None:
         if inner_steps < 1:
-            raise ValueError(f"inner_steps must be at least 1, got {inner_steps}")
-        self.model = model
-        self.loss_name = loss
+            raise InputError(f"inner_steps must be at least 1, got {inner_steps}")
+        super().__init__(model, loss)
         self.inner_lr = float(inner_lr)
         self.inner_steps = int(inner_steps)
         self.adapt_spec = adapt or self.default_adapt
@@ -63,19 +67,13 @@ class MetaLearner:
         # vmap over tasks gives wrong second-order meta-gradients through batch norm (measured, see
         # docs); such learners batch tasks with a Python loop instead.
         self.vmap_tasks = not (has_batch_norm(model) and not self.first_order)
-        self.names = [n for n, _ in model.named_parameters()]
         self.adapted = AdaptSpec(self.adapt_spec).select(self.names)
         self.inner = InnerLoop(model, get_loss(loss), first_order=self.first_order)
 
     @property
-    def output_dim(self) -> int | None:
-        """Outputs of the model's head (classes for classification), or None for an embedding network."""
-        head = getattr(self.model, "head", None)
-        return head.out_features if isinstance(head, nn.Linear) else None
-
-    def can_predict(self, ways: int | None) -> bool:
-        """Whether episodes with ``ways`` classes fit the model's head (prototype learners fit any)."""
-        return ways is None or self.output_dim is None or self.output_dim == ways
+    def device_solver(self) -> DeviceSolver:
+        """Rate-weighted SGD steps, ``inner_steps`` of them by default."""
+        return DeviceSolver("sgd", steps=self.inner_steps)
 
     # --- state -------------------------------------------------------------------------------
     def init_state(self) -> MetaState:
@@ -86,22 +84,13 @@ class MetaLearner:
 
     def canonical(self, state: MetaState) -> MetaState:
         """``state`` with its entries in model order (files store them sorted); checks that none is missing."""
-        missing = [n for n in self.names if n not in state.get("params", {})]
-        missing += [f"rates/{n}" for n in self.adapted if n not in state.get("rates", {})]
-        if missing:
-            raise ValueError(f"meta-state lacks {', '.join(missing[:5])}; it was saved for a different model")
+        self._refuse_missing(self._missing(state, "params", self.names) + self._missing(state, "rates", self.adapted))
         return {"params": {n: state["params"][n] for n in self.names},
                 "rates": {n: state["rates"][n] for n in self.adapted}}
 
     def trainable_keys(self) -> tuple[str, ...]:
         """Which parts of the meta-state the outer optimiser updates."""
         return ("params", "rates") if self.learn_rates else ("params",)
-
-    def split(self, params: Params) -> tuple[Params, Params]:
-        """``(fast, frozen)``: adapted and frozen parameters."""
-        fast = {n: params[n] for n in self.adapted}
-        frozen = {n: p for n, p in params.items() if n not in fast}
-        return fast, frozen
 
     # --- per-task functions (unbatched) --------------------------------------------------------
     def task_objective(
@@ -123,19 +112,7 @@ class MetaLearner:
         denominator: int | None = None,
         batched: bool = True,
     ) -> tuple[MetaState, torch.Tensor]:
-        """Gradient of ``sum(task losses) / denominator`` w.r.t. the trainable meta-state.
-
-        Args:
-            state: meta-state.
-            xs, ys: support sets ``(T, k, ...)``; xq, yq: query sets ``(T, q, ...)``.
-            denominator: global meta-batch size (differs from ``T`` when ranks share a meta-batch).
-            batched: ``vmap`` over tasks (default, where correct: see ``vmap_tasks``) or a Python loop
-                (the reference).
-
-        Returns:
-            ``(grads, task_losses)``: grads keyed like the trainable parts of ``state``;
-            per-task query losses ``(T,)`` (detached).
-        """
+        """See :meth:`Learner.meta_gradient`; ``batched`` vmaps over tasks where that is correct (``vmap_tasks``)."""
         denominator = denominator or xs.shape[0]
         batched = batched and self.vmap_tasks
         trainable = {k: state[k] for k in self.trainable_keys()}
@@ -196,35 +173,35 @@ class MetaLearner:
             return vmap(self.inner.forward, in_dims=(0, None, 0))(fast, frozen, x)
 
 
-class FirstOrderMAML(MetaLearner):
+class FirstOrderMAML(MAML):
     """First-order MAML: the inner gradient is a constant for the outer derivative."""
 
-    algo = "fomaml"
+    name = "fomaml"
     first_order = True
 
 
-class MetaSGD(MetaLearner):
+class MetaSGD(MAML):
     """Meta-SGD (Li et al. 2017): per-parameter inner step sizes are meta-learned with the init."""
 
-    algo = "metasgd"
+    name = "metasgd"
     learn_rates = True
 
 
-class ANIL(MetaLearner):
+class ANIL(MAML):
     """ANIL (Raghu et al. 2020): MAML whose inner loop adapts the head only."""
 
-    algo = "anil"
+    name = "anil"
     default_adapt = "head"
 
 
-class Reptile(MetaLearner):
+class Reptile(MAML):
     """Reptile (Nichol et al. 2018): move the init toward the task-adapted parameters.
 
     The "meta-gradient" handed to the outer optimiser is ``theta - mean_i(phi_i)``, where ``phi_i``
     is the result of ``inner_steps`` SGD steps on task ``i``'s support set; no second derivatives.
     """
 
-    algo = "reptile"
+    name = "reptile"
     first_order = True
 
     def meta_gradient(

@@ -24,7 +24,8 @@ import math
 import torch
 from torch.func import vjp, vmap
 
-from .gradient import MetaLearner
+from .base import DeviceSolver
+from .gradient import MAML
 from .inner import InnerLoop, Params
 
 #: smallest damping, keeps the solve well posed when a learned precision approaches zero
@@ -77,7 +78,7 @@ class GaussNewtonLoop(InnerLoop):
         return dict(zip(names, (p.reshape(s) for p, s in zip(new.split(sizes), shapes)))), loss
 
 
-class RidgeHead(MetaLearner):
+class RidgeHead(MAML):
     """Meta-learned features + closed-form ridge head (see module docstring).
 
     ``inner_lr`` is the initial prior precision (damping) of every adapted parameter; its logarithm is
@@ -85,16 +86,20 @@ class RidgeHead(MetaLearner):
     ``inner_steps`` Gauss-Newton steps are taken (1 is exact for a linear head).
     """
 
-    algo = "ridge"
+    name = "ridge"
+    task_kinds = ("regression",)
     learn_rates = True
     default_adapt = "head"
 
     def __init__(self, model, *, loss: str = "mse", inner_lr: float = 0.1, inner_steps: int = 1,
                  adapt: str | None = None) -> None:
-        if loss != "mse":
-            raise ValueError("the ridge learner solves least-squares problems: use it with regression families")
         super().__init__(model, loss=loss, inner_lr=inner_lr, inner_steps=inner_steps, adapt=adapt)
         self.inner = GaussNewtonLoop(model, self.inner.loss, first_order=False)
+
+    @property
+    def device_solver(self) -> DeviceSolver:
+        """Damped Gauss-Newton solves, ``inner_steps`` of them by default, with this module's damping floor."""
+        return DeviceSolver("gauss-newton", steps=self.inner_steps, min_damping=MIN_DAMPING)
 
     def init_state(self):
         state = super().init_state()

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from .gradient import MetaLearner, MetaState
+from .base import DeviceSolver, Learner, MetaState
 
 
 def prototypes(z: torch.Tensor, labels: torch.Tensor, ways: int) -> torch.Tensor:
@@ -25,7 +25,7 @@ def prototype_logits(zq: torch.Tensor, protos: torch.Tensor) -> torch.Tensor:
     return -((zq[:, None, :] - protos[None, :, :]) ** 2).sum(-1)
 
 
-class ProtoNet(MetaLearner):
+class ProtoNet(Learner):
     """Prototypical Networks over an embedding model (a network without head, e.g. Conv4 with ``out_dim=0``).
 
     Batch norm keeps running statistics: support and query of an episode are embedded together in
@@ -33,22 +33,26 @@ class ProtoNet(MetaLearner):
     can embed one sample at a time.
     """
 
-    algo = "protonet"
-    first_order = True
+    name = "protonet"
+    has_inner_loop = False
+    task_kinds = ("classification",)
+    has_head = False
 
     def __init__(self, model: nn.Module, *, loss: str = "cross_entropy", inner_lr: float = 0.0,
                  inner_steps: int = 1, adapt: str | None = None) -> None:
-        if loss != "cross_entropy":
-            raise ValueError("Prototypical Networks are for classification families (cross-entropy loss)")
-        self.model = model
-        self.loss_name = loss
+        """``inner_lr``, ``inner_steps`` and ``adapt`` are accepted for a uniform constructor and ignored: the
+        device computes prototypes, it moves no parameter."""
+        super().__init__(model, loss)
         self.inner_lr = float(inner_lr)
         self.inner_steps = 0
         self.adapt_spec = "none"
-        self.vmap_tasks = False
-        self.names = [n for n, _ in model.named_parameters()]
         self.buffer_names = [n for n, _ in model.named_buffers()]
         self.adapted: list[str] = []
+
+    @property
+    def device_solver(self) -> DeviceSolver:
+        """Class prototypes from the support embeddings; no steps."""
+        return DeviceSolver("prototypes", steps=0)
 
     def init_state(self) -> MetaState:
         return {
@@ -58,10 +62,8 @@ class ProtoNet(MetaLearner):
         }
 
     def canonical(self, state: MetaState) -> MetaState:
-        missing = [n for n in self.names if n not in state.get("params", {})]
-        missing += [n for n in self.buffer_names if n not in state.get("buffers", {})]
-        if missing:
-            raise ValueError(f"meta-state lacks {', '.join(missing[:5])}; it was saved for a different model")
+        self._refuse_missing(self._missing(state, "params", self.names)
+                             + self._missing(state, "buffers", self.buffer_names))
         return {"params": {n: state["params"][n] for n in self.names}, "rates": {},
                 "buffers": {n: state["buffers"][n] for n in self.buffer_names}}
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass
 
+from ...errors import InputError
+
 NAMED_SPECS = ("all", "head", "biases")
 
 
@@ -31,7 +33,7 @@ class AdaptSpec:
             patterns = [p.strip() for p in self.spec.split(",") if p.strip()]
             chosen = [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
         if not chosen:
-            raise ValueError(
+            raise InputError(
                 f"adaptation spec {self.spec!r} selects no parameter; parameter names are: {', '.join(names)}"
             )
         return chosen

@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ...errors import InputError
+
 
 def _norm(kind: str, channels: int, dims: int) -> nn.Module:
     if kind == "batch":
@@ -24,7 +26,7 @@ def _norm(kind: str, channels: int, dims: int) -> nn.Module:
         return nn.GroupNorm(min(8, channels), channels)
     if kind == "none":
         return nn.Identity()
-    raise ValueError(f"unknown norm {kind!r}; choose batch, group or none")
+    raise InputError(f"unknown norm {kind!r}; choose batch, group or none")
 
 
 class ConvNet(nn.Module):

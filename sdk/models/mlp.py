@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ...errors import InputError
+
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
     "tanh": nn.Tanh,
@@ -41,7 +43,7 @@ class MLP(nn.Module):
     ):
         super().__init__()
         if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}")
+            raise InputError(f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}")
         layers: list[nn.Module] = []
         width = in_dim
         for h in hidden:

@@ -19,6 +19,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ...errors import InputError
+
 TaskKind = Literal["regression", "classification"]
 Split = Literal["train", "val", "test"]
 
@@ -64,7 +66,7 @@ class TaskBatch:
     def stack(cls, tasks: list[Task]) -> TaskBatch:
         """Stack tasks of equal shapes along a new leading task axis."""
         if not tasks:
-            raise ValueError("cannot stack an empty list of tasks; ask for at least one task")
+            raise InputError("cannot stack an empty list of tasks; ask for at least one task")
         return cls(
             x_support=np.stack([t.x_support for t in tasks]),
             y_support=np.stack([t.y_support for t in tasks]),
@@ -159,7 +161,7 @@ def register_family(name: str, factory: FamilyFactory | None = None):
 
     def _register(f: FamilyFactory) -> FamilyFactory:
         if name in _REGISTRY and _REGISTRY[name] is not f:
-            raise ValueError(f"a task family named {name!r} is already registered; pick another name")
+            raise InputError(f"a task family named {name!r} is already registered; pick another name")
         _REGISTRY[name] = f
         return f
 
@@ -170,7 +172,7 @@ def make_family(name: str, /, **kwargs: Any) -> TaskFamily:
     """Build the registered family ``name`` with keyword options (e.g. ``path=`` for tables)."""
     if name not in _REGISTRY:
         known = ", ".join(sorted(_REGISTRY))
-        raise ValueError(f"unknown task family {name!r}; known families: {known}")
+        raise InputError(f"unknown task family {name!r}; known families: {known}")
     return _REGISTRY[name](**kwargs)
 
 

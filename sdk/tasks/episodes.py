@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ...errors import InputError
 from .base import Split, Task, TaskBatch, TaskFamily
 
 #: above this many random keys per batch, :func:`sample_without_replacement` loops instead of sorting
@@ -99,7 +100,7 @@ class EpisodicFamily(TaskFamily):
     ) -> None:
         """Validate and sort every split by class; every loader ends here."""
         if not splits:
-            raise ValueError(f"{source}: no split was given; pass at least {{'train': (x, y)}}")
+            raise InputError(f"{source}: no split was given; pass at least {{'train': (x, y)}}")
         if name is not None:
             self.name = name
         self.source = source
@@ -111,18 +112,18 @@ class EpisodicFamily(TaskFamily):
         for split, (x, y) in splits.items():
             x, y = np.asarray(x), np.asarray(y)
             if x.ndim < 2 or y.ndim != 1 or len(x) != len(y):
-                raise ValueError(
+                raise InputError(
                     f"{source}: split {split!r} needs x (N, *input_shape) and y (N,), got {x.shape} and {y.shape}; "
                     "pass one label per sample"
                 )
             if not np.issubdtype(y.dtype, np.integer):
-                raise ValueError(f"{source}: split {split!r} has {y.dtype} labels; pass integer class ids")
+                raise InputError(f"{source}: split {split!r} has {y.dtype} labels; pass integer class ids")
             if x.dtype != np.uint8:
                 x = x.astype(np.float32, copy=False)
                 if not np.isfinite(x).all():
-                    raise ValueError(f"{source}: split {split!r} holds NaN or infinite inputs; fill or drop them")
+                    raise InputError(f"{source}: split {split!r} holds NaN or infinite inputs; fill or drop them")
             if shape is not None and x.shape[1:] != shape:
-                raise ValueError(
+                raise InputError(
                     f"{source}: split {split!r} has inputs of shape {x.shape[1:]} but another split {shape}; "
                     "give every split the same input shape"
                 )
@@ -148,7 +149,7 @@ class EpisodicFamily(TaskFamily):
     @staticmethod
     def _check_ways(ways: int) -> int:
         if int(ways) != ways or ways < 2:
-            raise ValueError(f"ways={ways} must be an integer >= 2 (classes per episode)")
+            raise InputError(f"ways={ways} must be an integer >= 2 (classes per episode)")
         return int(ways)
 
     @property
@@ -159,7 +160,7 @@ class EpisodicFamily(TaskFamily):
     def _split(self, split: str) -> str:
         """``split`` if held, else a ValueError; subclasses explain splits they lack on purpose."""
         if split not in self._x:
-            raise ValueError(f"{self.name} has no split {split!r}; use one of {self.splits}")
+            raise InputError(f"{self.name} has no split {split!r}; use one of {self.splits}")
         return split
 
     def classes(self, split: Split | str) -> list[int]:
@@ -204,13 +205,13 @@ class EpisodicFamily(TaskFamily):
         s = self._split(split)
         w = self.ways if ways is None else self._check_ways(ways)
         if shots < 0 or queries < 0 or shots + queries == 0:
-            raise ValueError(f"shots={shots} and queries={queries} must be non-negative and not both 0")
+            raise InputError(f"shots={shots} and queries={queries} must be non-negative and not both 0")
         if n_tasks < 1:
-            raise ValueError(f"n_tasks={n_tasks} must be at least 1")
+            raise InputError(f"n_tasks={n_tasks} must be at least 1")
         need = shots + queries
         eligible = np.flatnonzero(self._count[s] >= need)
         if len(eligible) < w:
-            raise ValueError(
+            raise InputError(
                 f"{self.name}: split {s!r} has {len(eligible)} of {len(self._count[s])} classes with at least "
                 f"{need} samples (shots + queries per class) but {w}-way episodes need {w}; ask for fewer "
                 "ways, shots or queries"

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ...errors import InputError, UnavailableError
 from .base import register_family
 from .episodes import EpisodicFamily
 from .table import UnitSplit
@@ -27,7 +28,7 @@ def pillow() -> Any:
     try:
         from PIL import Image
     except ImportError as err:  # pragma: no cover - Pillow ships with the training extras
-        raise ImportError("image task families need Pillow; install it with `pip install pillow`") from err
+        raise UnavailableError("image task families need Pillow; install it with `pip install pillow`") from err
     return Image
 
 
@@ -51,19 +52,19 @@ def load_image(path: Path, size: int, channels: int) -> np.ndarray:
             image.load()
             return resize(image.convert("L" if channels == 1 else "RGB"), size)
     except (OSError, ValueError) as err:  # UnidentifiedImageError is an OSError
-        raise ValueError(f"{path}: cannot read it as an image ({err}); remove or replace that file") from err
+        raise InputError(f"{path}: cannot read it as an image ({err}); remove or replace that file") from err
 
 
 def class_folders(root: Path) -> dict[str, list[Path]]:
     """``{class name: sorted image files}`` of the class sub-folders of ``root`` (hidden ones skipped)."""
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not folders:
-        raise ValueError(f"{root}: no class sub-folders; put each class's images in a folder <root>/<class>/")
+        raise InputError(f"{root}: no class sub-folders; put each class's images in a folder <root>/<class>/")
     found: dict[str, list[Path]] = {}
     for folder in folders:
         files = sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
-            raise ValueError(f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)}); add images or remove it")
+            raise InputError(f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)}); add images or remove it")
         found[folder.name] = files
     return found
 
@@ -95,16 +96,16 @@ class ImageFolder(EpisodicFamily):
     ) -> None:
         root = Path(path)
         if not root.is_dir():
-            raise ValueError(f"{root}: no such folder; pass a folder with one sub-folder per class")
+            raise InputError(f"{root}: no such folder; pass a folder with one sub-folder per class")
         if channels not in (1, 3):
-            raise ValueError(f"channels={channels}; use 1 (greyscale) or 3 (RGB)")
+            raise InputError(f"channels={channels}; use 1 (greyscale) or 3 (RGB)")
         explicit = [s for s in SPLIT_FOLDERS if (root / s).is_dir()]
         if explicit:
             files = {s: class_folders(root / s) for s in explicit}
         else:
             by_class = class_folders(root)
             if len(by_class) < 2:
-                raise ValueError(f"{root}: only 1 class folder; few-shot episodes need several, one folder per class")
+                raise InputError(f"{root}: only 1 class folder; few-shot episodes need several, one folder per class")
             held = UnitSplit(test_fraction=test_fraction, val_fraction=val_fraction, split_seed=seed).assign(
                 sorted(by_class)
             )

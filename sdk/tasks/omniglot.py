@@ -19,13 +19,14 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import warnings
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from ...errors import InputError
+from ..atomic import atomic_write
 from .base import register_family
 from .episodes import EpisodicFamily
 from .images import pillow, resize
@@ -70,37 +71,30 @@ def load_characters(files: list[Path], size: int) -> tuple[list[str], np.ndarray
     for f in files:
         with np.load(f, allow_pickle=False) as z:
             if "images" not in z or "names" not in z:
-                raise ValueError(f"{f}: expected arrays 'images' and 'names', found {list(z.keys())}")
+                raise InputError(f"{f}: expected arrays 'images' and 'names', found {list(z.keys())}")
             images, file_names = z["images"], z["names"]
         if images.ndim != 4 or images.dtype != np.bool_ or file_names.shape != images.shape[:1]:
-            raise ValueError(
+            raise InputError(
                 f"{f}: expected images (C, drawers, H, W) bool and names (C,), got {images.shape} {images.dtype} "
                 f"and {file_names.shape}; pass an Omniglot npz as described in its README"
             )
         if parts and images.shape[1] != parts[0].shape[1]:
-            raise ValueError(f"{f}: {images.shape[1]} drawings per character, other files {parts[0].shape[1]}")
+            raise InputError(f"{f}: {images.shape[1]} drawings per character, other files {parts[0].shape[1]}")
         names += file_names.tolist()
         parts.append(preprocess(images, size))
     if len(set(names)) != len(names):
-        raise ValueError(f"character names repeat across {[f.name for f in files]}; keep each character in one file")
+        raise InputError(f"character names repeat across {[f.name for f in files]}; keep each character in one file")
     data = np.concatenate(parts)
     _save_cache(cached, names, data)
     return names, data
 
 
 def _save_cache(path: Path, names: list[str], images: np.ndarray) -> None:
-    tmp: str | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        # Write then rename, so a concurrent reader never sees a half-written file.
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as f:
-            tmp = f.name
-            np.savez(f, names=np.array(names), images=images)
-        os.chmod(tmp, 0o644)  # NamedTemporaryFile makes it private; a cache may be shared
-        os.replace(tmp, path)
+        # atomic, so a concurrent reader never sees a half-written file
+        atomic_write(path, lambda f: np.savez(f, names=np.array(names), images=images))
     except OSError as err:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
         warnings.warn(
             f"could not cache preprocessed Omniglot in {path.parent} ({err}); set METAEDGE_CACHE to a "
             "writable folder to skip the preprocessing next time",
@@ -117,12 +111,12 @@ def read_split(path: Path, index: dict[str, int]) -> tuple[np.ndarray, np.ndarra
             continue
         m = _LINE.match(line)
         if m is None or m["rot"] not in ROTATIONS:
-            raise ValueError(
+            raise InputError(
                 f"{path}, line {number}: {line!r} is not 'Alphabet/characterNN/rotDDD' with DDD in "
                 "000/090/180/270; fix that line"
             )
         if m["char"] not in index:
-            raise ValueError(
+            raise InputError(
                 f"{path}, line {number}: character {m['char']!r} is not in the npz files; add its "
                 "drawings or drop the line"
             )
@@ -130,7 +124,7 @@ def read_split(path: Path, index: dict[str, int]) -> tuple[np.ndarray, np.ndarra
         turns.append(ROTATIONS[m["rot"]])
         lines.append(line)
     if not lines:
-        raise ValueError(f"{path}: lists no class; pass a filled split file")
+        raise InputError(f"{path}: lists no class; pass a filled split file")
     return np.array(chars), np.array(turns), lines
 
 
@@ -157,13 +151,13 @@ class Omniglot(EpisodicFamily):
         else:
             folder, files = source, sorted(source.glob("*.npz"))
         if not files:
-            raise ValueError(f"{source}: no Omniglot .npz file; pass the folder of omniglot_trainval.npz")
+            raise InputError(f"{source}: no Omniglot .npz file; pass the folder of omniglot_trainval.npz")
         splits_dir = folder / "splits_vinyals"
         split_files = {
             s: splits_dir / f"{s}.txt" for s in ("train", "val", "test") if (splits_dir / f"{s}.txt").is_file()
         }
         if "train" not in split_files:
-            raise ValueError(f"{splits_dir}: no train.txt; pass a folder with splits_vinyals/train.txt (and val.txt)")
+            raise InputError(f"{splits_dir}: no train.txt; pass a folder with splits_vinyals/train.txt (and val.txt)")
         names, drawings = load_characters(files, image_size)  # (chars, drawers, s, s) uint8
         index = {n: i for i, n in enumerate(names)}
         splits, class_names = {}, []
@@ -184,7 +178,7 @@ class Omniglot(EpisodicFamily):
 
     def _split(self, split: str) -> str:
         if split == "test" and "test" not in self._x:
-            raise ValueError(
+            raise InputError(
                 f"the Omniglot test characters are not in {self.source}; use split 'val' (or point path at a "
                 "folder with splits_vinyals/test.txt and the test characters)"
             )

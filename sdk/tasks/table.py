@@ -24,6 +24,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from ...errors import InputError, MissingError
 from .base import Split, Task, TaskFamily, register_family
 
 Unit = int | str
@@ -43,7 +44,7 @@ def find_data_dir(name: str) -> Path:
         found = Path(env).expanduser() / name
         if found.is_dir():
             return found
-        raise FileNotFoundError(
+        raise MissingError(
             f"METAEDGE_DATA={env} has no folder {name!r}; point METAEDGE_DATA at the shared/data folder "
             f"that holds {name!r}"
         )
@@ -53,7 +54,7 @@ def find_data_dir(name: str) -> Path:
             found = folder / "shared" / "data" / name
             if found.is_dir():
                 return found
-    raise FileNotFoundError(
+    raise MissingError(
         f"data folder shared/data/{name} was not found above {starts[0]} or above {starts[1]}; set "
         f"METAEDGE_DATA to the shared/data folder that holds {name!r}"
     )
@@ -83,19 +84,19 @@ class UnitSplit:
         order = [units[i] for i in np.random.default_rng(self.split_seed).permutation(n)]
         if self.folds is not None:
             if self.test_units is not None:
-                raise ValueError("pass either test_units or folds/fold, not both")
+                raise InputError("pass either test_units or folds/fold, not both")
             if not 2 <= self.folds <= n:
-                raise ValueError(f"folds={self.folds} must be between 2 and the number of units ({n})")
+                raise InputError(f"folds={self.folds} must be between 2 and the number of units ({n})")
             if self.fold is None or not 0 <= self.fold < self.folds:
-                raise ValueError(f"fold={self.fold} must be an integer in 0..{self.folds - 1} with folds set")
+                raise InputError(f"fold={self.fold} must be an integer in 0..{self.folds - 1} with folds set")
             test = [order[i] for i in np.array_split(np.arange(n), self.folds)[self.fold]]
         elif self.fold is not None:
-            raise ValueError(f"fold={self.fold} was given without folds; pass folds=<number of folds> too")
+            raise InputError(f"fold={self.fold} was given without folds; pass folds=<number of folds> too")
         elif self.test_units is not None:
             by_name = {str(u): u for u in units}
             unknown = [u for u in self.test_units if str(u) not in by_name]
             if unknown:
-                raise ValueError(f"test_units {unknown} are not in the table; known units: {list(units)}")
+                raise InputError(f"test_units {unknown} are not in the table; known units: {list(units)}")
             test = [by_name[str(u)] for u in self.test_units]
         else:
             test = order[: _fraction_count(self.test_fraction, n, "test_fraction")]
@@ -104,7 +105,7 @@ class UnitSplit:
         n_val = _fraction_count(self.val_fraction, n, "val_fraction")
         val, train = rest[:n_val], rest[n_val:]
         if not train:
-            raise ValueError(
+            raise InputError(
                 f"no unit is left for training ({len(test)} test, {len(val)} val of {n} units); "
                 "lower test_fraction/val_fraction or name fewer test_units"
             )
@@ -114,7 +115,7 @@ class UnitSplit:
 def _fraction_count(fraction: float, n: int, what: str) -> int:
     """Units that ``fraction`` of ``n`` asks for; at least one when the fraction is positive."""
     if not 0.0 <= fraction < 1.0:
-        raise ValueError(f"{what}={fraction} must be in [0, 1)")
+        raise InputError(f"{what}={fraction} must be in [0, 1)")
     return max(1, round(fraction * n)) if fraction > 0 else 0
 
 
@@ -141,14 +142,14 @@ def read_table(
     """
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"{path}: no such file; pass the path of an existing CSV file (.csv or .csv.gz)")
+        raise InputError(f"{path}: no such file; pass the path of an existing CSV file (.csv or .csv.gz)")
     wanted = [group, *x_columns, y_column]
     with _open_text(path) as f:
         reader = csv.reader(f)
         header = [h.strip() for h in next(reader, [])]
         missing = [c for c in wanted if c not in header]
         if missing:
-            raise ValueError(
+            raise InputError(
                 f"{path}: no column {missing[0]!r} in the header {header}; fix the column name or the file"
             )
         index = [header.index(c) for c in wanted]
@@ -158,18 +159,18 @@ def read_table(
             if not fields or all(not v.strip() for v in fields):
                 continue  # blank line, e.g. a trailing newline pair
             if len(fields) < len(header):
-                raise ValueError(
+                raise InputError(
                     f"{path}: line {reader.line_num} has {len(fields)} fields but the header has "
                     f"{len(header)}; fix that line"
                 )
             rows.append([fields[i].strip() for i in index])
             lines.append(reader.line_num)
     if not rows:
-        raise ValueError(f"{path}: the file has a header but no data rows; point path at a filled table")
+        raise InputError(f"{path}: the file has a header but no data rows; point path at a filled table")
     cells = np.array(rows, dtype=object)  # (n, 2 + d): group, x..., y
     for r, unit in enumerate(cells[:, 0]):
         if not unit:
-            raise ValueError(
+            raise InputError(
                 f"{path}: column {group!r}, row {r + 1} (line {lines[r]}) is empty; fill in the unit id"
             )
     values = np.empty((len(rows), len(wanted) - 1), dtype=np.float64)
@@ -182,7 +183,7 @@ def read_table(
         bad = np.flatnonzero(~np.isfinite(values[:, j]))
         if bad.size:
             r = int(bad[0])
-            raise ValueError(
+            raise InputError(
                 f"{path}: column {name!r}, row {r + 1} (line {lines[r]}) holds {column[r]!r}, not a finite "
                 "number; fix or drop that row"
             )
@@ -298,14 +299,14 @@ class TableFamily(TaskFamily):
         y = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
         d = len(x_names)
         if units.ndim != 1 or x.shape != (len(units), d) or y.shape != (len(units), 1):
-            raise ValueError(
+            raise InputError(
                 f"{source}: expected units (n,), x (n, {d}) and y (n,) arrays, got {units.shape}, {x.shape} "
                 f"and {y.shape}; pass one row per sample and one x column per name"
             )
         if not (np.isfinite(x).all() and np.isfinite(y).all()):
-            raise ValueError(f"{source}: x or y holds NaN or infinite values; drop or fill those rows first")
+            raise InputError(f"{source}: x or y holds NaN or infinite values; drop or fill those rows first")
         if not 0 <= primary_input < d:
-            raise ValueError(f"primary_input={primary_input} must index one of the inputs {list(x_names)}")
+            raise InputError(f"primary_input={primary_input} must index one of the inputs {list(x_names)}")
         ids = _canonical_units(units)
         rows: dict[Unit, list[int]] = {}
         for i, u in enumerate(ids):
@@ -329,7 +330,7 @@ class TableFamily(TaskFamily):
         if split is None:
             return sorted(self._x)
         if split not in self._splits:
-            raise ValueError(f"unknown split {split!r}; use one of {SPLITS}")
+            raise InputError(f"unknown split {split!r}; use one of {SPLITS}")
         return list(self._splits[split])
 
     def unit_data(self, unit: Unit) -> tuple[np.ndarray, np.ndarray]:
@@ -340,13 +341,13 @@ class TableFamily(TaskFamily):
     def sample_task(self, rng: np.random.Generator, shots: int, queries: int, split: Split = "train") -> Task:
         """A uniformly drawn eligible unit of ``split``; ``shots`` + ``queries`` distinct rows of it."""
         if shots < 0 or queries < 0:
-            raise ValueError(f"shots={shots} and queries={queries} must be non-negative")
+            raise InputError(f"shots={shots} and queries={queries} must be non-negative")
         need = shots + queries
         pool = self.units(split)
         eligible = [u for u in pool if len(self._y[u]) >= need]
         if not eligible:
             largest = max((len(self._y[u]) for u in pool), default=0)
-            raise ValueError(
+            raise InputError(
                 f"no unit of the {split!r} split has the {need} rows that shots + queries ask for "
                 f"({len(pool)} units, the largest has {largest} rows); ask for fewer shots/queries or "
                 "put larger units into this split"
@@ -363,7 +364,7 @@ class TableFamily(TaskFamily):
         u = self._unit(unit)
         n = len(self._y[u])
         if not 0 <= shots < n:
-            raise ValueError(f"unit {u!r} has {n} rows, so shots={shots} must be in 0..{n - 1}; use fewer")
+            raise InputError(f"unit {u!r} has {n} rows, so shots={shots} must be in 0..{n - 1}; use fewer")
         support = rng.permutation(n)[:shots]
         query = np.setdiff1d(np.arange(n), support)  # sorted, i.e. file order
         return self._task(u, support, query)
@@ -375,7 +376,7 @@ class TableFamily(TaskFamily):
     def _unit(self, unit: Unit) -> Unit:
         # Accept 101259 and "101259" alike: CLI options and JSON configs arrive as strings.
         if str(unit) not in self._by_name:
-            raise ValueError(f"unknown unit {unit!r}; known units: {self.units()}")
+            raise InputError(f"unknown unit {unit!r}; known units: {self.units()}")
         return self._by_name[str(unit)]
 
     def known_formulas(self) -> dict[str, Formula]:
@@ -446,15 +447,15 @@ def load_cmapss(path: str | Path, rul_cap: float | None = 125) -> tuple[np.ndarr
     """
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"{path}: no such file; pass a C-MAPSS train_FD00x.txt(.gz) file")
+        raise InputError(f"{path}: no such file; pass a C-MAPSS train_FD00x.txt(.gz) file")
     try:
         data = np.loadtxt(path, ndmin=2)  # loadtxt decompresses .gz itself
     except ValueError as err:
-        raise ValueError(f"{path}: not a numeric C-MAPSS table ({err}); pass an original train file") from err
+        raise InputError(f"{path}: not a numeric C-MAPSS table ({err}); pass an original train file") from err
     if data.shape[1] != 26:
-        raise ValueError(f"{path}: expected 26 columns per row, got {data.shape[1]}; pass an original file")
+        raise InputError(f"{path}: expected 26 columns per row, got {data.shape[1]}; pass an original file")
     if not np.isfinite(data).all():
-        raise ValueError(f"{path}: holds NaN or infinite values; pass an original train file")
+        raise InputError(f"{path}: holds NaN or infinite values; pass an original train file")
     units = data[:, 0].astype(np.int64)
     cycle = data[:, 1]
     _, inverse = np.unique(units, return_inverse=True)
@@ -493,7 +494,7 @@ class CMAPSS(TableFamily):
         **split_options: Any,
     ) -> None:
         if subset not in CMAPSS_SUBSETS:
-            raise ValueError(f"unknown C-MAPSS subset {subset!r}; use one of {CMAPSS_SUBSETS}")
+            raise InputError(f"unknown C-MAPSS subset {subset!r}; use one of {CMAPSS_SUBSETS}")
         if path is None:
             path = find_data_dir("cmapss") / f"train_{subset}.txt.gz"
         self.subset, self.rul_cap = subset, rul_cap

@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ...errors import InputError
 from .base import register_family
 from .episodes import EpisodicFamily
 from .table import UnitSplit, find_data_dir
@@ -74,7 +75,7 @@ def read_ts(path: str | Path) -> TsFile:
     """
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"{path}: no such file; pass an existing .ts file")
+        raise InputError(f"{path}: no such file; pass an existing .ts file")
     header: dict[str, str] = {}
     class_labels: tuple[str, ...] = ()
     series: list[np.ndarray] = []
@@ -90,7 +91,7 @@ def read_ts(path: str | Path) -> TsFile:
             where = f"{path}, line {number}"
             if line.startswith("@"):
                 if in_data:
-                    raise ValueError(f"{where}: header line {line[:40]!r} after @data; move it above @data")
+                    raise InputError(f"{where}: header line {line[:40]!r} after @data; move it above @data")
                 key, _, value = line[1:].partition(" ")
                 key, value = key.lower(), value.strip()
                 if key == "data":
@@ -98,38 +99,38 @@ def read_ts(path: str | Path) -> TsFile:
                 elif key == "classlabel":
                     flag, *names = value.split()
                     if flag.lower() != "true":
-                        raise ValueError(
+                        raise InputError(
                             f"{where}: @classLabel {flag}: not a classification file; pass a .ts file "
                             "with @classLabel true"
                         )
                     class_labels = tuple(names)
                 elif key == "targetlabel" and value.lower().startswith("true"):
-                    raise ValueError(f"{where}: a regression (@targetLabel) file; pass a classification .ts file")
+                    raise InputError(f"{where}: a regression (@targetLabel) file; pass a classification .ts file")
                 elif key == "dimensions" and not value.isdigit():
-                    raise ValueError(f"{where}: @dimensions {value!r} is not a positive integer; fix the header")
+                    raise InputError(f"{where}: @dimensions {value!r} is not a positive integer; fix the header")
                 elif key == "timestamps" and value.lower() == "true":
-                    raise ValueError(
+                    raise InputError(
                         f"{where}: time-stamped series are not supported; export the file without time stamps"
                     )
                 header[key] = value
                 continue
             if not in_data:
-                raise ValueError(f"{where}: data before the @data line; add the header or fix that line")
+                raise InputError(f"{where}: data before the @data line; add the header or fix that line")
             fields = line.split(":")
             if len(fields) < 2:
-                raise ValueError(
+                raise InputError(
                     f"{where}: expected 'values:...:label' but found no ':' before a class label; fix that line"
                 )
             label = fields[-1].strip()
             if class_labels and label not in class_labels:
-                raise ValueError(
+                raise InputError(
                     f"{where}: class label {label!r} is not in the @classLabel list {list(class_labels)}; "
                     "fix the label or the header"
                 )
             if channels is None:
                 channels = len(fields) - 1
             elif len(fields) - 1 != channels:
-                raise ValueError(
+                raise InputError(
                     f"{where}: {len(fields) - 1} dimensions where earlier cases have {channels}; fix that line"
                 )
             dims = [_parse_values(dim, where, d) for d, dim in enumerate(fields[:-1])]
@@ -142,10 +143,10 @@ def read_ts(path: str | Path) -> TsFile:
             labels.append(label)
             lines.append(number)
     if not series:
-        raise ValueError(f"{path}: no cases after the @data line; pass a filled .ts file")
+        raise InputError(f"{path}: no cases after the @data line; pass a filled .ts file")
     expected = _expected_channels(header)
     if expected is not None and expected != channels:
-        raise ValueError(
+        raise InputError(
             f"{path}: the header declares {expected} dimensions but the cases have {channels}; "
             "fix the header or the data"
         )
@@ -158,7 +159,7 @@ def _parse_values(text: str, where: str, dim: int) -> np.ndarray:
         return np.array(["nan" if t == "?" else t for t in tokens], dtype=np.float64)
     except ValueError:
         bad = next(t for t in tokens if t != "?" and not _is_float(t))
-        raise ValueError(f"{where}: dimension {dim} holds {bad!r}, not a number or '?'; fix that line") from None
+        raise InputError(f"{where}: dimension {dim} holds {bad!r}, not a number or '?'; fix that line") from None
 
 
 def _is_float(text: str) -> bool:
@@ -189,7 +190,7 @@ def to_fixed_length(ts: TsFile, length: int, znorm: bool = True) -> np.ndarray:
         for c, values in enumerate(case):
             t = np.flatnonzero(np.isfinite(values))
             if len(t) == 0:
-                raise ValueError(f"{ts.path}, line {ts.lines[i]}: dimension {c} holds no value; drop that case")
+                raise InputError(f"{ts.path}, line {ts.lines[i]}: dimension {c} holds no value; drop that case")
             out[i, c] = np.interp(np.linspace(t[0], t[-1], length), t, values[t])
     if znorm:
         mean = out.mean(axis=2, keepdims=True)
@@ -206,11 +207,11 @@ def ts_pair(name: str | None = None, path: str | Path | None = None) -> tuple[Pa
     """
     if path is None:
         if name is None:
-            raise ValueError("pass dataset= (e.g. 'BasicMotions') or path= (a folder or its _TRAIN.ts file)")
+            raise InputError("pass dataset= (e.g. 'BasicMotions') or path= (a folder or its _TRAIN.ts file)")
         root = find_data_dir(UCR_FOLDER)
         sets = {p.name.lower(): p for p in root.iterdir() if p.is_dir()}
         if name.lower() not in sets:
-            raise ValueError(
+            raise InputError(
                 f"no set {name!r} in {root}; use one of {sorted(p.name for p in sets.values())} or pass path="
             )
         path = sets[name.lower()]
@@ -219,16 +220,16 @@ def ts_pair(name: str | None = None, path: str | Path | None = None) -> tuple[Pa
         wanted = None if name is None else f"{name}_TRAIN.ts".lower()
         trains = sorted(p for p in path.glob("*_TRAIN.ts") if wanted in (None, p.name.lower()))
         if len(trains) != 1:
-            raise ValueError(f"{path}: found {len(trains)} matching *_TRAIN.ts files; pass dataset= or one file's path")
+            raise InputError(f"{path}: found {len(trains)} matching *_TRAIN.ts files; pass dataset= or one file's path")
         path = trains[0]
     stem = path.name
     for mine, other in (("_TRAIN.ts", "_TEST.ts"), ("_TEST.ts", "_TRAIN.ts")):
         if stem.endswith(mine):
             pair = path.with_name(stem[: -len(mine)] + other)
             if not pair.is_file():
-                raise ValueError(f"{path}: its partner file {pair.name} is missing; put both files in one folder")
+                raise InputError(f"{path}: its partner file {pair.name} is missing; put both files in one folder")
             return (path, pair) if mine == "_TRAIN.ts" else (pair, path)
-    raise ValueError(f"{path}: expected a <name>_TRAIN.ts or <name>_TEST.ts file (or their folder)")
+    raise InputError(f"{path}: expected a <name>_TRAIN.ts or <name>_TEST.ts file (or their folder)")
 
 
 @register_family("ucr")
@@ -268,11 +269,11 @@ class UCRFamily(EpisodicFamily):
         name: str | None = None,
     ) -> None:
         if dataset is not None and name is not None and dataset != name:
-            raise ValueError(f"dataset={dataset!r} and name={name!r} differ; pass only one of them")
+            raise InputError(f"dataset={dataset!r} and name={name!r} differ; pass only one of them")
         train_file, test_file = ts_pair(dataset or name or self.dataset, path)
         files = [read_ts(train_file), read_ts(test_file)]
         if files[0].channels != files[1].channels:
-            raise ValueError(
+            raise InputError(
                 f"{train_file} has {files[0].channels} dimensions but {test_file} has "
                 f"{files[1].channels}; pass a matching pair"
             )
@@ -281,7 +282,7 @@ class UCRFamily(EpisodicFamily):
         for ts in files:
             unknown = next((lab for lab in ts.labels if lab not in index), None)
             if unknown is not None:
-                raise ValueError(
+                raise InputError(
                     f"{ts.path}: class {unknown!r} is not among {train_file.name}'s classes "
                     f"{list(class_labels)}; pass a matching pair"
                 )
@@ -300,7 +301,7 @@ class UCRFamily(EpisodicFamily):
             member = {s: np.isin(y_all, held[s]) for s in ("train", "test")}
             splits = {s: (x_all[m], y_all[m]) for s, m in member.items()}
         else:
-            raise ValueError(f"split_by={split_by!r}; use 'auto', 'class' or 'sample'")
+            raise InputError(f"split_by={split_by!r}; use 'auto', 'class' or 'sample'")
         test_classes = len(np.unique(splits["test"][1]))
         self.dataset = files[0].header.get("problemname", train_file.name[: -len("_TRAIN.ts")])
         self.split_by, self.length, self.znorm = split_by, length, znorm

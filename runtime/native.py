@@ -133,6 +133,19 @@ def available() -> bool:
     return _LIB is not None
 
 
+def library_path() -> Path | None:
+    """The file the C library was loaded from (None when it was not)."""
+    return None if _LIB is None else Path(_LIB._name)
+
+
+def api_version() -> tuple[int, int]:
+    """``(major, minor)`` of the loaded library's API (``me_api_version``)."""
+    if _LIB is None:
+        raise RuntimeError(_REASON)
+    v = _LIB.me_api_version()
+    return v >> 16, v & 0xFFFF
+
+
 def unavailable_reason() -> str | None:
     """Why :func:`available` is False (None when it is True)."""
     return _REASON

@@ -231,7 +231,7 @@ def test_exported_symbols_are_the_header_api():
     exported = {line.split()[-1] for line in out.stdout.splitlines() if line.split()[1:2] and
                 line.split()[1] in "TtDdBbRrWwVvi"}
     exported = {name for name in exported if not name.startswith("_")}  # _init / _fini / _edata and friends
-    assert exported == api, f"only in the library: {sorted(exported - api)}, only in the header: {sorted(api - exported)}"
+    assert exported == api, f"library only: {sorted(exported - api)}, header only: {sorted(api - exported)}"
     assert native.api_version()[0] == native.API_MAJOR
 
 

@@ -10,6 +10,7 @@
  *   me_session_init(&s, &m, arena, sizeof arena, max_shots);
  *   me_adapt(&s, xs, ys, 3, me_default_steps(&m), ME_GUARD, &info);   // physical units in ...
  *   me_predict(&s, x, n, out);                              // ... and out
+ *   me_state_write(&s, flash_buf, sizeof flash_buf, &len);  // keep the adapted state; me_state_read restores it
  *
  * Every function returns an me_status; the library never prints and never allocates.
  * File format: docs/firmware.md.
@@ -124,7 +125,8 @@ ME_API uint32_t me_crc32(const void *data, size_t len);
 
 /* Parse and validate a model.mebin of len bytes. */
 ME_API me_status me_model_load(me_model *model, const void *buf, size_t len);
-/* Validate a model.mebin (as me_model_load) and describe it; *info is zeroed on an error. */
+/* Validate a model.mebin (as me_model_load) and describe it; *info is zeroed on an error. Uses a temporary
+ * me_model on the stack (about 1 KiB). */
 ME_API me_status me_model_info(const uint8_t *buf, size_t len, me_model_info_t *info);
 /* Arena bytes me_session_init needs for up to max_shots support samples (0 if the arguments are invalid). */
 ME_API size_t me_arena_bytes(const me_model *model, uint32_t max_shots);

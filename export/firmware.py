@@ -23,9 +23,9 @@ from ..sdk.models.conv import ConvNet
 from ..sdk.models.mlp import MLP
 from ..sdk.run import Run
 
-#: newest model.mebin format version this exporter writes (the C library's ME_FORMAT_VERSION); files without
-#: conv / pool layers are written as version 1, which older firmware reads
-FORMAT_VERSION = 2
+#: newest model.mebin format version this exporter writes (the C library's ME_FORMAT_VERSION); each file gets the
+#: lowest version that holds it: 3 for Gauss-Newton (its min_damping field), 2 for conv / pool layers, else 1
+FORMAT_VERSION = 3
 MAGIC = b"MEBN"
 HEADER_BYTES = 64
 LAYER_BYTES = 16
@@ -198,8 +198,11 @@ def firmware_bytes(run: Run, inner_steps: int | None = None) -> bytes:
         raise InputError(f"adapted parameters {adapted} are not in layer order; the C runtime cannot hold them")
     if solver.kind == "prototypes" and adapted:
         raise InputError("prototype heads adapt no parameters")
-    # the lowest version that holds the model: MLP files stay readable by version-1 firmware
-    version = 2 if any(layer.kind in ("conv1d", "maxpool1d") for layer in layers) else 1
+    # the lowest version that holds the model: MLP files stay readable by version-1 firmware; Gauss-Newton files
+    # carry the solver's damping floor (version 3), so the C library does not hard-code it
+    gauss_newton = solver.kind == "gauss-newton"
+    version = 3 if gauss_newton else 2 if any(layer.kind in ("conv1d", "maxpool1d") for layer in layers) else 1
+    damping = struct.pack("<f", solver.min_damping) if gauss_newton else bytes(4)
     rates = [state["rates"][n].detach().cpu().numpy().astype(np.float32).ravel() for n in adapted]
     steps = solver.steps if inner_steps is None or solver.kind == "prototypes" else int(inner_steps)
     if not 0 <= steps <= 0xFFFF:
@@ -218,8 +221,8 @@ def firmware_bytes(run: Run, inner_steps: int | None = None) -> bytes:
     off_rates = off_params + len(param_bytes)
     total = off_rates + len(rate_bytes)
     loss = LOSSES[learner.loss_name]
-    rest = struct.pack("<BBBBHHIIIIIIIIII", TASKS[task], loss, SOLVERS[solver.kind], 0, len(table), steps, in_dim,
-                       out_dim, n_params, n_theta, off_layers, off_norm, off_params, off_rates, 0, 0)
+    rest = struct.pack("<BBBBHHIIIIIIII", TASKS[task], loss, SOLVERS[solver.kind], 0, len(table), steps, in_dim,
+                       out_dim, n_params, n_theta, off_layers, off_norm, off_params, off_rates) + damping + bytes(4)
     payload = rest + b"".join(table) + norm_bytes + param_bytes + rate_bytes
     head = MAGIC + struct.pack("<HHII", version, HEADER_BYTES, total, zlib.crc32(payload) & 0xFFFFFFFF)
     data = head + payload

@@ -24,8 +24,8 @@ if TYPE_CHECKING:
 import numpy as np
 
 from ..errors import InputError
-from .atomic import atomic_write
 from .bundle import Bundle, BundleError
+from .state import BundleIdentity, StateFile, read_state, write_state
 
 #: what ``Model.load(backend=...)`` accepts
 BACKENDS = ("auto", "onnxruntime", "native", "tensorrt")
@@ -381,21 +381,21 @@ class Adapted:
         return e / e.sum(1, keepdims=True)
 
     def save(self, path: str | Path) -> None:
-        """Write the adapted state atomically (temp file, fsync, rename) as ``.npz`` (no pickle)."""
-        origin = np.array(self.model.bundle.manifest["files"]["theta0.npy"])
-        atomic_write(path, lambda f: np.savez(f, theta=self.theta, steps_kept=np.int64(self.steps_kept),
-                                              bundle_theta0_sha256=origin))
+        """Write the adapted state atomically (temp file, fsync, rename) in state format 2 (:mod:`.state`: the C
+        library's layout, with this bundle's identity)."""
+        identity = _identity(self.model)
+        write_state(path, StateFile(self.theta, identity.manifest_sha256, identity.model_crc, self.steps_run,
+                                    self.steps_kept))
 
     @classmethod
     def load(cls, model: Model, path: str | Path) -> Adapted:
-        """Read a state written by :meth:`save` for this bundle."""
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                theta, kept, origin = z["theta"], int(z["steps_kept"]), str(z["bundle_theta0_sha256"])
-        except (OSError, KeyError, ValueError) as e:
-            raise InputError(f"{path} is not an adapted state written by metaedge; adapt again") from e
+        """Read a state written by :meth:`save` (format 2, or format 1 ``.npz``) or by firmware for this bundle;
+        :class:`BundleError` when it is corrupt, truncated, another bundle's or the wrong size."""
         dim = model.bundle.manifest["adaptation"].get("embedding_dim") or 0
-        fits = theta.size % dim == 0 if model.prototypes else theta.shape == model.theta0.shape
-        if origin != model.bundle.manifest["files"]["theta0.npy"] or not fits:
-            raise InputError(f"{path} was adapted from a different bundle; adapt again with this bundle")
-        return cls(model, theta.astype(np.float32), steps_kept=kept)
+        state = read_state(path, _identity(model), n_theta=None if model.prototypes else model.theta0.size,
+                           prototype_dim=dim if model.prototypes else None)
+        return cls(model, state.theta, steps_run=state.steps_run, steps_kept=state.steps_kept)
+
+
+def _identity(model: Model) -> BundleIdentity:
+    return BundleIdentity.of(model.bundle.path, model.bundle.manifest["files"]["theta0.npy"])

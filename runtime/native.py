@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import struct
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,9 @@ TASKS = ("regression", "classification")
 SOLVERS = ("sgd", "gauss-newton", "prototypes")
 #: status codes of metaedge.h (ME_OK = 0, ...), for callers that match on them
 STATUS_NAMES = ("ok", "null", "truncated", "magic", "version", "crc", "format", "unsupported", "arena", "shots",
-                "nonfinite", "label", "argument", "singular", "state")
+                "nonfinite", "label", "argument", "singular", "state", "model")
+#: the metaedge.h API major version this module was written for (ME_API_VERSION_MAJOR)
+API_MAJOR = 1
 
 
 class NativeError(InputError):
@@ -63,7 +64,15 @@ def _load() -> tuple[ctypes.CDLL | None, str | None]:
             except OSError as e:
                 tried.append(f"{path} ({e})")
                 continue
-            _declare(lib)
+            try:
+                _declare(lib)
+            except AttributeError as e:  # a library older than the functions declared here
+                tried.append(f"{path} (lacks {e})")
+                continue
+            major, minor = lib.me_api_version() >> 16, lib.me_api_version() & 0xFFFF
+            if major != API_MAJOR:
+                tried.append(f"{path} (API version {major}.{minor}, this module needs {API_MAJOR}.x)")
+                continue
             lib.fast = _fast(lib)
             return lib, None
         tried.append(str(path))
@@ -74,7 +83,11 @@ def _load() -> tuple[ctypes.CDLL | None, str | None]:
 def _declare(lib: ctypes.CDLL) -> None:
     c_u32, c_vp, c_size = ctypes.c_uint32, ctypes.c_void_p, ctypes.c_size_t
     sigs = {
+        "me_api_version": (c_u32, []),
         "me_strerror": (ctypes.c_char_p, [ctypes.c_int]),
+        "me_model_info": (ctypes.c_int, [c_vp, c_size, c_vp]),
+        "me_state_write": (ctypes.c_int, [c_vp, c_vp, c_size, ctypes.POINTER(c_size)]),
+        "me_state_read": (ctypes.c_int, [c_vp, c_vp, c_size]),
         "me_sizeof_model": (c_size, []),
         "me_sizeof_session": (c_size, []),
         "me_model_load": (ctypes.c_int, [c_vp, c_vp, c_size]),
@@ -122,6 +135,19 @@ def available() -> bool:
     return _LIB is not None
 
 
+def library_path() -> Path | None:
+    """The file the C library was loaded from (None when it was not)."""
+    return None if _LIB is None else Path(_LIB._name)
+
+
+def api_version() -> tuple[int, int]:
+    """``(major, minor)`` of the loaded library's API (``me_api_version``)."""
+    if _LIB is None:
+        raise RuntimeError(_REASON)
+    v = _LIB.me_api_version()
+    return v >> 16, v & 0xFFFF
+
+
 def unavailable_reason() -> str | None:
     """Why :func:`available` is False (None when it is True)."""
     return _REASON
@@ -132,9 +158,17 @@ class _AdaptInfo(ctypes.Structure):
                 ("loss_after", ctypes.c_float)]
 
 
+class _ModelInfo(ctypes.Structure):
+    """``me_model_info_t`` of metaedge.h."""
+
+    _fields_ = [(name, ctypes.c_uint32) for name in (
+        "format_version", "bytes", "crc", "task", "loss", "solver", "default_steps", "in_dim", "out_dim", "n_params",
+        "n_theta", "n_layers", "in_channels", "in_length")] + [("min_damping", ctypes.c_float)]
+
+
 @dataclass(frozen=True)
 class Header:
-    """The scalar fields of a model.mebin header (docs/firmware.md)."""
+    """What a model.mebin declares, as the C library's parser reads it (``me_model_info``; docs/firmware.md)."""
 
     task: str
     loss: str
@@ -144,21 +178,24 @@ class Header:
     out_dim: int
     n_params: int
     n_theta: int
+    format_version: int
+    crc: int  # the model's CRC-32 field: its identity in adapted states
+    min_damping: float  # Gauss-Newton damping floor (0 for other solvers)
+    input_shape: tuple[int, ...]  # (channels, length) for a conv1d first layer, else (in_dim,)
 
     @classmethod
-    def parse(cls, data: bytes) -> Header:
-        task, loss, solver, _, _, steps, in_dim, out_dim, n_params, n_theta = struct.unpack_from("<BBBBHHIIII", data,
-                                                                                                 16)
-        return cls(TASKS[task], ("mse", "cross_entropy")[loss], SOLVERS[solver], steps, in_dim, out_dim, n_params,
-                   n_theta)
-
-
-def _input_shape(data: bytes, in_dim: int) -> tuple[int, ...]:
-    """``(channels, length)`` when the first layer is a 1-D convolution (kind 6), else ``(in_dim,)``."""
-    off_layers = struct.unpack_from("<I", data, 40)[0]
-    kind = data[off_layers]
-    length = struct.unpack_from("<I", data, off_layers + 12)[0]
-    return (in_dim // length, length) if kind == 6 and length else (in_dim,)
+    def read(cls, data: bytes) -> Header:
+        """Validate ``data`` (a model.mebin) with the C parser and describe it; :class:`NativeError` if refused."""
+        if _LIB is None:
+            raise RuntimeError(_REASON)
+        info = _ModelInfo()
+        status = _LIB.me_model_info(data, len(data), ctypes.byref(info))
+        if status != 0:
+            raise NativeError(status, _LIB.me_strerror(status).decode(), "model.mebin")
+        shape = (info.in_channels, info.in_length) if info.in_length else (info.in_dim,)
+        return cls(TASKS[info.task], ("mse", "cross_entropy")[info.loss], SOLVERS[info.solver], info.default_steps,
+                   info.in_dim, info.out_dim, info.n_params, info.n_theta, info.format_version, info.crc,
+                   float(info.min_damping), shape)
 
 
 class NativeModel:
@@ -176,8 +213,8 @@ class NativeModel:
         self._data = ctypes.create_string_buffer(bytes(mebin), len(mebin))  # the model points into it
         self._model = ctypes.create_string_buffer(_LIB.me_sizeof_model())
         self._check(_LIB.me_model_load(self._model, self._data, len(mebin)), "model.mebin")
-        self.header = Header.parse(bytes(mebin))
-        self.input_shape = _input_shape(bytes(mebin), self.header.in_dim)
+        self.header = Header.read(bytes(mebin))
+        self.input_shape = self.header.input_shape
         self._session = ctypes.create_string_buffer(_LIB.me_sizeof_session())
         self._s = ctypes.addressof(self._session)
         self._fn = _LIB.fast
@@ -306,6 +343,23 @@ class NativeModel:
         out = np.empty((x.shape[0], classes), np.float32)
         self._check(fn["me_predict"](self._s, x.ctypes.data, x.shape[0], out.ctypes.data), "predict")
         return out
+
+    def state_bytes(self, theta: np.ndarray) -> bytes:
+        """``theta`` as the C library writes an adapted state (format 2, ``me_state_write``: bundle identity zero,
+        no adaptation info); the bytes firmware stores."""
+        state = self._state(theta)
+        self._check(self._fn["me_set_theta"](self._s, state.ctypes.data, state.size), "state")
+        need = ctypes.c_size_t(0)
+        _LIB.me_state_write(self._s, ctypes.create_string_buffer(1), 0, ctypes.byref(need))  # sizes it
+        buf = ctypes.create_string_buffer(need.value)
+        self._check(_LIB.me_state_write(self._s, buf, need.value, ctypes.byref(need)), "state")
+        return buf.raw[:need.value]
+
+    def theta_from_state(self, data: bytes) -> np.ndarray:
+        """The state in ``data`` (format 2) as ``me_state_read`` checks and loads it; :class:`NativeError` (e.g.
+        status ``"crc"``, ``"model"``) when refused."""
+        self._check(_LIB.me_state_read(self._s, bytes(data), len(data)), "state")
+        return self._theta()
 
     def predict(self, theta: np.ndarray, x: np.ndarray) -> np.ndarray:
         """Predictions for ``x`` ``(n, in_dim)`` with state ``theta``: ``(n, out_dim)`` in physical units, or class

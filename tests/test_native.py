@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from toolchains import need
+from toolchains import need, need_tools
 
 from metaedge.export.bundle import export_bundle
 from metaedge.export.firmware import write_firmware
@@ -20,6 +22,7 @@ from metaedge.runtime import native
 from metaedge.runtime.model import Model
 from metaedge.sdk.config import TrainConfig
 from metaedge.sdk.learners import make_learner
+from metaedge.sdk.learners.newton import MIN_DAMPING
 from metaedge.sdk.models import build_model
 from metaedge.sdk.normalize import Normalizer
 from metaedge.sdk.run import Run, sample_options, task_rng, to_tensors
@@ -125,6 +128,8 @@ def test_ridge_matches_pytorch(exported):
     run, _, mebin, _ = exported("ridge")
     c_model = native.NativeModel(mebin.read_bytes())
     assert c_model.header.solver == "gauss-newton"
+    # the damping floor travels in the file (version 3), as the manifest's min_damping
+    assert c_model.header.format_version == 3 and c_model.header.min_damping == np.float32(MIN_DAMPING)
     batch = _tasks(run)
     xs, ys, xq, _ = to_tensors(run.normalizer.batch(batch))
     with torch.no_grad():
@@ -195,6 +200,42 @@ def test_export_refuses_unsupported_layers(tmp_path):
     with pytest.raises(ValueError, match=r"layer 'body\.0' \(Conv2d\).*--model mlp"):
         write_firmware(run, tmp_path / "conv")
     assert not (tmp_path / "conv").exists() and not (tmp_path / "gelu").exists()
+
+
+def test_header_is_read_by_the_c_parser(exported):
+    """``Header`` comes from ``me_model_info`` (no offsets parsed in Python): it matches what the exporter wrote and
+    refuses what ``me_model_load`` refuses."""
+    run, _, mebin, _ = exported("maml")
+    data = mebin.read_bytes()
+    header = native.Header.read(data)
+    assert (header.task, header.loss, header.solver, header.format_version) == ("regression", "mse", "sgd", 1)
+    assert (header.in_dim, header.out_dim, header.input_shape, header.min_damping) == (1, 1, (1,), 0.0)
+    assert header.n_theta == sum(p.numel() for p in run.state["params"].values()) == header.n_params
+    assert header.default_steps == run.learner.inner_steps
+    assert header.crc == int.from_bytes(data[12:16], "little") == zlib.crc32(data[16:])
+    with pytest.raises(native.NativeError) as err:
+        native.Header.read(data[:-1])
+    assert err.value.status == "truncated"
+
+
+def _api_functions() -> set[str]:
+    """Names of the functions metaedge.h declares with ME_API."""
+    text = (ROOT / "runtime/c/include/metaedge.h").read_text()
+    return set(re.findall(r"^ME_API\b[^;(]*?\b(me_\w+)\s*\(", text, flags=re.M))
+
+
+def test_exported_symbols_are_the_header_api():
+    """The shared library exports exactly the ME_API functions of the header (hidden visibility otherwise)."""
+    need_tools("nm")
+    api = _api_functions()
+    assert {"me_model_load", "me_state_read", "me_state_write", "me_model_info", "me_api_version"} <= api
+    path = native.library_path()
+    out = subprocess.run(["nm", "-D", "--defined-only", str(path)], capture_output=True, text=True, check=True)
+    exported = {line.split()[-1] for line in out.stdout.splitlines() if line.split()[1:2] and
+                line.split()[1] in "TtDdBbRrWwVvi"}
+    exported = {name for name in exported if not name.startswith("_")}  # _init / _fini / _edata and friends
+    assert exported == api, f"library only: {sorted(exported - api)}, header only: {sorted(api - exported)}"
+    assert native.api_version()[0] == native.API_MAJOR
 
 
 def test_corrupt_truncated_and_non_finite_are_refused(exported):
@@ -379,4 +420,12 @@ def test_fuzz_target_short_run(tmp_path):
     shutil.copytree(ROOT / "runtime/c/fuzz/corpus", corpus)
     out = subprocess.run([build / "runtime/c/me_fuzz", "-runs=30000", "-seed=7", str(corpus)], capture_output=True,
                          text=True, timeout=300, env={**os.environ, "ASAN_OPTIONS": "detect_leaks=0"})
+    assert out.returncode == 0 and "Done 30000 runs" in out.stderr, out.stderr[-3000:]
+    # adapted states (format 2) for the example's model
+    _cmake("--build", str(build), "--target", "me_fuzz_state", "-j2")
+    states = tmp_path / "states"
+    shutil.copytree(ROOT / "runtime/c/fuzz/state_corpus", states)
+    out = subprocess.run([build / "runtime/c/me_fuzz_state", "-runs=30000", "-seed=7", str(states)],
+                         capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "ASAN_OPTIONS": "detect_leaks=0"})
     assert out.returncode == 0 and "Done 30000 runs" in out.stderr, out.stderr[-3000:]

@@ -129,6 +129,15 @@ def need(name: str) -> None:
     pytest.skip(reason)
 
 
+def need_tools(*tools: str) -> None:
+    """Skip the calling test when one of these plain tools (e.g. ``nm`` from binutils) is not on the PATH."""
+    import pytest
+
+    missing = _missing(*tools)
+    if missing:
+        pytest.skip(missing)
+
+
 def main(names: list[str]) -> int:
     failed = 0
     for name in names or list(PROBES):

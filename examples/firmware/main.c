@@ -1,13 +1,33 @@
 /* Firmware-style example: a sinusoid "unit" (amplitude 2, phase 0.5) calibrates the compiled-in meta-learned
- * model from 3 reference points, then predicts. No malloc: the arena is a static array. The numbers are printed
- * with 4 decimals so the host and the Cortex-M4 build (qemu-system-arm) print the same text. */
+ * model from 3 reference points, predicts, saves the adapted state into A/B slots (slots.c; two RAM buffers
+ * stand in for flash sectors here) and, after a simulated reboot, restores it. No malloc: the arena is a static
+ * array. The numbers are printed with 4 decimals so the host and the Cortex-M4 build (qemu-system-arm) print
+ * the same text. */
 #include <stdio.h>
+#include <string.h>
 
 #include "metaedge.h"
 #include "model_data.h"
+#include "slots.h"
 
 #define SHOTS 3u
+#define SLOT_BYTES 8192u
 static unsigned char arena[64 * 1024];
+static unsigned char flash[2][SLOT_BYTES], scratch[SLOT_BYTES];
+
+static int ram_erase(void *ctx, unsigned slot)
+{
+    (void)ctx;
+    memset(flash[slot], 0xFF, SLOT_BYTES);
+    return 0;
+}
+
+static int ram_program(void *ctx, unsigned slot, size_t offset, const unsigned char *data, size_t len)
+{
+    (void)ctx;
+    memcpy(flash[slot] + offset, data, len);
+    return 0;
+}
 
 int main(void)
 {
@@ -19,16 +39,20 @@ int main(void)
     me_model model;
     me_session s;
     me_adapt_info info;
-    float pred[5];
+    me_model_info_t about;
+    float pred[5], again[5];
+    const slot_store store = {{flash[0], flash[1]}, SLOT_BYTES, ram_erase, ram_program, NULL, scratch};
 
-    me_status st = me_model_load(&model, me_model_data, me_model_data_len);
+    me_status st = me_model_info(me_model_data, me_model_data_len, &about);
+    if (st == ME_OK) st = me_model_load(&model, me_model_data, me_model_data_len);
     if (st != ME_OK) {
         printf("load: %s\n", me_strerror(st));
         return 1;
     }
     const size_t need = me_arena_bytes(&model, SHOTS);
-    printf("model: %u bytes, %u parameters, %u adapted, arena %u bytes\n", (unsigned)model.bytes,
-           (unsigned)model.n_params, (unsigned)model.n_theta, (unsigned)need);
+    printf("model: %u bytes, %u parameters, %u adapted, arena %u bytes\n", (unsigned)about.bytes,
+           (unsigned)about.n_params, (unsigned)about.n_theta, (unsigned)need);
+    memset(flash, 0xFF, sizeof flash);
     st = me_session_init(&s, &model, arena, sizeof arena, SHOTS);
     if (st == ME_OK) st = me_adapt(&s, xs, ys, SHOTS, 5u, ME_GUARD, &info);
     if (st == ME_OK) st = me_predict(&s, xq, 5u, pred);
@@ -40,5 +64,19 @@ int main(void)
            (unsigned)info.steps_kept, (unsigned)info.steps_run, (double)info.loss_before, (double)info.loss_after);
     for (unsigned i = 0; i < 5u; i++)
         printf("x = %7.4f  predicted %7.4f  true %7.4f\n", (double)xq[i], (double)pred[i], (double)yq[i]);
-    return 0;
+
+    /* save, "reboot" (back to theta0), restore the newest valid slot */
+    unsigned slot = 0;
+    uint32_t seq = 0;
+    st = slot_save(&store, &s);
+    if (st == ME_OK) st = me_reset(&s);
+    if (st == ME_OK) st = slot_load(&store, &s, &slot, &seq);
+    if (st == ME_OK) st = me_predict(&s, xq, 5u, again);
+    if (st != ME_OK) {
+        printf("state: %s\n", me_strerror(st));
+        return 1;
+    }
+    printf("state saved to slot %c (sequence %u), restored after a reboot: predictions %s\n", slot ? 'B' : 'A',
+           (unsigned)seq, memcmp(pred, again, sizeof pred) == 0 ? "identical" : "DIFFERENT");
+    return memcmp(pred, again, sizeof pred) == 0 ? 0 : 1;
 }

@@ -18,17 +18,20 @@ static void run(const unsigned char *buf, size_t size)
 {
     me_model m;
     me_session s;
+    me_model_info_t info;
     if (me_model_load(&m, buf, size) != ME_OK) return;
+    if (me_model_info(buf, size, &info) != ME_OK) __builtin_trap(); /* the same parser must agree */
     const uint32_t shots = 3;
     const size_t need = me_arena_bytes(&m, shots);
     if (need == 0 || need > ARENA_BYTES) return;
     if (me_session_init(&s, &m, arena, need, shots) != ME_OK) __builtin_trap();
     float x[3 * 64], y[3 * 64], out[3 * 64];
-    if (m.in_dim > 64 || m.out_dim > 64) return;
-    for (uint32_t i = 0; i < 3 * m.in_dim; i++) x[i] = 0.25f * (float)i - 0.5f;
-    for (uint32_t i = 0; i < 3 * m.out_dim; i++) y[i] = m.task == ME_TASK_CLASSIFICATION ? (float)(i % 2) : 0.1f * i;
-    me_adapt_info info;
-    me_status st = me_adapt(&s, x, y, shots, m.default_steps > 3 ? 3 : m.default_steps, ME_GUARD, &info);
+    if (info.in_dim > 64 || info.out_dim > 64) return;
+    for (uint32_t i = 0; i < 3 * info.in_dim; i++) x[i] = 0.25f * (float)i - 0.5f;
+    for (uint32_t i = 0; i < 3 * info.out_dim; i++)
+        y[i] = info.task == ME_TASK_CLASSIFICATION ? (float)(i % 2) : 0.1f * (float)i;
+    me_adapt_info done;
+    me_status st = me_adapt(&s, x, y, shots, info.default_steps > 3 ? 3 : info.default_steps, ME_GUARD, &done);
     if (st == ME_OK && me_classes(&s) <= 64) me_predict(&s, x, 3, out);
 }
 

@@ -10,6 +10,7 @@
  *   me_session_init(&s, &m, arena, sizeof arena, max_shots);
  *   me_adapt(&s, xs, ys, 3, me_default_steps(&m), ME_GUARD, &info);   // physical units in ...
  *   me_predict(&s, x, n, out);                              // ... and out
+ *   me_state_write(&s, flash_buf, sizeof flash_buf, &len);  // keep the adapted state; me_state_read restores it
  *
  * Every function returns an me_status; the library never prints and never allocates.
  * File format: docs/firmware.md.
@@ -24,7 +25,33 @@
 extern "C" {
 #endif
 
-#define ME_FORMAT_VERSION 2u  /* the newest model.mebin format this library reads (it reads 1 too) */
+/* ME_API marks the public functions: the only symbols the shared library exports (it is built with hidden
+ * visibility). Windows: METAEDGE_BUILD_DLL while building the DLL, METAEDGE_USE_DLL when linking against it;
+ * static builds (firmware) define neither. */
+#if defined(_WIN32) || defined(__CYGWIN__)
+#if defined(METAEDGE_BUILD_DLL)
+#define ME_API __declspec(dllexport)
+#elif defined(METAEDGE_USE_DLL)
+#define ME_API __declspec(dllimport)
+#else
+#define ME_API
+#endif
+#elif defined(__GNUC__) && __GNUC__ >= 4
+#define ME_API __attribute__((visibility("default")))
+#else
+#define ME_API
+#endif
+
+/* API version: the minor grows with additions, the major with any incompatible change (a signature, a field of
+ * a public struct, a status code's meaning). me_api_version() is the library's (MAJOR << 16 | MINOR), to check a
+ * shared library against the header a binding was written for. */
+#define ME_API_VERSION_MAJOR 1u
+#define ME_API_VERSION_MINOR 0u
+#define ME_API_VERSION ((ME_API_VERSION_MAJOR << 16) | ME_API_VERSION_MINOR)
+
+#define ME_FORMAT_VERSION 3u  /* the newest model.mebin format this library reads (it reads 1 and 2 too) */
+#define ME_STATE_VERSION 2u   /* the adapted-state format me_state_write writes and me_state_read reads */
+#define ME_STATE_HEADER_BYTES 80u /* a state is the header, 4 bytes per float of the state, then a CRC-32 */
 #define ME_MAX_LAYERS 32u     /* layer table entries */
 #define ME_MAX_DIM 65536u     /* widest layer */
 #define ME_MAX_SHOTS 65536u   /* largest support set an arena may be sized for */
@@ -44,7 +71,8 @@ typedef enum me_status {
     ME_ERR_LABEL = 11,      /* a class label out of range, not whole, or a class without a sample */
     ME_ERR_ARGUMENT = 12,   /* another bad argument (sizes, counts) */
     ME_ERR_SINGULAR = 13,   /* the Gauss-Newton system is not positive definite */
-    ME_ERR_STATE = 14       /* prediction needs prototypes: adapt or set a state first */
+    ME_ERR_STATE = 14,      /* prediction needs prototypes: adapt or set a state first */
+    ME_ERR_MODEL = 15       /* a saved state belongs to another model (its model CRC differs) */
 } me_status;
 
 typedef enum me_task { ME_TASK_REGRESSION = 0, ME_TASK_CLASSIFICATION = 1 } me_task;
@@ -62,6 +90,92 @@ typedef enum me_layer_kind {
     ME_LAYER_MAXPOOL1D = 7 /* (C, L) -> (C, floor(L / 2)): max over windows of 2, as torch.nn.MaxPool1d(2) */
 } me_layer_kind;
 
+typedef struct me_adapt_info {
+    uint32_t steps_run;    /* steps attempted */
+    uint32_t steps_kept;   /* steps kept (the guard stops at the first that raised the support loss) */
+    float loss_before;     /* support loss at the initial state (standardised units) */
+    float loss_after;      /* support loss at the returned state */
+} me_adapt_info;
+
+#define ME_GUARD 1u        /* me_adapt flags: roll back a step that raises the support loss, then stop */
+
+/* What a model.mebin declares, read by the library's own parser (me_model_info), for bindings and tools that
+ * must not parse the header themselves. */
+typedef struct me_model_info_t {
+    uint32_t format_version; /* 1, 2 or 3 */
+    uint32_t bytes;          /* total_bytes of the model */
+    uint32_t crc;            /* its CRC-32 field: the model's identity in saved states */
+    uint32_t task, loss, solver;  /* me_task, me_loss, me_solver */
+    uint32_t default_steps;
+    uint32_t in_dim, out_dim; /* out_dim: targets, class logits, or embedding width (prototypes) */
+    uint32_t n_params, n_theta, n_layers;
+    uint32_t in_channels, in_length; /* (channels, length) of one input when the first layer is conv1d, else 0, 0 */
+    float min_damping;       /* Gauss-Newton: added to every exp(rate) on the diagonal; 0 for other solvers */
+} me_model_info_t;
+
+struct me_model;
+struct me_session;
+typedef struct me_model me_model;
+typedef struct me_session me_session;
+
+/* ME_API_VERSION of the library (compare with the header's) */
+ME_API uint32_t me_api_version(void);
+ME_API const char *me_strerror(me_status status);
+ME_API uint32_t me_crc32(const void *data, size_t len);
+
+/* Parse and validate a model.mebin of len bytes. */
+ME_API me_status me_model_load(me_model *model, const void *buf, size_t len);
+/* Validate a model.mebin (as me_model_load) and describe it; *info is zeroed on an error. Uses a temporary
+ * me_model on the stack (about 1 KiB). */
+ME_API me_status me_model_info(const uint8_t *buf, size_t len, me_model_info_t *info);
+/* Arena bytes me_session_init needs for up to max_shots support samples (0 if the arguments are invalid). */
+ME_API size_t me_arena_bytes(const me_model *model, uint32_t max_shots);
+/* Carve the arena (16-byte aligned pointer recommended; at least 8-byte) and load theta0. */
+ME_API me_status me_session_init(me_session *s, const me_model *model, void *arena, size_t arena_bytes,
+                                 uint32_t max_shots);
+
+ME_API uint32_t me_default_steps(const me_model *model);
+ME_API uint32_t me_theta_size(const me_session *s);   /* floats in the current state (prototypes: ways * dim) */
+ME_API const float *me_theta(const me_session *s);    /* the current state: adapted tensors in model order */
+ME_API me_status me_set_theta(me_session *s, const float *theta, uint32_t size);
+ME_API me_status me_reset(me_session *s);            /* back to the meta-learned initial state */
+/* The last me_adapt's info, or of the state me_state_read restored; after me_reset / me_set_theta: no steps and
+ * NaN losses (unknown). */
+ME_API me_status me_last_adapt_info(const me_session *s, me_adapt_info *info);
+
+/* Adapted state, format 2 (docs/firmware.md), little-endian on every target:
+ *   magic "MEST", version, header bytes, total bytes, the model's CRC-32, the float count, the last adapt's
+ *   steps and losses, 32 bytes of bundle identity (zero when written here), the state's floats, then a CRC-32
+ *   of every byte before it.
+ * me_state_write: the current state into buf (cap bytes; ME_ERR_ARGUMENT when it does not fit, *len then still
+ * holds the bytes needed); a prototype session without prototypes gives ME_ERR_STATE.
+ * me_state_read: checks everything (size, magic, version, CRC, model, float count, finiteness) before it
+ * changes anything: on any error the session is left as it was. Bytes after total bytes are ignored. */
+ME_API me_status me_state_write(const me_session *s, uint8_t *buf, size_t cap, size_t *len);
+ME_API me_status me_state_read(me_session *s, const uint8_t *buf, size_t len);
+
+/* Adapt on n support samples: x (n, in_dim) and y (n, out_dim) in physical units, or for classification y (n)
+ * holding class numbers 0..ways-1 as floats. Starts from the current state (me_reset for theta0).
+ * SGD: steps of theta -= rates * grad; Gauss-Newton: damped Gauss-Newton steps; prototypes: class means
+ * (steps ignored). info may be NULL. On an error the state is unchanged. */
+ME_API me_status me_adapt(me_session *s, const float *x, const float *y, uint32_t n, uint32_t steps,
+                          uint32_t flags, me_adapt_info *info);
+/* Regression: predictions (n, out_dim) in physical units; classification: logits (n, classes). Any n. */
+ME_API me_status me_predict(me_session *s, const float *x, uint32_t n, float *out);
+/* Support loss of the current state (standardised units for regression), n <= max_shots. */
+ME_API me_status me_support_loss(me_session *s, const float *x, const float *y, uint32_t n, float *loss);
+/* Classes in a prediction: out_dim, or the number of prototypes. */
+ME_API uint32_t me_classes(const me_session *s);
+
+/* sizeof(me_model) and sizeof(me_session), for language bindings that allocate them */
+ME_API size_t me_sizeof_model(void);
+ME_API size_t me_sizeof_session(void);
+
+/* ---- private: storage layout -------------------------------------------------------------------------------
+ * Declared here only so that firmware can place an me_model and an me_session in static memory or on the stack
+ * without malloc. The fields are NOT part of the API: they change between releases without notice (ABI
+ * bindings size them with me_sizeof_model / me_sizeof_session). Read what a model declares with me_model_info
+ * and a session's state with the functions above. */
 #define ME_ADAPT_WEIGHT 1u /* me_layer.flags: the weight is part of the adapted state */
 #define ME_ADAPT_BIAS 2u   /* me_layer.flags: the bias is part of the adapted state */
 
@@ -77,19 +191,20 @@ typedef struct me_layer {
 /* A validated model: scalar fields copied out, arrays left in the caller's buffer (read with memcpy, so the
  * buffer needs no alignment). Prototype sessions read the weights in place when the buffer is 4-byte aligned on a
  * little-endian target (model_data.h's array is), and copy them into the arena otherwise. */
-typedef struct me_model {
+struct me_model {
     const unsigned char *buf;
-    uint32_t bytes;
-    uint8_t task, loss, solver;
+    uint32_t bytes, crc;       /* total_bytes and the CRC-32 field */
+    uint8_t version, task, loss, solver;
+    float min_damping;         /* Gauss-Newton diagonal floor: from the file (version 3) or 1e-6 (versions 1, 2) */
     uint16_t default_steps;
     uint32_t in_dim, out_dim;  /* out_dim: targets, class logits, or embedding width (prototypes) */
     uint32_t n_params, n_theta, n_layers, max_width;
     me_layer layers[ME_MAX_LAYERS];
     uint32_t off_norm, off_params, off_rates;
-} me_model;
+};
 
-/* Working state in the caller's arena (pointers into it). Read it through the functions below. */
-typedef struct me_session {
+/* Working state in the caller's arena (pointers into it). */
+struct me_session {
     const me_model *model;
     uint32_t max_shots;         /* activation buffer rows (prototypes: 1, a sample at a time) */
     uint32_t ways;              /* prototypes held (solver PROTOTYPES), 0 before adaptation */
@@ -99,50 +214,8 @@ typedef struct me_session {
     float *w[ME_MAX_LAYERS], *b[ME_MAX_LAYERS]; /* parameters per layer: adapted ones point into theta */
     float *wt[ME_MAX_LAYERS];                   /* transposed weights (in, out) of wide layers, or NULL */
     float *act[ME_MAX_LAYERS];                  /* layer outputs (max_shots, out) */
-} me_session;
-
-typedef struct me_adapt_info {
-    uint32_t steps_run;    /* steps attempted */
-    uint32_t steps_kept;   /* steps kept (the guard stops at the first that raised the support loss) */
-    float loss_before;     /* support loss at the initial state (standardised units) */
-    float loss_after;      /* support loss at the returned state */
-} me_adapt_info;
-
-#define ME_GUARD 1u        /* me_adapt flags: roll back a step that raises the support loss, then stop */
-
-const char *me_strerror(me_status status);
-uint32_t me_crc32(const void *data, size_t len);
-
-/* Parse and validate a model.mebin of len bytes. */
-me_status me_model_load(me_model *model, const void *buf, size_t len);
-/* Arena bytes me_session_init needs for up to max_shots support samples (0 if the arguments are invalid). */
-size_t me_arena_bytes(const me_model *model, uint32_t max_shots);
-/* Carve the arena (16-byte aligned pointer recommended; at least 8-byte) and load theta0. */
-me_status me_session_init(me_session *s, const me_model *model, void *arena, size_t arena_bytes,
-                          uint32_t max_shots);
-
-uint32_t me_default_steps(const me_model *model);
-uint32_t me_theta_size(const me_session *s);   /* floats in the current state (prototypes: ways * dim) */
-const float *me_theta(const me_session *s);     /* the current state: adapted tensors in model order, row-major */
-me_status me_set_theta(me_session *s, const float *theta, uint32_t size);
-me_status me_reset(me_session *s);             /* back to the meta-learned initial state */
-
-/* Adapt on n support samples: x (n, in_dim) and y (n, out_dim) in physical units, or for classification y (n)
- * holding class numbers 0..ways-1 as floats. Starts from the current state (me_reset for theta0).
- * SGD: steps of theta -= rates * grad; Gauss-Newton: damped Gauss-Newton steps; prototypes: class means
- * (steps ignored). info may be NULL. On an error the state is unchanged. */
-me_status me_adapt(me_session *s, const float *x, const float *y, uint32_t n, uint32_t steps, uint32_t flags,
-                   me_adapt_info *info);
-/* Regression: predictions (n, out_dim) in physical units; classification: logits (n, classes). Any n. */
-me_status me_predict(me_session *s, const float *x, uint32_t n, float *out);
-/* Support loss of the current state (standardised units for regression), n <= max_shots. */
-me_status me_support_loss(me_session *s, const float *x, const float *y, uint32_t n, float *loss);
-/* Classes in a prediction: out_dim, or the number of prototypes. */
-uint32_t me_classes(const me_session *s);
-
-/* sizeof(me_model) and sizeof(me_session), for language bindings that allocate them */
-size_t me_sizeof_model(void);
-size_t me_sizeof_session(void);
+    me_adapt_info last;                         /* of the last me_adapt (or the state read) */
+};
 
 #ifdef __cplusplus
 }

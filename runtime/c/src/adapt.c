@@ -65,7 +65,8 @@ me_status me_adapt_sgd(me_session *s, uint32_t n, uint32_t steps, uint32_t flags
 
 /* Damped Gauss-Newton for MSE (the `ridge` learner):
  *   J = d outputs / d theta (n*out, p), r = f(theta) - y
- *   theta -= (J^T J + diag(exp(rates) + 1e-6))^-1 J^T r      (rates hold log prior precisions)
+ *   theta -= (J^T J + diag(exp(rates) + min_damping))^-1 J^T r   (rates: log prior precisions; min_damping:
+ *   from the file, docs/firmware.md)
  * J is built row by row with one backward pass per output; the normal equations are formed and solved in
  * double precision (a float32 solve costs ~1e-3 relative accuracy on a 3-point calibration). */
 me_status me_adapt_gauss_newton(me_session *s, uint32_t n, uint32_t steps, uint32_t flags, me_adapt_info *info)
@@ -95,7 +96,7 @@ me_status me_adapt_gauss_newton(me_session *s, uint32_t n, uint32_t steps, uint3
                     h += (double)s->jac[(size_t)q * p + i] * (double)s->jac[(size_t)q * p + j];
                 s->hess[(size_t)i * p + j] = h;
             }
-            s->hess[(size_t)i * p + i] += (double)(expf(s->rates[i]) + 1e-6f);
+            s->hess[(size_t)i * p + i] += (double)(expf(s->rates[i]) + m->min_damping);
         }
         if (me_cholesky_solve(s->hess, s->rhs, p) != 0) return ME_ERR_SINGULAR;
         for (uint32_t i = 0; i < p; i++) s->backup[i] = s->theta[i] - (float)s->rhs[i];

@@ -1,4 +1,4 @@
-/* Little-endian reads from byte buffers of any alignment, and a finiteness check. */
+/* Little-endian reads and writes of byte buffers of any alignment, and a finiteness check. */
 #include <math.h>
 #include <string.h>
 
@@ -24,4 +24,24 @@ int me_all_finite(const float *v, size_t count)
     for (size_t i = 0; i < count; i++)
         if (!isfinite(v[i])) return 0;
     return 1;
+}
+
+void me_write_u16(unsigned char *p, uint16_t v)
+{
+    p[0] = (unsigned char)(v & 0xFFu);
+    p[1] = (unsigned char)(v >> 8);
+}
+
+void me_write_u32(unsigned char *p, uint32_t v)
+{
+    for (unsigned i = 0; i < 4u; i++) p[i] = (unsigned char)(v >> (8u * i));
+}
+
+void me_write_f32(unsigned char *dst, const float *src, uint32_t count)
+{
+    for (uint32_t i = 0; i < count; i++) {
+        uint32_t bits;
+        memcpy(&bits, &src[i], sizeof bits);
+        me_write_u32(dst + 4u * i, bits);
+    }
 }

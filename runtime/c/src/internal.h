@@ -7,10 +7,17 @@
 
 #include "metaedge.h"
 
-/* bytes.c: little-endian reads from unaligned buffers */
+/* model.mebin versions 1 and 2 have no damping field: the floor they were exported with
+ * (sdk/learners/newton.py MIN_DAMPING at the time) */
+#define ME_LEGACY_MIN_DAMPING 1e-6f
+
+/* bytes.c: little-endian reads and writes at any alignment */
 uint16_t me_read_u16(const unsigned char *p);
 uint32_t me_read_u32(const unsigned char *p);
 void me_read_f32(float *dst, const unsigned char *src, uint32_t count);
+void me_write_u16(unsigned char *p, uint16_t v);
+void me_write_u32(unsigned char *p, uint32_t v);
+void me_write_f32(unsigned char *dst, const float *src, uint32_t count);
 int me_all_finite(const float *v, size_t count);
 
 /* layers.c: plain forward/backward pairs over row-major batches of n samples.
@@ -76,6 +83,8 @@ void me_refresh_transposed(me_session *s, int all);
 int me_weights_in_place(const me_model *m);
 /* rows of x0 and of every activation buffer: max_shots, or 1 for prototype sessions (one sample at a time) */
 uint32_t me_session_rows(const me_session *s);
+/* the session's last-adapt info back to unknown (no steps, NaN losses) */
+void me_forget_adapt_info(me_session *s);
 /* check and normalise n inputs into s->x0 */
 me_status me_load_inputs(me_session *s, const float *x, uint32_t n);
 /* check and normalise n targets (or labels) into s->ys; classes: upper bound for labels (0: any) */

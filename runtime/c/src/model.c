@@ -125,7 +125,8 @@ me_status me_model_load(me_model *m, const void *buffer, size_t len)
     if (len < HEADER_BYTES) return ME_ERR_TRUNCATED;
     if (memcmp(p, "MEBN", 4) != 0) return ME_ERR_MAGIC;
     const uint32_t version = me_read_u16(p + 4);
-    if (version == 0u || version > ME_FORMAT_VERSION) return ME_ERR_VERSION; /* 1 (MLPs) or 2 (+ conv1d) */
+    /* 1 (MLPs), 2 (+ conv1d), 3 (+ min_damping) */
+    if (version == 0u || version > ME_FORMAT_VERSION) return ME_ERR_VERSION;
     const uint32_t total = me_read_u32(p + 8);
     if (me_read_u16(p + 6) != HEADER_BYTES || total < HEADER_BYTES) return ME_ERR_FORMAT;
     if (total > len) return ME_ERR_TRUNCATED;
@@ -133,6 +134,8 @@ me_status me_model_load(me_model *m, const void *buffer, size_t len)
 
     m->buf = p;
     m->bytes = total;
+    m->crc = me_read_u32(p + 12);
+    m->version = (uint8_t)version;
     m->task = p[16];
     m->loss = p[17];
     m->solver = p[18];
@@ -148,7 +151,18 @@ me_status me_model_load(me_model *m, const void *buffer, size_t len)
     m->off_rates = me_read_u32(p + 52);
     if (m->task > ME_TASK_CLASSIFICATION || m->loss > ME_LOSS_CROSS_ENTROPY || m->solver > ME_SOLVER_PROTOTYPES)
         return ME_ERR_UNSUPPORTED;
-    if (p[19] != 0u || me_read_u32(p + 56) != 0u || me_read_u32(p + 60) != 0u) return ME_ERR_FORMAT;
+    if (p[19] != 0u || me_read_u32(p + 60) != 0u) return ME_ERR_FORMAT;
+    /* offset 56: reserved (0) before version 3, then the Gauss-Newton damping floor (0 for other solvers) */
+    m->min_damping = 0.f;
+    if (version >= 3u) {
+        me_read_f32(&m->min_damping, p + 56, 1u);
+        const int newton = m->solver == ME_SOLVER_GAUSS_NEWTON;
+        if (newton ? !(m->min_damping > 0.f && me_all_finite(&m->min_damping, 1u)) : me_read_u32(p + 56) != 0u)
+            return ME_ERR_FORMAT;
+    } else {
+        if (me_read_u32(p + 56) != 0u) return ME_ERR_FORMAT;
+        if (m->solver == ME_SOLVER_GAUSS_NEWTON) m->min_damping = ME_LEGACY_MIN_DAMPING;
+    }
     if (m->n_layers == 0u || m->n_layers > ME_MAX_LAYERS) return ME_ERR_FORMAT;
     if (m->in_dim == 0u || m->in_dim > ME_MAX_DIM || m->out_dim == 0u || m->out_dim > ME_MAX_DIM)
         return ME_ERR_FORMAT;
@@ -180,16 +194,46 @@ me_status me_model_load(me_model *m, const void *buffer, size_t len)
 
 uint32_t me_default_steps(const me_model *m) { return m ? m->default_steps : 0u; }
 
+uint32_t me_api_version(void) { return ME_API_VERSION; }
+
+me_status me_model_info(const uint8_t *buf, size_t len, me_model_info_t *info)
+{
+    if (!info) return ME_ERR_NULL;
+    memset(info, 0, sizeof *info);
+    me_model m; /* the one parser: everything it validates, then the fields copied out */
+    const me_status st = me_model_load(&m, buf, len);
+    if (st != ME_OK) return st;
+    info->format_version = m.version;
+    info->bytes = m.bytes;
+    info->crc = m.crc;
+    info->task = m.task;
+    info->loss = m.loss;
+    info->solver = m.solver;
+    info->default_steps = m.default_steps;
+    info->in_dim = m.in_dim;
+    info->out_dim = m.out_dim;
+    info->n_params = m.n_params;
+    info->n_theta = m.n_theta;
+    info->n_layers = m.n_layers;
+    if (m.layers[0].kind == ME_LAYER_CONV1D) {
+        info->in_channels = m.in_dim / m.layers[0].len;
+        info->in_length = m.layers[0].len;
+    }
+    info->min_damping = m.min_damping;
+    return ME_OK;
+}
+
 const char *me_strerror(me_status status)
 {
     switch (status) {
     case ME_OK: return "ok";
     case ME_ERR_NULL: return "a required pointer is NULL";
-    case ME_ERR_TRUNCATED: return "model buffer is truncated: shorter than the sizes it declares";
-    case ME_ERR_MAGIC: return "not a metaedge model (bad magic); export one with `metaedge export --format c`";
-    case ME_ERR_VERSION: return "model format version not supported by this library; re-export or update";
-    case ME_ERR_CRC: return "model CRC-32 mismatch: the file is corrupt or was modified";
-    case ME_ERR_FORMAT: return "model file is inconsistent (counts, offsets, shapes or values)";
+    case ME_ERR_TRUNCATED: return "buffer is truncated: shorter than the header or the sizes it declares";
+    case ME_ERR_MAGIC: return "not a metaedge model or state (bad magic); export a model with `metaedge export "
+                              "--format c`";
+    case ME_ERR_VERSION: return "model or state format version not supported by this library; re-export or update";
+    case ME_ERR_CRC: return "CRC-32 mismatch: the model or state is corrupt or was modified";
+    case ME_ERR_FORMAT: return "model or state is inconsistent (counts, offsets, shapes or values)";
     case ME_ERR_UNSUPPORTED: return "model uses a layer, loss or solver this library does not support";
     case ME_ERR_ARENA: return "arena too small or misaligned; size it with me_arena_bytes";
     case ME_ERR_SHOTS: return "sample count is zero or above the session's max_shots";
@@ -198,6 +242,7 @@ const char *me_strerror(me_status status)
     case ME_ERR_ARGUMENT: return "invalid argument (size or count)";
     case ME_ERR_SINGULAR: return "Gauss-Newton system not positive definite";
     case ME_ERR_STATE: return "no prototypes yet: adapt or set a state first";
+    case ME_ERR_MODEL: return "the saved state belongs to another model (model CRC differs); adapt again";
     }
     return "unknown status";
 }

@@ -203,6 +203,20 @@ me_status me_reset(me_session *s)
         memcpy(s->wt[l], s->wt[l] + nw, sizeof(float) * nw);
     }
     s->ways = 0u;
+    me_forget_adapt_info(s);
+    return ME_OK;
+}
+
+void me_forget_adapt_info(me_session *s)
+{
+    s->last.steps_run = s->last.steps_kept = 0u;
+    s->last.loss_before = s->last.loss_after = NAN; /* unknown */
+}
+
+me_status me_last_adapt_info(const me_session *s, me_adapt_info *info)
+{
+    if (!s || !s->model || !info) return ME_ERR_NULL;
+    *info = s->last;
     return ME_OK;
 }
 
@@ -223,6 +237,7 @@ me_status me_set_theta(me_session *s, const float *theta, uint32_t size)
         memcpy(s->theta, theta, sizeof(float) * size);
         me_refresh_transposed(s, 0);
     }
+    me_forget_adapt_info(s);
     return ME_OK;
 }
 
@@ -263,16 +278,20 @@ me_status me_adapt(me_session *s, const float *x, const float *y, uint32_t n, ui
     if (n == 0u || n > s->max_shots) return ME_ERR_SHOTS;
     me_adapt_info local;
     if (!info) info = &local;
+    me_status st;
     if (m->solver == ME_SOLVER_PROTOTYPES) {
         memset(info, 0, sizeof *info);
-        return me_prototypes_build(s, x, y, n); /* one sample at a time */
+        st = me_prototypes_build(s, x, y, n); /* one sample at a time */
+    } else {
+        st = me_load_inputs(s, x, n);
+        if (st == ME_OK) st = me_load_targets(s, y, n, m->out_dim);
+        if (st != ME_OK) return st;
+        memset(info, 0, sizeof *info);
+        st = m->solver == ME_SOLVER_SGD ? me_adapt_sgd(s, n, steps, flags, info)
+                                        : me_adapt_gauss_newton(s, n, steps, flags, info);
     }
-    me_status st = me_load_inputs(s, x, n);
-    if (st == ME_OK) st = me_load_targets(s, y, n, m->out_dim);
-    if (st != ME_OK) return st;
-    memset(info, 0, sizeof *info);
-    return m->solver == ME_SOLVER_SGD ? me_adapt_sgd(s, n, steps, flags, info)
-                                      : me_adapt_gauss_newton(s, n, steps, flags, info);
+    if (st == ME_OK) s->last = *info;
+    return st;
 }
 
 me_status me_predict(me_session *s, const float *x, uint32_t n, float *out)

@@ -170,6 +170,19 @@ static void test_gauss_newton(void)
     memcpy(theta0, me_theta(&sess), 4 * me_theta_size(&sess));
     CHECK_STATUS(me_adapt(&sess, x, y, SHOTS, 1, 0, &info), ME_OK);
     for (uint32_t i = 0; i < me_theta_size(&sess); i++) CHECK_CLOSE(me_theta(&sess)[i], theta0[i], 1e-5);
+    /* the damping floor comes from the file (version 3): a tiny prior with a huge floor keeps the head too */
+    sp.rate = logf(1e-8f);
+    const size_t len = tb_build(buf, sizeof buf, &sp);
+    buf[4] = 3;
+    const float floor_ = 1e8f;
+    uint32_t bits;
+    memcpy(&bits, &floor_, 4);
+    tb_put_u32(buf + 56, bits);
+    tb_fix_crc(buf, len);
+    CHECK_STATUS(me_model_load(&model, buf, len), ME_OK);
+    CHECK_STATUS(me_session_init(&sess, &model, arena, sizeof arena, SHOTS), ME_OK);
+    CHECK_STATUS(me_adapt(&sess, x, y, SHOTS, 1, 0, &info), ME_OK);
+    for (uint32_t i = 0; i < me_theta_size(&sess); i++) CHECK_CLOSE(me_theta(&sess)[i], theta0[i], 1e-5);
 }
 
 static void test_classification(void)

@@ -1,4 +1,5 @@
 /* model.mebin parsing: CRC-32, a valid model, and refusals of truncated, corrupt and inconsistent buffers. */
+#include <math.h>
 #include <string.h>
 
 #include "check.h"
@@ -141,12 +142,64 @@ static void test_arena(void)
     CHECK_STATUS(me_session_init(&s, &m, arena, need, 0), ME_ERR_SHOTS);
     CHECK_STATUS(me_session_init(&s, &m, NULL, need, 4), ME_ERR_NULL);
     CHECK(me_theta_size(&s) == m.n_theta);
-    for (int st = 0; st <= ME_ERR_STATE; st++) CHECK(me_strerror((me_status)st)[0] != '\0');
+    for (int st = 0; st <= ME_ERR_MODEL; st++) CHECK(me_strerror((me_status)st)[0] != '\0');
+}
+
+static void put_f32(unsigned char *p, float v)
+{
+    uint32_t bits;
+    memcpy(&bits, &v, 4);
+    tb_put_u32(p, bits);
+}
+
+/* version 3: the Gauss-Newton damping floor at offset 56; versions 1 and 2 use the constant they were written
+ * with (1e-6); me_model_info reports what the parser read */
+static void test_damping_field_and_info(void)
+{
+    static const tb_layer head[] = {{ME_LAYER_DENSE, 0, 2, 4}, {ME_LAYER_TANH, 0, 4, 4}, {ME_LAYER_DENSE, 3, 4, 1}};
+    tb_spec sp = {ME_TASK_REGRESSION, ME_LOSS_MSE, ME_SOLVER_GAUSS_NEWTON, 2, 2, 1, head, 3, NULL, NULL, 0.5f, 0.f,
+                  3u};
+    unsigned char buf[2048], bad[2048];
+    const size_t len = tb_build(buf, sizeof buf, &sp);
+    me_model_info_t info;
+    CHECK_STATUS(me_model_info(buf, len, &info), ME_OK);
+    CHECK(info.format_version == 1 && info.min_damping == 1e-6f && info.solver == ME_SOLVER_GAUSS_NEWTON);
+    CHECK(info.bytes == len && info.crc == me_crc32(buf + 16, len - 16) && info.default_steps == 2);
+    CHECK(info.in_dim == 2 && info.out_dim == 1 && info.n_layers == 3 && info.n_theta == 5);
+    CHECK(info.n_params == 2 * 4 + 4 + 4 + 1 && info.in_channels == 0 && info.in_length == 0);
+    const float floors[] = {0.25f, 0.f, -1.f, NAN, INFINITY};
+    const me_status want[] = {ME_OK, ME_ERR_FORMAT, ME_ERR_FORMAT, ME_ERR_FORMAT, ME_ERR_FORMAT};
+    for (int i = 0; i < 5; i++) {
+        memcpy(bad, buf, len);
+        bad[4] = 3;
+        put_f32(bad + 56, floors[i]);
+        tb_fix_crc(bad, len);
+        CHECK_STATUS(me_model_info(bad, len, &info), want[i]);
+        if (want[i] == ME_OK) CHECK(info.format_version == 3 && info.min_damping == 0.25f);
+        else CHECK(info.bytes == 0 && info.min_damping == 0.f); /* zeroed on an error */
+    }
+    memcpy(bad, buf, len);
+    put_f32(bad + 56, 0.25f); /* version 1: offset 56 is reserved */
+    tb_fix_crc(bad, len);
+    CHECK_STATUS(me_model_info(bad, len, &info), ME_ERR_FORMAT);
+    /* other solvers: zero in version 3 too */
+    unsigned char sgd[2048];
+    const size_t slen = build(sgd, sizeof sgd);
+    sgd[4] = 3;
+    tb_fix_crc(sgd, slen);
+    CHECK_STATUS(me_model_info(sgd, slen, &info), ME_OK);
+    CHECK(info.min_damping == 0.f && info.format_version == 3);
+    put_f32(sgd + 56, 0.25f);
+    tb_fix_crc(sgd, slen);
+    CHECK_STATUS(me_model_info(sgd, slen, &info), ME_ERR_FORMAT);
+    CHECK_STATUS(me_model_info(buf, len, NULL), ME_ERR_NULL);
+    CHECK_STATUS(me_model_info(NULL, len, &info), ME_ERR_NULL);
 }
 
 int main(void)
 {
     test_crc();
+    test_damping_field_and_info();
     test_valid();
     test_truncated_and_corrupt();
     test_inconsistent();

@@ -29,3 +29,18 @@ def real_family():
         return make_family(name, **options)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def small_bundle(tmp_path_factory):
+    """A real bundle directory (sensor-pressure Meta-SGD MLP, 20 meta-iterations, ONNX graphs and model.mebin),
+    exported without the parity check: for the tests of reading, signing and fuzzing bundles. Do not modify it;
+    copy it first."""
+    from metaedge.export.bundle import export_bundle
+    from metaedge.sdk.train import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("small-bundle")
+    run = train(TrainConfig(family="sensor-pressure", algo="metasgd", shots=3, queries=5, meta_batch=4,
+                            iterations=20, hidden=[16, 16], activation="tanh", inner_steps=2), root / "run",
+                progress=False)
+    return export_bundle(run, root / "model.meb", check=False)

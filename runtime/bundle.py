@@ -184,15 +184,15 @@ def _listed_file(path: Path, name: str, where: Path) -> Path:
     if _unsafe_name(name):
         raise BundleError(f"{where}: manifest names {name!r} outside the bundle; refusing to read it")
     try:
-        file = path / name
-        if path.resolve() not in file.resolve().parents:
-            raise BundleError(f"{where}: manifest names {name!r} outside the bundle; refusing to read it")
         part = path
         for piece in PurePosixPath(name).parts:
             part = part / piece
             if part.is_symlink():
                 raise BundleError(f"{where}: {name} is a symbolic link; bundles hold plain files only, so copy the "
                                   "bundle with links resolved (cp -rL) or re-export it")
+        file = path / name
+        if path.resolve() not in file.resolve().parents:
+            raise BundleError(f"{where}: manifest names {name!r} outside the bundle; refusing to read it")
         if not file.is_file():
             raise BundleError(f"{where}: {name} is missing; copy the whole bundle or re-export it")
     except OSError as e:  # e.g. a name too long for this filesystem

@@ -144,6 +144,9 @@ RATIO_FREE_BYTES = 8 << 20
 MAX_MANIFEST_BYTES = 8 << 20
 _CHUNK = 1 << 20
 _METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
+#: general-purpose flags a bundle's entries may carry: deflate level hints, data descriptor, UTF-8 names (not
+#: encryption, patched data or strong encryption, which zipfile cannot read)
+_FLAGS = 0x0002 | 0x0004 | 0x0008 | 0x0800
 
 
 def _read_bounded(path: Path, limit: int, where: Path) -> bytes:
@@ -221,9 +224,11 @@ def _checked_entries(archive: Path, infos: list[zipfile.ZipInfo]) -> dict[str, z
         if stat.S_ISLNK(info.external_attr >> 16):
             raise BundleError(f"{archive}: entry {name!r} is a symbolic link; bundles hold plain files only, "
                               "refusing this archive")
-        if info.flag_bits & 0x1 or info.compress_type not in _METHODS:
-            raise BundleError(f"{archive}: entry {name!r} is encrypted or uses compression method "
-                              f"{info.compress_type}; bundles are zipped stored or deflated, re-zip it with "
+        if (info.flag_bits & ~_FLAGS or info.compress_type not in _METHODS
+                or info.extract_version > zipfile.MAX_EXTRACT_VERSION):
+            raise BundleError(f"{archive}: entry {name!r} is encrypted or uses zip features bundles do not (flags "
+                              f"{info.flag_bits:#x}, compression method {info.compress_type}, version "
+                              f"{info.extract_version}); re-zip it stored or deflated, e.g. with "
                               "`metaedge export -o NAME.zip`")
         _check_size(archive, name, info.file_size, info.compress_size)
         total += info.file_size
@@ -307,7 +312,10 @@ def unpack(archive: Path) -> Path:
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 with z.open(info) as src, open(dest, "xb") as out:
                     _copy(archive, src, info, out, budget, MAX_FILE_BYTES)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, zlib.error, BundleError) as e:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, zlib.error, NotImplementedError,
+            UnicodeDecodeError, BundleError) as e:
+        # NotImplementedError: zipfile's word for a zip feature it lacks; UnicodeDecodeError: a name flagged UTF-8
+        # that is not
         shutil.rmtree(target, ignore_errors=True)
         if isinstance(e, BundleError):
             raise

@@ -401,14 +401,44 @@ class Adapted:
 
     @classmethod
     def load(cls, model: Model, path: str | Path) -> Adapted:
-        """Read a state written by :meth:`save` for this bundle."""
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                theta, kept, origin = z["theta"], int(z["steps_kept"]), str(z["bundle_theta0_sha256"])
-        except (OSError, KeyError, ValueError) as e:
-            raise ValueError(f"{path} is not an adapted state written by metaedge; adapt again") from e
+        """Read a state written by :meth:`save` for this bundle.
+
+        Anything else (not such an ``.npz``, damaged, over :data:`MAX_STATE_BYTES`, non-finite, or another bundle's)
+        is refused with one ``ValueError`` sentence."""
+        theta, kept, origin = _read_state(Path(path))
         dim = model.bundle.manifest["adaptation"].get("embedding_dim") or 0
-        fits = theta.size % dim == 0 if model.prototypes else theta.shape == model.theta0.shape
+        fits = theta.ndim == 1 and (theta.size % dim == 0 if model.prototypes else theta.shape == model.theta0.shape)
         if origin != model.bundle.manifest["files"]["theta0.npy"] or not fits:
             raise ValueError(f"{path} was adapted from a different bundle; adapt again with this bundle")
+        if not np.isfinite(theta).all():
+            raise ValueError(f"{path} holds NaN or infinite parameters, so it is damaged; adapt again")
         return cls(model, theta.astype(np.float32), steps_kept=kept)
+
+
+#: largest adapted-state array read (declared size, checked before reading; real states are 4 bytes per parameter)
+MAX_STATE_BYTES = 64 << 20
+
+
+def _read_state(path: Path) -> tuple[np.ndarray, int, str]:
+    """``theta`` (float ``(P,)``), ``steps_kept`` and the bundle's theta0 sha256 from a state file; one sentence for
+    anything that is not what :meth:`Adapted.save` writes."""
+    import zipfile
+    import zlib
+
+    bad = f"{path} is not an adapted state written by metaedge"
+    try:
+        z = np.load(path, allow_pickle=False)
+        if not isinstance(z, np.lib.npyio.NpzFile):  # a plain .npy array
+            raise ValueError("not an .npz archive")
+        with z:
+            for name in ("theta", "steps_kept", "bundle_theta0_sha256"):
+                if z.zip.getinfo(f"{name}.npy").file_size > MAX_STATE_BYTES:  # before np.load inflates it
+                    raise ValueError(f"{name} is larger than {MAX_STATE_BYTES >> 20} MiB")
+            theta, kept, origin = z["theta"], z["steps_kept"], z["bundle_theta0_sha256"]
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError) as e:
+        # NotImplementedError: zipfile's answer to an unknown zip version or compression method
+        raise ValueError(f"{bad} ({e.__class__.__name__}: {e}); adapt again") from e
+    if (theta.dtype.kind != "f" or kept.shape != () or kept.dtype.kind not in "iu" or origin.shape != ()
+            or origin.dtype.kind != "U"):
+        raise ValueError(f"{bad} (its arrays have unexpected types or shapes); adapt again")
+    return theta, int(kept), str(origin)

@@ -17,7 +17,6 @@ import tempfile
 import warnings
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -53,19 +52,23 @@ def _find_all(data: bytes, needle: bytes):
         i = data.find(needle, i + 1)
 
 
-@dataclass(frozen=True)
 class Seeds:
-    """The valid inputs the mutations start from, read once."""
+    """The valid inputs the mutations start from, read once (a plain class: hypothesis prints it with findings)."""
 
-    bundle: Path  # directory
-    files: dict[str, bytes]  # the bundle's files by name
-    state: bytes  # an adapted state (.npz) of that bundle
-    model: object  # the loaded Model (for Adapted.load)
+    def __init__(self, bundle: Path, files: dict[str, bytes], state: bytes, model) -> None:
+        self.bundle = bundle  # directory (a private copy)
+        self.files = files  # the bundle's files by name
+        self.state = state  # an adapted state (.npz) of that bundle
+        self.model = model  # the loaded Model (for Adapted.load)
+
+    def __repr__(self) -> str:
+        return f"Seeds({self.bundle})"
 
 
 def make_seeds(bundle: Path, work: Path) -> Seeds:
     from metaedge.runtime.model import Adapted, Model
 
+    bundle = shutil.copytree(bundle, work / "seed.meb")  # a private copy: a harness bug cannot damage the original
     model = Model.load(bundle, trust=())
     xs = np.array([[30.0, 25.0], [50.0, 30.0], [70.0, 40.0]])
     state_path = work / "seed-state.npz"
@@ -156,7 +159,7 @@ def zip_bytes(draw, seeds: Seeds) -> bytes:
             for name, data in entries:
                 try:
                     z.writestr(name, data)
-                except (ValueError, OSError):  # names zipfile itself cannot write (e.g. a NUL byte)
+                except (ValueError, OSError, IndexError):  # names zipfile cannot write (NUL byte, empty)
                     pass
     data = buf.getvalue()
     for _ in range(draw(st.integers(0, 2))):
@@ -213,11 +216,16 @@ def open_directory(seeds: Seeds, ops: list[tuple]) -> None:
     with tempfile.TemporaryDirectory(prefix="fuzz-dir-") as tmp:
         root = Path(tmp) / "b.meb"
         shutil.copytree(seeds.bundle, root)
+        outside = Path(tmp) / "outside.bin"
+        outside.write_bytes(b"not part of the bundle")
         for op, *args in ops:
             path = root / (args[0] if op != "manifest" else "manifest.json")
+            if path.is_symlink() and op != "remove":  # never write through a link made by an earlier op
+                continue
             if op == "manifest":
-                path.write_bytes(args[0])
-            elif not path.exists() and not path.is_symlink():
+                if not path.is_dir():
+                    path.write_bytes(args[0])
+            elif not path.exists():
                 continue
             elif op == "flip" and path.is_file():
                 data = bytearray(path.read_bytes())
@@ -229,11 +237,13 @@ def open_directory(seeds: Seeds, ops: list[tuple]) -> None:
             elif op == "remove" and (path.is_file() or path.is_symlink()):
                 path.unlink()
             elif op == "link":
-                target = {"inside": root / "rates.npy", "outside": seeds.bundle / path.name,
-                          "dangling": root / "nowhere", "self": path}[args[1]]
+                target = {"inside": root / "rates.npy", "outside": outside, "dangling": root / "nowhere",
+                          "self": path}[args[1]]
+                if path.is_dir():
+                    continue
                 path.unlink()
                 path.symlink_to(target)
-            elif op == "rename":
+            elif op == "rename" and path.is_file() and not (root / args[1]).is_dir():
                 path.rename(root / args[1])
             elif op == "dir" and path.is_file():
                 path.unlink()
@@ -270,8 +280,10 @@ def state_bytes(draw, seeds: Seeds) -> bytes:
             op = draw(st.sampled_from(["replace", "drop", "scale"]))
             if op == "drop":
                 arrays.pop(key, None)
-            elif op == "scale" and key == "theta":
-                arrays[key] = (arrays[key] * draw(st.sampled_from([np.inf, np.nan, -1.0, 1e38]))).astype(np.float32)
+            elif op == "scale" and key == "theta" and arrays.get("theta", np.array("")).dtype.kind == "f":
+                with np.errstate(invalid="ignore", over="ignore"):
+                    arrays[key] = (arrays[key] * draw(st.sampled_from([np.inf, np.nan, -1.0, 1e38]))
+                                   ).astype(np.float32)
             else:
                 arrays[key] = draw(ARRAYS)
         buf = io.BytesIO()

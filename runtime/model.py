@@ -427,9 +427,12 @@ def _read_state(path: Path) -> tuple[np.ndarray, int, str]:
 
     bad = f"{path} is not an adapted state written by metaedge"
     try:
+        with open(path, "rb") as f:  # np.load takes anything else for a pickle (and would say how to unpickle it)
+            if f.read(4) != b"PK\x03\x04":
+                raise ValueError("it is not an .npz archive")
         z = np.load(path, allow_pickle=False)
-        if not isinstance(z, np.lib.npyio.NpzFile):  # a plain .npy array
-            raise ValueError("not an .npz archive")
+        if not isinstance(z, np.lib.npyio.NpzFile):
+            raise ValueError("it is not an .npz archive")
         with z:
             for name in ("theta", "steps_kept", "bundle_theta0_sha256"):
                 if z.zip.getinfo(f"{name}.npy").file_size > MAX_STATE_BYTES:  # before np.load inflates it
@@ -437,7 +440,7 @@ def _read_state(path: Path) -> tuple[np.ndarray, int, str]:
             theta, kept, origin = z["theta"], z["steps_kept"], z["bundle_theta0_sha256"]
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError) as e:
         # NotImplementedError: zipfile's answer to an unknown zip version or compression method
-        raise ValueError(f"{bad} ({e.__class__.__name__}: {e}); adapt again") from e
+        raise ValueError(f"{bad} ({e}); adapt again") from e
     if (theta.dtype.kind != "f" or kept.shape != () or kept.dtype.kind not in "iu" or origin.shape != ()
             or origin.dtype.kind != "U"):
         raise ValueError(f"{bad} (its arrays have unexpected types or shapes); adapt again")

@@ -154,8 +154,9 @@ def _read_bounded(path: Path, limit: int, where: Path) -> bytes:
     with open(path, "rb") as f:
         data = f.read(limit + 1)
     if len(data) > limit:
-        raise BundleError(f"{where}: {path.name} is larger than {limit >> 20} MiB, far beyond any real bundle's; "
-                          "refusing to read it")
+        size = f"{limit >> 20} MiB" if limit >= 1 << 20 else f"{limit >> 10} KiB"
+        raise BundleError(f"{where}: {path.name} is larger than {size}, far beyond any real bundle's; refusing to "
+                          "read it")
     return data
 
 

@@ -167,6 +167,9 @@ def test_signed_zip_and_bad_signature_files(signed, keys, tmp_path):
         (signed / SIGNATURE_FILE).write_text(text)
         with pytest.raises(SignatureError, match=message):
             Bundle.open(signed, trust=trust)
+    (signed / SIGNATURE_FILE).write_text("x" * 20000)
+    with pytest.raises(BundleError, match="manifest.sig is larger than 16 KiB"):
+        Bundle.open(signed, trust=trust)
     (signed / "k.pub").write_text("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n")
     with pytest.raises(KeyFileError, match="is not a PEM public key"):
         Bundle.open(signed, trust=[signed / "k.pub"])

@@ -46,7 +46,8 @@ class SignatureError(BundleError):
 
 
 class KeyFileError(ValueError):
-    """A key file that is missing, unreadable or not an Ed25519 key written by ``metaedge keygen``."""
+    """A key file that is missing, unreadable, not an Ed25519 key written by ``metaedge keygen``, or (for keygen)
+    already there."""
 
 
 def _crypto():
@@ -128,8 +129,8 @@ def generate_key(path: str | Path) -> TrustedKey:
     public_path = path.with_name(path.name + ".pub")
     for p in (path, public_path):
         if p.exists() or p.is_symlink():
-            raise FileExistsError(f"{p} already exists; remove it or choose another key name (a key is never "
-                                  "overwritten)")
+            raise KeyFileError(f"{p} already exists; remove it or choose another key name (a key is never "
+                               "overwritten)")
     key = ed25519.Ed25519PrivateKey.generate()
     private_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                     serialization.NoEncryption())

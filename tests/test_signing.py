@@ -66,7 +66,7 @@ def test_keygen_writes_a_private_key_0600_and_its_public_key(keys, tmp_path):
     assert (tmp_path / "k").read_bytes() == before  # never overwritten
     (tmp_path / "lonely").unlink(missing_ok=True)
     (tmp_path / "lonely.pub").write_text("x")
-    with pytest.raises(FileExistsError, match="lonely.pub already exists"):
+    with pytest.raises(KeyFileError, match="lonely.pub already exists"):
         generate_key(tmp_path / "lonely")
     assert not (tmp_path / "lonely").exists()  # refused before writing either file
 

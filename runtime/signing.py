@@ -195,9 +195,13 @@ def sign_bundle(directory: str | Path, key_path: str | Path) -> TrustedKey:
     """Sign ``directory/manifest.json`` with the private key at ``key_path``; writes ``manifest.sig`` beside it and
     returns the public key that verifies it.
 
-    Call it after the manifest's last change: any later edit breaks the signature."""
+    Call it after the manifest's last change: any later edit breaks the signature. The bundle's files are checked
+    against their hashes first, so a damaged or altered bundle is never signed."""
+    from .bundle import Bundle
+
     directory = Path(directory)
     key = load_private_key(key_path)
+    Bundle.open(directory, trust=())
     public = TrustedKey(_raw_public(key), f"the public key of {key_path}")
     signature = Signature(ALGORITHM, public.key_id, key.sign((directory / "manifest.json").read_bytes()))
     (directory / SIGNATURE_FILE).write_text(signature.to_json())

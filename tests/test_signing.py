@@ -71,6 +71,14 @@ def test_keygen_writes_a_private_key_0600_and_its_public_key(keys, tmp_path):
     assert not (tmp_path / "lonely").exists()  # refused before writing either file
 
 
+def test_a_tampered_bundle_is_never_signed(small_bundle, keys, tmp_path):
+    copy = shutil.copytree(small_bundle, tmp_path / "b.meb")
+    _edit_file(copy)
+    with pytest.raises(BundleError, match="rates.npy does not match its sha256"):
+        sign_bundle(copy, keys["vendor"][0])
+    assert not (copy / SIGNATURE_FILE).exists()
+
+
 def test_manifest_sig_format_signs_the_exact_manifest_bytes(signed, keys):
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 

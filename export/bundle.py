@@ -27,7 +27,8 @@ import torch
 from .. import __version__
 from ..devices import checked_devices, get_profile, load_profiles
 from ..errors import ExistsError, InputError
-from ..runtime.bundle import FORMAT_VERSION, sha256
+from ..runtime import signing
+from ..runtime.bundle import FORMAT_VERSION, Bundle, sha256
 from ..sdk.atomic import atomic_rename_folder
 from ..sdk.learners import DeviceSolver, Learner
 from ..sdk.run import Run, sample_options, task_rng, to_tensors
@@ -236,7 +237,7 @@ def commit(staged: Path, out: Path) -> Path:
 
 def export_bundle(run_path: str | Path, out: str | Path, opset: int = 18, check: bool = True,
                   tolerance: float = 1e-5, inner_steps: int | None = None, adapt: str | None = None,
-                  formats: str = "auto", device: str | None = None) -> Path:
+                  formats: str = "auto", device: str | None = None, sign_key: str | Path | None = None) -> Path:
     """Export the run at ``run_path`` to the bundle directory ``out`` (which must not exist yet); an ``out``
     ending in ``.zip`` gets a zip of the bundle directory instead.
 
@@ -248,6 +249,8 @@ def export_bundle(run_path: str | Path, out: str | Path, opset: int = 18, check:
     otherwise ``onnx`` with the reason in the manifest's ``firmware_skipped``), or ``tensorrt``: the ONNX graphs
     plus TensorRT engines built for ``device`` (a profile name; needs TensorRT, i.e. the device or its family).
     The manifest records the bundle's memory footprint and, for every device profile, whether it fits.
+    ``sign_key``: an Ed25519 private key (``metaedge keygen``) that signs the final ``manifest.json`` into
+    ``manifest.sig`` before the bundle is moved into place (see :mod:`metaedge.runtime.signing`).
     """
     if formats not in FORMATS:
         raise InputError(f"unknown bundle format {formats!r}; choose one of {', '.join(FORMATS)}")
@@ -256,10 +259,12 @@ def export_bundle(run_path: str | Path, out: str | Path, opset: int = 18, check:
         if not device:
             raise InputError("--format tensorrt needs --device NAME (a Jetson profile; `metaedge devices` lists them)")
         profile = get_profile(device)
+    if sign_key is not None:
+        signing.load_private_key(sign_key)  # a wrong key fails now, not after the graphs are built
     out = Path(out)
     if out.suffix == ".zip":
         return _zipped(run_path, out, opset=opset, check=check, tolerance=tolerance, inner_steps=inner_steps,
-                       adapt=adapt, formats=formats, device=device)
+                       adapt=adapt, formats=formats, device=device, sign_key=sign_key)
     run = Run.load(run_path)
     if adapt:
         run = run.with_adaptation(adapt)
@@ -279,6 +284,8 @@ def export_bundle(run_path: str | Path, out: str | Path, opset: int = 18, check:
             from .tensorrt import export_tensorrt
 
             export_tensorrt(tmp, profile)  # builds the plans into the bundle and records them in its manifest
+        if sign_key is not None:  # last: the signature covers the final manifest bytes
+            Bundle.open(tmp, trust=[signing.sign_bundle(tmp, sign_key)])  # and check it verifies
         commit(tmp, out)
     return out
 
@@ -336,7 +343,7 @@ def parity(run: Run, bundle_dir: Path, tasks: int = 3) -> Parity:
     """
     from ..runtime.model import Model  # the runtime has no torch dependency; imported here to check it
 
-    model = Model.load(bundle_dir, guard=False, backend="onnxruntime")
+    model = Model.load(bundle_dir, guard=False, backend="onnxruntime", trust=())  # not signed yet
     learner = run.learner
     batch = _check_tasks(run, tasks, 202)
     xs, ys, xq, _ = to_tensors(run.normalizer.batch(batch))
@@ -390,9 +397,9 @@ def native_parity(run: Run, bundle_dir: Path, tasks: int = 3) -> dict[str, Any]:
     whose float32 rounding alone exceeds 1e-5 absolute); the check bounds the scaled one."""
     from ..runtime.model import Model
 
-    native = Model.load(bundle_dir, guard=False, backend="native")
+    native = Model.load(bundle_dir, guard=False, backend="native", trust=())  # not signed yet
     onnx = "forward" in native.bundle.manifest["graphs"]
-    reference = Model.load(bundle_dir, guard=False, backend="onnxruntime") if onnx else None
+    reference = Model.load(bundle_dir, guard=False, backend="onnxruntime", trust=()) if onnx else None
     batch = _check_tasks(run, tasks, 303)
     steps = native.bundle.manifest["adaptation"]["inner_steps"]
     if reference is None:

@@ -169,7 +169,7 @@ def to_float16(model: onnx.ModelProto) -> onnx.ModelProto:
 def prepare_graphs(bundle_dir: str | Path, work: str | Path, tensorrt_version: str, fp16_forward: bool
                    ) -> dict[str, Path]:
     """The ONNX files to build engines from, by role, written under ``work`` (external data made internal)."""
-    bundle = Bundle.open(bundle_dir)
+    bundle = Bundle.open(bundle_dir, trust=())  # export's own, not yet signed bundle
     m = bundle.manifest
     theta0 = bundle.array("theta0.npy").astype(np.float32)
     theta = {f"theta.{e['name']}": theta0[e["offset"]: e["offset"] + e["size"]].reshape(e["shape"])

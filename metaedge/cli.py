@@ -112,8 +112,15 @@ def device_option(f):
                         help="Device profile (`metaedge devices` lists them); auto detects this machine.")(f)
 
 
-def _load_model(bundle: Path, device: str, backend: str, guard: bool = True):
-    """``Model.load`` with the backend choice (one line) shown on stderr."""
+def trust_option(f):
+    """``--trust KEY.pub`` (repeatable) for the commands that open a bundle."""
+    return click.option("--trust", multiple=True, type=click.Path(dir_okay=False, path_type=Path), metavar="KEY.pub",
+                        help="Accept only bundles signed by this public key (`metaedge keygen`); repeatable. "
+                             "[the keys in METAEDGE_TRUST; none: unsigned bundles run]")(f)
+
+
+def _load_model(bundle: Path, device: str, backend: str, guard: bool = True, trust: tuple[Path, ...] = ()):
+    """``Model.load`` with the backend choice (one line) shown on stderr; ``trust`` empty: METAEDGE_TRUST's keys."""
     import logging
 
     from .runtime.model import Model
@@ -124,7 +131,7 @@ def _load_model(bundle: Path, device: str, backend: str, guard: bool = True):
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     try:
-        return Model.load(bundle, guard=guard, backend=backend, device=device)
+        return Model.load(bundle, guard=guard, backend=backend, device=device, trust=trust or None)
     finally:
         logger.removeHandler(handler)
 
@@ -316,22 +323,28 @@ def evaluate(run: Path, tasks: int, shots: str, ways: str, queries: int | None, 
 @click.option("--device", help="Device profile the TensorRT engines are built for (with --format tensorrt).")
 @click.option("--check/--no-check", default=True, show_default=True,
               help="Prove forward and adapt-step parity with PyTorch (1e-5 relative) before writing.")
+@click.option("--sign", "sign_key", type=click.Path(dir_okay=False, path_type=Path), metavar="KEY",
+              help="Sign manifest.json with this Ed25519 private key (`metaedge keygen KEY`) into manifest.sig.")
 def export(run: Path, out: Path, opset: int, inner_steps: int | None, adapt_spec: str | None, formats: str,
-           device: str | None, check: bool) -> None:
+           device: str | None, check: bool, sign_key: Path | None) -> None:
     """Export a meta-trained run to a bundle: manifest.json, forward.onnx, adapt_step.onnx (gauss_newton.onnx for
     ridge runs), theta0/rates .npy, and with --format c|all the C library's model.mebin."""
     from .export.bundle import export_bundle
 
     path = export_bundle(run, out, opset=opset, check=check, inner_steps=inner_steps, adapt=adapt_spec,
-                         formats=formats, device=device)
+                         formats=formats, device=device, sign_key=sign_key)
     from .runtime.bundle import Bundle
 
-    manifest = Bundle.open(path).manifest
+    manifest = Bundle.open(path, trust=()).manifest  # export verified the signature it wrote
     parity = manifest.get("parity")
     checked = (f" (parity with PyTorch: median {parity['median_relative_difference']:.1e}, max "
                f"{parity['max_relative_difference']:.1e} relative over {parity['comparisons']} steps and predictions)"
                if parity else "")
     click.echo(f"bundle written to {path}{checked}")
+    if sign_key is not None:
+        from .runtime.signing import public_key_of
+
+        click.echo(f"  signed with {sign_key} (manifest.sig, key id {public_key_of(sign_key).key_id})")
     if manifest.get("native_parity"):
         native = manifest["native_parity"]
         click.echo(f"  model.mebin: C library vs {native['reference']} {native['max_scaled_difference']:.1e} "
@@ -342,6 +355,22 @@ def export(run: Path, out: Path, opset: int, inner_steps: int | None, adapt_spec
         outside = info["outside_tensorrt"]
         click.echo(f"  {graph}: {len(info['ops'])} operator types"
                    + (f"; outside TensorRT's set: {', '.join(outside)}" if outside else "; all within TensorRT's set"))
+
+
+@main.command()
+@click.argument("key", type=click.Path(dir_okay=False, path_type=Path))
+def keygen(key: Path) -> None:
+    """Write a new Ed25519 signing key to KEY (mode 0600) and its public key to KEY.pub; never overwrites.
+
+    \b
+    Sign bundles with `metaedge export RUN -o B --sign KEY`; devices accept only bundles signed by the keys
+    passed with --trust KEY.pub or listed in METAEDGE_TRUST. Keep KEY secret.
+    """
+    from .runtime.signing import generate_key
+
+    public = generate_key(key)
+    click.echo(f"private key written to {key} (keep it secret); public key to {public.source} (key id "
+               f"{public.key_id})")
 
 
 @main.command()
@@ -362,11 +391,13 @@ def devices(root: Path) -> None:
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Adapted state (.npz).")
 @click.option("--steps", type=int, help="Adaptation steps. [the bundle's inner steps]")
 @device_option
-def adapt(bundle: Path, support: Path, out: Path, steps: int | None, device: str, backend: str) -> None:
+@trust_option
+def adapt(bundle: Path, support: Path, out: Path, steps: int | None, device: str, backend: str,
+          trust: tuple[Path, ...]) -> None:
     """Adapt a bundle to one unit from its support CSV (device side: no torch needed)."""
     from .runtime.tables import read_columns
 
-    model = _load_model(bundle, device, backend)
+    model = _load_model(bundle, device, backend, trust=trust)
     m = model.bundle.manifest
     xs = read_columns(support, m["input"]["names"])
     ys = read_columns(support, m["output"]["names"])
@@ -384,12 +415,14 @@ def adapt(bundle: Path, support: Path, out: Path, steps: int | None, device: str
               help="CSV with the bundle's input columns.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write predictions here. [stdout]")
 @device_option
-def predict(bundle: Path, state: Path | None, input_csv: Path, out: Path | None, device: str, backend: str) -> None:
+@trust_option
+def predict(bundle: Path, state: Path | None, input_csv: Path, out: Path | None, device: str, backend: str,
+            trust: tuple[Path, ...]) -> None:
     """Predict with an adapted state (device side: no torch needed)."""
     from .runtime.model import Adapted
     from .runtime.tables import read_columns, write_columns
 
-    model = _load_model(bundle, device, backend)
+    model = _load_model(bundle, device, backend, trust=trust)
     m = model.bundle.manifest
     adapted = Adapted.load(model, state) if state else Adapted(model, model.theta0)
     y = adapted.predict(read_columns(input_csv, m["input"]["names"]))
@@ -405,12 +438,13 @@ def predict(bundle: Path, state: Path | None, input_csv: Path, out: Path | None,
 @click.option("--repeats", default=200, show_default=True, help="Timed repetitions.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @device_option
+@trust_option
 def bench(bundle: Path, shots: int, steps: int | None, predict_n: int, repeats: int, as_json: bool, device: str,
-          backend: str) -> None:
+          backend: str, trust: tuple[Path, ...]) -> None:
     """Adaptation and prediction latency percentiles (ms) and peak memory of the runtime on this machine."""
     from .runtime.bench import bench as run_bench
 
-    model = _load_model(bundle, device, backend)
+    model = _load_model(bundle, device, backend, trust=trust)
     result = run_bench(model, shots=shots, steps=steps, predict_n=predict_n, repeats=repeats)
     result = {"device": model.device, "backend": model.backend, **result}
     if as_json:

@@ -13,13 +13,15 @@ a power cut leaves the old state or the new one.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import onnxruntime as ort
+
+    from .signing import TrustedKey
 
 import numpy as np
 
@@ -143,7 +145,8 @@ class Model:
         self._rate_feeds = self._split(self.rates, "rate")
 
     @classmethod
-    def load(cls, path: str | Path, guard: bool = True, backend: str = "auto", device: str = "auto") -> Model:
+    def load(cls, path: str | Path, guard: bool = True, backend: str = "auto", device: str = "auto",
+             trust: Iterable[str | Path | TrustedKey] | None = None) -> Model:
         """Open and verify the bundle at ``path`` for ``device`` and pick a backend.
 
         ``device``: a profile name of :mod:`metaedge.devices` (``metaedge devices`` lists them) or ``auto`` (this
@@ -151,11 +154,12 @@ class Model:
         is refused with one sentence. ``backend``: ``auto`` (the device's first backend that is installed and can
         run the bundle: on CPUs the C library where the bundle has ``model.mebin``, else ONNX Runtime; TensorRT
         first on Jetsons), or ``native``, ``onnxruntime``, ``tensorrt``. The choice and its reason are logged as
-        one line on the ``metaedge.runtime`` logger.
+        one line on the ``metaedge.runtime`` logger. ``trust``: public keys the bundle must be signed by (None: those in
+        ``METAEDGE_TRUST``), as for :meth:`Bundle.open`.
         """
         if backend not in BACKENDS:
             raise InputError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-        bundle = Bundle.open(path)
+        bundle = Bundle.open(path, trust=trust)
         m = bundle.manifest
         theta0, rates = bundle.array("theta0.npy"), bundle.array("rates.npy")
         size = m["adaptation"]["size"]

@@ -160,8 +160,10 @@ def _read_format1(path: Path) -> tuple[StateFile, str]:
     try:
         with np.load(path, allow_pickle=False) as z:
             theta, kept, origin = z["theta"], int(z["steps_kept"]), str(z["bundle_theta0_sha256"])
-    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise BundleError(f"{path} is not an adapted state written by metaedge; adapt again") from e
+    except (OSError, KeyError, ValueError, TypeError, EOFError, zipfile.BadZipFile, zlib.error,
+            NotImplementedError) as e:
+        # NotImplementedError: zipfile's answer to an unknown zip version or compression method
+        raise BundleError(f"{path} is not an adapted state written by metaedge ({e}); adapt again") from e
     theta = np.asarray(theta)
     if theta.ndim != 1 or theta.dtype.kind != "f" or not np.isfinite(theta).all():
         raise BundleError(f"{path} is not an adapted state written by metaedge (theta must be a finite float "

@@ -20,9 +20,11 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+from zip_bomb_check import make_bomb, make_link  # scripts/ is on sys.path when this script runs
 
 from metaedge.export.bundle import export_bundle
 from metaedge.runtime.model import Model
+from metaedge.runtime.signing import generate_key, sign_bundle
 from metaedge.sdk.config import TrainConfig
 from metaedge.sdk.train import train
 
@@ -30,9 +32,9 @@ CLI = [sys.executable, "-m", "metaedge.cli"]
 
 
 def _cli(*args: str | Path) -> tuple[int, str]:
-    """Exit status and the last line of stderr (or stdout) of one command."""
+    """Exit status and the last line of stdout (on success) or stderr (on failure) of one command."""
     proc = subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True)
-    text = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
+    text = (proc.stdout.strip() if proc.returncode == 0 else proc.stderr.strip() or proc.stdout.strip()).splitlines()
     return proc.returncode, text[-1] if text else ""
 
 
@@ -101,6 +103,36 @@ def _cases(root: Path) -> list[tuple[str, str, str, str]]:
     adapt_case("manifest of a newer format version (99)", broken("newer", newer))
     adapt_case("manifest that is not JSON", broken("garbled", lambda p: (p / "manifest.json").write_text("{oops")))
     adapt_case("bundle path that does not exist", root / "nowhere.meb")
+    adapt_case("zip bomb (64 MiB of zeros in 64 KiB next to the bundle)", make_bomb(good, root / "bomb.zip", 64))
+    adapt_case("zip entry that is a symbolic link (theta0.npy -> /etc/passwd)", make_link(good, root / "link.zip"))
+
+    def linked(p: Path) -> None:
+        (p / "rates.npy").rename(root / "rates.npy")
+        (p / "rates.npy").symlink_to(root / "rates.npy")
+
+    adapt_case("directory bundle with a listed file as a symbolic link", broken("linked", linked))
+    vendor, other_key = root / "vendor.key", root / "other.key"
+    generate_key(vendor)
+    generate_key(other_key)
+    trust = ["--trust", str(vendor) + ".pub"]
+
+    def signed_case(case: str, edit) -> None:
+        bundle = broken(f"signed-{len(rows)}", lambda p: sign_bundle(p, vendor))
+        edit(bundle)
+        code, message = _cli("adapt", bundle, "--support", support, "--out", root / "state.npz", *trust)
+        rows.append((case, "`metaedge adapt --trust vendor.key.pub`", f"exit {code}", message))
+
+    def edit_manifest(p: Path) -> None:
+        m = json.loads((p / "manifest.json").read_text())
+        m["normalization"]["y_mean"] = [0.0]
+        (p / "manifest.json").write_text(json.dumps(m))
+
+    signed_case("signed by the trusted key", lambda p: None)
+    signed_case("unsigned, a key trusted", lambda p: (p / "manifest.sig").unlink())
+    signed_case("signed by another key", lambda p: sign_bundle(p, other_key))
+    signed_case("signed, then the manifest edited", edit_manifest)
+    signed_case("signed, then a listed file edited (rates.npy)",
+                lambda p: (p / "rates.npy").write_bytes((p / "rates.npy").read_bytes()[:-1] + b"\x01"))
     header = "bridge_output,temperature,pressure\n"
     for case, name, text in [
         ("NaN in the support data", "nan.csv", header + "40,25,30\nnan,25,55\n70,25,80\n"),
@@ -108,8 +140,10 @@ def _cases(root: Path) -> list[tuple[str, str, str, str]]:
          "bridge_output,pressure\n40,30\n55,55\n"),
         ("empty support (header only)", "empty.csv", header),
         ("non-numeric value in the support CSV", "text.csv", header + "40,warm,30\n"),
+        ("support CSV that is not UTF-8 (Latin-1 degree sign)", "latin1.csv", (header + "40,25\xb0,30\n").encode(
+            "latin-1")),
     ]:
-        (root / name).write_text(text)
+        (root / name).write_bytes(text if isinstance(text, bytes) else text.encode())
         adapt_case(case, good, root / name)
 
     model = Model.load(good)

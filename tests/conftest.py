@@ -43,3 +43,19 @@ def sinusoid_bundle(tmp_path_factory):
     run = train(TrainConfig(family="sinusoid", algo="maml", shots=10, queries=10, meta_batch=4, iterations=5,
                             inner_steps=2), work / "run", progress=False)
     return export_bundle(run, work / "bundle", formats="all", check=False)
+
+
+@pytest.fixture(scope="session")
+def small_bundle(tmp_path_factory):
+    """A real bundle directory (sensor-pressure Meta-SGD MLP, 20 meta-iterations, ONNX graphs and model.mebin),
+    parity-checked, trained and exported once per session: for the runtime tests and those of reading, signing and
+    fuzzing bundles. Its run directory is ``run`` beside it. Do not modify it; copy it first."""
+    from metaedge.export.bundle import export_bundle
+    from metaedge.sdk.config import TrainConfig
+    from metaedge.sdk.train import train
+
+    root = tmp_path_factory.mktemp("small-bundle")
+    run = train(TrainConfig(family="sensor-pressure", algo="metasgd", shots=3, queries=5, meta_batch=4,
+                            iterations=20, hidden=[16, 16], activation="tanh", inner_steps=2), root / "run",
+                progress=False)
+    return export_bundle(run, root / "model.meb")

@@ -18,12 +18,9 @@ from metaedge.sdk.train import train
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bundle")
-    run = train(TrainConfig(family="sensor-pressure", algo="metasgd", shots=3, queries=5, meta_batch=4,
-                            iterations=20, hidden=[16, 16], activation="tanh", inner_steps=2), root / "run",
-                progress=False)
-    return export_bundle(run, root / "model.meb")
+def bundle(small_bundle):
+    """The session's small sensor-pressure Meta-SGD bundle (its run directory beside it as ``run``)."""
+    return small_bundle
 
 
 def _unit(seed=0, k=3):

@@ -185,9 +185,10 @@ def test_every_project_error_type_is_a_metaedge_error():
     from metaedge.export.tensorrt import TensorRTUnavailable as ExportTensorRTUnavailable
     from metaedge.runtime.bundle import BundleError
     from metaedge.runtime.native import NativeError
+    from metaedge.runtime.signing import KeyFileError, SignatureError
     from metaedge.runtime.tensorrt_backend import TensorRTUnavailable
 
     for cls in (BundleError, NativeError, ProfileError, DoesNotFit, NoBackend, TensorRTUnavailable,
-                ExportTensorRTUnavailable):
+                ExportTensorRTUnavailable, KeyFileError, SignatureError):
         assert issubclass(cls, MetaedgeError), cls
     assert not issubclass(KeyError, MetaedgeError) and not issubclass(ValueError, MetaedgeError)

@@ -49,7 +49,6 @@ Results go to ``benchmarks/results/runtime_latency.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import re
@@ -328,13 +327,14 @@ def worker_contender_class() -> type:
 
 def l2l_weights(bundle: Path) -> dict[str, np.ndarray]:
     """The bundle's ``theta0.npy`` split by the manifest layout, renamed to learn2learn's module names."""
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    theta0 = np.load(bundle / "theta0.npy", allow_pickle=False)
+    from metaedge.runtime.bundle import Bundle
+
+    opened = Bundle.open(bundle)
     out = {}
-    for e in manifest["adaptation"]["parameters"]:
-        if e["name"] not in L2L_NAMES:
-            raise ValueError(f"parameter {e['name']} has no learn2learn counterpart; expected {sorted(L2L_NAMES)}")
-        out[L2L_NAMES[e["name"]]] = theta0[e["offset"] : e["offset"] + e["size"]].reshape(e["shape"])
+    for name, value in opened.manifest.adaptation.layout.split(opened.array("theta0.npy")).items():
+        if name not in L2L_NAMES:
+            raise ValueError(f"parameter {name} has no learn2learn counterpart; expected {sorted(L2L_NAMES)}")
+        out[L2L_NAMES[name]] = value
     if set(out) != set(L2L_NAMES.values()):
         raise ValueError(f"bundle adapts {sorted(out)}, the learn2learn model needs {sorted(L2L_NAMES.values())}")
     return out
@@ -439,9 +439,11 @@ def main(argv: list[str] | None = None) -> int:
             bundle = tmp / "sin.meb"
             export_s = export_bundle_cli(Path(args.run), bundle)
             print(f"exported {args.run} -> {bundle} in {export_s:.1f}s", flush=True)
-        manifest = json.loads((bundle / "manifest.json").read_text())
-        norm = manifest["normalization"]
-        if norm["x_mean"] != [0.0] or norm["x_std"] != [1.0] or norm["y_mean"] != [0.0] or norm["y_std"] != [1.0]:
+        from metaedge.runtime.bundle import Bundle
+
+        manifest = Bundle.open(bundle).manifest
+        norm = manifest.normalization
+        if (norm.x_mean, norm.x_std, norm.y_mean, norm.y_std) != ((0.0,), (1.0,), (0.0,), (1.0,)):
             raise ValueError("this benchmark expects an unnormalised sinusoid run (identity normalization)")
         rates = np.load(bundle / "rates.npy")
         lr = float(rates[0])
@@ -451,8 +453,7 @@ def main(argv: list[str] | None = None) -> int:
         np.savez(tmp / "l2l_weights.npz", **l2l_weights(bundle))
 
         tf, tf_vmap, run = torchfunc_contenders(Path(args.run), data)
-        theta_run = np.concatenate([run.state["params"][e["name"]].numpy().ravel()
-                                    for e in manifest["adaptation"]["parameters"]])
+        theta_run = manifest.adaptation.layout.flatten({k: v.numpy() for k, v in run.state["params"].items()})
         theta_diff = float(np.abs(theta_run - np.load(bundle / "theta0.npy")).max())
         WorkerProc = worker_contender_class()
         contenders: list[Any] = []
@@ -464,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
             contenders.append(WorkerProc("rt-noguard", sys.executable, {
                 **rt_cfg, "guard": False, "identity": str(write_identity_graph(tmp / "identity.onnx")),
                 "overhead_repeats": max(args.repeats, 2), "overhead_calls": args.calls}, tmp / "rt.log"))
-            if "mebin" in manifest.get("firmware", {}):  # the C library through the same Model API
+            if manifest.has_mebin:  # the C library through the same Model API
                 for guard in (True, False):
                     name = "native-guard" if guard else "native-noguard"
                     contenders.append(WorkerProc(name, sys.executable, {**rt_cfg, "guard": guard, "backend": "native"},

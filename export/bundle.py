@@ -7,22 +7,36 @@ directory and renamed into place, so a failed export leaves nothing half-written
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
-import json
 import os
 import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from .. import __version__
 from ..devices import checked_devices, get_profile, load_profiles
-from ..runtime.bundle import FORMAT_VERSION, sha256
+from ..runtime.bundle import sha256
+from ..runtime.manifest import (
+    FORMAT_VERSION,
+    Adaptation,
+    DeviceFit,
+    Firmware,
+    Graphs,
+    InputSpec,
+    Layout,
+    Manifest,
+    NativeParity,
+    Normalization,
+    OnnxParity,
+    OutputSpec,
+    Provenance,
+)
 from ..sdk.learners import MetaLearner
 from ..sdk.learners.newton import MIN_DAMPING, GaussNewtonLoop
 from ..sdk.tasks import TaskBatch
@@ -95,10 +109,7 @@ def export_bundle(run_path: str | Path, out: str | Path, opset: int = 18, check:
                                          **sample_options(run.config, fam)))
     xs, ys, _, _ = (t[0] for t in to_tensors(sample))
     fast, _ = learner.split(run.state["params"])
-    layout, offset = [], 0
-    for name, tensor in fast.items():
-        layout.append({"name": name, "shape": list(tensor.shape), "offset": offset, "size": tensor.numel()})
-        offset += tensor.numel()
+    layout = Layout.build({name: tuple(tensor.shape) for name, tensor in fast.items()})
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     try:
@@ -119,56 +130,55 @@ def export_bundle(run_path: str | Path, out: str | Path, opset: int = 18, check:
                 if formats != "auto":
                     raise
                 skipped = str(e)  # e.g. a Conv4: the bundle is ONNX-only
-        theta = np.concatenate([np.zeros(0)] + [fast[e["name"]].detach().numpy().ravel() for e in layout])
-        rates = np.concatenate([np.zeros(0)] + [run.state["rates"][e["name"]].detach().numpy().ravel() for e in layout])
-        np.save(tmp / "theta0.npy", theta.astype(np.float32))
-        np.save(tmp / "rates.npy", rates.astype(np.float32))
+        np.save(tmp / "theta0.npy", layout.flatten({n: t.detach().numpy() for n, t in fast.items()}))
+        np.save(tmp / "rates.npy", layout.flatten({n: run.state["rates"][n].detach().numpy() for n in layout.names}))
         files = [p.name for p in (*graphs.values(), *firmware.values())] + ["theta0.npy", "rates.npy"]
-        manifest: dict[str, Any] = {
-            "format_version": FORMAT_VERSION,
-            "task_kind": fam.task_kind,
-            "loss": learner.loss_name,
-            "algo": learner.algo,
-            "family": fam.describe(),
-            "input": {"shape": list(fam.input_shape), "names": list(fam.input_names), "units": list(fam.input_units)},
-            "output": {"dim": learner.output_dim or fam.output_dim, "names": list(fam.output_names),
-                       "units": list(fam.output_units)},
-            "normalization": norm.to_dict(),
-            "adaptation": {"spec": learner.adapt_spec, "solver": solver, "inner_steps": 0 if prototypes else steps,
-                           "parameters": layout, "size": offset, "prototypes": prototypes,
-                           "embedding_dim": _embedding_dim(learner, xs) if prototypes else None,
-                           **({"min_damping": MIN_DAMPING} if solver == "gauss-newton" else {})},
-            "graphs": {k: p.name for k, p in graphs.items()},
-            "firmware": {k: p.name for k, p in firmware.items()},
-            **({"firmware_skipped": skipped} if skipped else {}),
-            "ops": ops_report(tmp),
-            "devices": {},  # filled below from the footprint
-            "files": {name: sha256(tmp / name) for name in files},
-            "provenance": {"run": str(Path(run_path).resolve()), "git_commit": _git_commit(),
-                           "metaedge_version": __version__, "created": dt.datetime.now(dt.timezone.utc).isoformat(),
-                           "train": run.config.to_dict()},
-        }
-        manifest["footprint"] = footprint(tmp, manifest, shots=run.config.shots)
-        manifest["devices"] = checked_devices(manifest, load_profiles())
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        manifest = Manifest(
+            format_version=FORMAT_VERSION,
+            task_kind=fam.task_kind,
+            loss=learner.loss_name,
+            algo=learner.algo,
+            family=fam.describe(),
+            input=InputSpec(tuple(fam.input_shape), tuple(fam.input_names), tuple(fam.input_units)),
+            output=OutputSpec(learner.output_dim or fam.output_dim, tuple(fam.output_names), tuple(fam.output_units)),
+            normalization=Normalization(**{k: tuple(v) for k, v in norm.to_dict().items()}),
+            adaptation=Adaptation(spec=learner.adapt_spec, solver=solver, inner_steps=0 if prototypes else steps,
+                                  layout=layout, size=layout.size,
+                                  embedding_dim=_embedding_dim(learner, xs) if prototypes else None,
+                                  min_damping=MIN_DAMPING if solver == "gauss-newton" else None),
+            graphs=Graphs(**{k: p.name for k, p in graphs.items()}),
+            firmware=Firmware(**{k: p.name for k, p in firmware.items()}),
+            firmware_skipped=skipped,
+            ops=ops_report(tmp),
+            files={name: sha256(tmp / name) for name in files},
+            provenance=Provenance(run=str(Path(run_path).resolve()), git_commit=_git_commit(),
+                                  metaedge_version=__version__,
+                                  created=dt.datetime.now(dt.timezone.utc).isoformat(), train=run.config.to_dict()),
+        )
+        manifest = dataclasses.replace(manifest, footprint=footprint(tmp, manifest.graphs, manifest.firmware,
+                                                                     shots=run.config.shots))
+        fits = checked_devices(manifest, load_profiles())
+        manifest = dataclasses.replace(manifest, devices={name: DeviceFit(f.fits, f.problems, f.memory_bytes)
+                                                          for name, f in fits.items()})
+        (tmp / "manifest.json").write_text(manifest.to_json())
         if check:
             if graphs:
                 measured = parity(run, tmp)
-                manifest["parity_max_relative_difference"] = measured.worst
-                manifest["parity"] = {"max_relative_difference": measured.worst, "worst_at": measured.worst_at,
-                                      "median_relative_difference": measured.median, "comparisons": measured.checked,
-                                      "tolerance": tolerance, "kink_tolerance": KINK_TOLERANCE}
+                record = OnnxParity(max_relative_difference=measured.worst, worst_at=measured.worst_at,
+                                    median_relative_difference=measured.median, comparisons=measured.checked,
+                                    tolerance=tolerance, kink_tolerance=KINK_TOLERANCE)
+                manifest = dataclasses.replace(manifest, parity=record, parity_max_relative_difference=measured.worst)
                 failure = measured.failure(tolerance)
                 if failure:
                     raise ValueError(f"{failure}; the bundle was not written")
             if firmware:
                 native = native_parity(run, tmp)
-                manifest["native_parity"] = native
-                if native["max_scaled_difference"] > tolerance:
-                    raise ValueError(f"the C library's predictions differ from {native['reference']} by "
-                                     f"{native['max_scaled_difference']:.2e} (absolute, relative where outputs exceed "
-                                     f"1; {native['worst_at']}) > {tolerance:.0e}; the bundle was not written")
-            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+                manifest = dataclasses.replace(manifest, native_parity=native)
+                if native.max_scaled_difference > tolerance:
+                    raise ValueError(f"the C library's predictions differ from {native.reference} by "
+                                     f"{native.max_scaled_difference:.2e} (absolute, relative where outputs exceed "
+                                     f"1; {native.worst_at}) > {tolerance:.0e}; the bundle was not written")
+            (tmp / "manifest.json").write_text(manifest.to_json())
         if profile is not None:
             from .tensorrt import export_tensorrt
 
@@ -247,12 +257,11 @@ def parity(run: Run, bundle_dir: Path, tasks: int = 3) -> Parity:
             results.append((_relative_max(ours, ref[i]), f"task {i} prototype logits"))
         return _summary(results)
     fast, frozen = learner.split(run.state["params"])
-    default = model.bundle.manifest["adaptation"]["inner_steps"]
+    default = model.bundle.manifest.adaptation.inner_steps
     steps = max(default, 5)
 
     def unflatten(theta: np.ndarray) -> dict[str, torch.Tensor]:
-        return {e["name"]: torch.from_numpy(theta[e["offset"]: e["offset"] + e["size"]].reshape(e["shape"]).copy())
-                for e in model.layout}
+        return {name: torch.from_numpy(value.copy()) for name, value in model.layout.split(theta).items()}
 
     def outputs(theta: np.ndarray, i: int) -> np.ndarray:  # PyTorch's outputs on task i's queries at theta
         with torch.no_grad():
@@ -271,7 +280,7 @@ def parity(run: Run, bundle_dir: Path, tasks: int = 3) -> Parity:
             if j + 1 in (default, steps):
                 ours_y = model.adapt(*support, steps=0, start=theta).logits(batch.x_query[i])
                 results.append((_relative_max(ours_y, outputs(theta, i)), f"task {i} forward after {j + 1} steps"))
-        if model._steps is not None:  # the unrolled graph against the chain of single steps
+        if model.bundle.manifest.graphs.adapt_steps is not None:  # the unrolled graph against the chain of steps
             chain = model.theta0
             for _ in range(default):
                 chain = model.adapt(*support, steps=1, start=chain).theta
@@ -281,7 +290,7 @@ def parity(run: Run, bundle_dir: Path, tasks: int = 3) -> Parity:
     return _summary(results)
 
 
-def native_parity(run: Run, bundle_dir: Path, tasks: int = 3) -> dict[str, Any]:
+def native_parity(run: Run, bundle_dir: Path, tasks: int = 3) -> NativeParity:
     """The C library (``model.mebin``) against ONNX Runtime (or, for a C-only bundle, PyTorch): largest absolute
     difference of the raw outputs (standardised predictions or logits) after the default steps, unguarded, and the
     same divided by the outputs' scale where that exceeds 1 (ProtoNet logits are squared distances in the hundreds,
@@ -289,10 +298,10 @@ def native_parity(run: Run, bundle_dir: Path, tasks: int = 3) -> dict[str, Any]:
     from ..runtime.model import Model
 
     native = Model.load(bundle_dir, guard=False, backend="native")
-    onnx = "forward" in native.bundle.manifest["graphs"]
+    onnx = native.bundle.manifest.has_graphs
     reference = Model.load(bundle_dir, guard=False, backend="onnxruntime") if onnx else None
     batch = _check_tasks(run, tasks, 303)
-    steps = native.bundle.manifest["adaptation"]["inner_steps"]
+    steps = native.bundle.manifest.adaptation.inner_steps
     if reference is None:
         xs, ys, xq, _ = to_tensors(run.normalizer.batch(batch))
         with torch.no_grad():
@@ -307,9 +316,8 @@ def native_parity(run: Run, bundle_dir: Path, tasks: int = 3) -> dict[str, Any]:
         worst = max(worst, diff)
         if relative >= scaled:
             scaled, where = relative, f"task {i}"
-    return {"max_abs_difference": worst, "max_scaled_difference": scaled, "worst_at": where, "steps": steps,
-            "tasks": tasks,
-            "reference": "ONNX Runtime" if reference else "PyTorch"}
+    return NativeParity(max_abs_difference=worst, max_scaled_difference=scaled, worst_at=where, steps=steps,
+                        tasks=tasks, reference="ONNX Runtime" if reference else "PyTorch")
 
 
 def _check_tasks(run: Run, tasks: int, seed_offset: int) -> TaskBatch:

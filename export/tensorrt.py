@@ -20,11 +20,10 @@ tested; the builder calls follow the TensorRT 10 Python API documentation.
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
@@ -33,12 +32,13 @@ from onnx import numpy_helper, shape_inference
 from ..devices.ops import TENSORRT_CONSTANT_INPUTS, outside_tensorrt
 from ..devices.profiles import Profile
 from ..runtime.bundle import Bundle, sha256
+from ..runtime.manifest import GRAPH_ROLES, TensorRTEngines
 from .ops import graph_ops
 
 #: graph inputs whose first axis is the number of samples (support set or prediction batch)
 SAMPLE_INPUTS = {"xs": "shots", "ys": "shots", "x": "batch"}
-#: roles of a bundle's graphs, as ``manifest["graphs"]`` names them
-ROLES = ("forward", "adapt_step", "adapt_steps", "gauss_newton")
+#: roles of a bundle's graphs (the manifest's ``graphs``)
+ROLES = GRAPH_ROLES
 
 
 def _major(version: str) -> float:
@@ -112,8 +112,7 @@ def static_check(bundle_dir: str | Path, profile: Profile) -> list[str]:
     bundle_dir = Path(bundle_dir)
     if profile.backend("tensorrt") is None:
         return [f"{profile.name} has no tensorrt backend; TensorRT engines are for the Jetson profiles"]
-    manifest = json.loads((bundle_dir / "manifest.json").read_text())
-    graphs = manifest.get("graphs") or {}
+    graphs = Bundle.open(bundle_dir).manifest.graphs.files()
     if not graphs:
         return ["the bundle has no ONNX graphs (exported with --format c only)"]
     version = _profile_tensorrt(profile)
@@ -170,13 +169,11 @@ def prepare_graphs(bundle_dir: str | Path, work: str | Path, tensorrt_version: s
     """The ONNX files to build engines from, by role, written under ``work`` (external data made internal)."""
     bundle = Bundle.open(bundle_dir)
     m = bundle.manifest
-    theta0 = bundle.array("theta0.npy").astype(np.float32)
-    theta = {f"theta.{e['name']}": theta0[e["offset"]: e["offset"] + e["size"]].reshape(e["shape"])
-             for e in m["adaptation"]["parameters"]}
+    theta = m.adaptation.layout.split(bundle.array("theta0.npy").astype(np.float32), "theta.")
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
     out = {}
-    for role, name in (m.get("graphs") or {}).items():
+    for role, name in m.graphs.files().items():
         model = onnx.load(str(bundle.file(name)))
         if role == "forward":
             model = forward_with_weights(model, theta)
@@ -267,8 +264,8 @@ def build_engines(bundle_dir: str | Path, profile: Profile, out_dir: str | Path,
         raise ValueError(f"the bundle's graphs cannot become TensorRT engines for {profile.name}: "
                          + "; ".join(problems))
     trt = _import_tensorrt()
-    manifest = json.loads((Path(bundle_dir) / "manifest.json").read_text())
-    shots = int(manifest.get("provenance", {}).get("train", {}).get("shots") or max_shots)
+    footprint = Bundle.open(bundle_dir).manifest.footprint
+    shots = footprint.shots if footprint else max_shots  # the run's support size: the profiles' optimum
     fp16 = profile.precision["forward"] == "fp16"
     options = profile.backend("tensorrt").options
     workspace = int(options.get("workspace_bytes", 1 << 28))
@@ -288,34 +285,34 @@ def build_engines(bundle_dir: str | Path, profile: Profile, out_dir: str | Path,
 
 
 def record_engines(bundle_dir: str | Path, profile: Profile, plans: dict[str, Path], tensorrt_version: str,
-                   max_shots: int, max_batch: int) -> dict[str, Any]:
-    """Add ``manifest["tensorrt"][profile.name]`` (plan file per role, version, precision, limits) and the plans'
-    sha256 to the bundle's manifest (rewritten atomically); returns the entry. Plans must lie in the bundle."""
+                   max_shots: int, max_batch: int) -> TensorRTEngines:
+    """Add the manifest's ``tensorrt.<profile>`` entry (plan file per role, version, precision, limits) and the
+    plans' sha256 to the bundle's manifest (rewritten atomically); returns the entry. Plans must lie in the bundle."""
     bundle_dir = Path(bundle_dir)
     manifest_path = bundle_dir / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
     for role, path in plans.items():
         if role not in ROLES or Path(path).resolve().parent != bundle_dir.resolve():
             raise ValueError(f"{path}: a {role!r} plan must be one of {', '.join(ROLES)} inside {bundle_dir}")
+    manifest = Bundle.open(bundle_dir).manifest
     fp16 = profile.precision["forward"] == "fp16"
-    graphs = manifest.get("graphs") or {}
-    entry = {
-        "engines": {role: Path(p).name for role, p in plans.items()},
+    graphs = manifest.graphs.files()
+    entry = TensorRTEngines(
+        engines={role: Path(p).name for role, p in plans.items()},
         # ONNX Runtime returns outputs in graph order and the runtime relies on it; engines keep their own order
-        "outputs": {role: [o.name for o in onnx.load(str(bundle_dir / graphs[role]), load_external_data=False)
-                           .graph.output] for role in plans if role in graphs},
-        "tensorrt_version": tensorrt_version,
-        "precision": dict(profile.precision),
+        outputs={role: tuple(o.name for o in onnx.load(str(bundle_dir / graphs[role]), load_external_data=False)
+                             .graph.output) for role in plans if role in graphs},
+        tensorrt_version=tensorrt_version,
+        precision=dict(profile.precision),
         # the dtype the Refitter must be given the forward engine's weights in
-        "forward_weights_dtype": "float16" if fp16 and _major(tensorrt_version) >= 11 else "float32",
-        "max_shots": int(max_shots),
-        "max_batch": int(max_batch),
-    }
-    manifest.setdefault("tensorrt", {})[profile.name] = entry
-    manifest.setdefault("files", {}).update({Path(p).name: sha256(Path(p)) for p in plans.values()})
+        forward_weights_dtype="float16" if fp16 and _major(tensorrt_version) >= 11 else "float32",
+        max_shots=int(max_shots),
+        max_batch=int(max_batch),
+    )
+    manifest = dataclasses.replace(manifest, tensorrt={**manifest.tensorrt, profile.name: entry},
+                                   files={**manifest.files, **{Path(p).name: sha256(Path(p)) for p in plans.values()}})
     fd, tmp = tempfile.mkstemp(dir=bundle_dir, prefix=".manifest.", suffix=".json")
     with os.fdopen(fd, "w") as f:
-        f.write(json.dumps(manifest, indent=2) + "\n")
+        f.write(manifest.to_json())
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, manifest_path)
@@ -323,7 +320,7 @@ def record_engines(bundle_dir: str | Path, profile: Profile, plans: dict[str, Pa
 
 
 def export_tensorrt(bundle_dir: str | Path, profile: Profile, max_shots: int = 64, max_batch: int = 256
-                    ) -> dict[str, Any]:
+                    ) -> TensorRTEngines:
     """``metaedge export --format tensorrt --device NAME``: build the plans into the bundle and record them."""
     trt = _import_tensorrt()
     plans = build_engines(bundle_dir, profile, bundle_dir, max_shots, max_batch)

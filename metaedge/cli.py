@@ -16,8 +16,8 @@ import click
 from . import __version__
 
 #: exceptions that mean "bad input": reported as one line and exit status 1, never a traceback
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, FloatingPointError, KeyError, OSError)
-# (runtime.bundle.BundleError subclasses ValueError)
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, FloatingPointError, OSError)
+# (runtime.bundle.BundleError and its ManifestError subclass ValueError; a KeyError is a bug and keeps its traceback)
 
 
 class Group(click.Group):
@@ -27,8 +27,7 @@ class Group(click.Group):
         try:
             return super().invoke(ctx)
         except USER_ERRORS as e:
-            message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-            raise click.ClickException(str(message)) from e
+            raise click.ClickException(str(e)) from e
 
 
 def device_option(f):
@@ -253,20 +252,20 @@ def export(run: Path, out: Path, opset: int, inner_steps: int | None, adapt_spec
     from .runtime.bundle import Bundle
 
     manifest = Bundle.open(path).manifest
-    parity = manifest.get("parity")
-    checked = (f" (parity with PyTorch: median {parity['median_relative_difference']:.1e}, max "
-               f"{parity['max_relative_difference']:.1e} relative over {parity['comparisons']} steps and predictions)"
+    parity = manifest.parity
+    checked = (f" (parity with PyTorch: median {parity.median_relative_difference:.1e}, max "
+               f"{parity.max_relative_difference:.1e} relative over {parity.comparisons} steps and predictions)"
                if parity else "")
     click.echo(f"bundle written to {path}{checked}")
-    if manifest.get("native_parity"):
-        native = manifest["native_parity"]
-        click.echo(f"  model.mebin: C library vs {native['reference']} {native['max_scaled_difference']:.1e} "
-                   f"(absolute, relative where outputs exceed 1) after {native['steps']} steps")
-    if manifest.get("firmware_skipped"):
-        click.echo(f"  no C format: {manifest['firmware_skipped']}")
-    for graph, info in manifest["ops"].items():
-        outside = info["outside_tensorrt"]
-        click.echo(f"  {graph}: {len(info['ops'])} operator types"
+    if manifest.native_parity:
+        native = manifest.native_parity
+        click.echo(f"  model.mebin: C library vs {native.reference} {native.max_scaled_difference:.1e} "
+                   f"(absolute, relative where outputs exceed 1) after {native.steps} steps")
+    if manifest.firmware_skipped:
+        click.echo(f"  no C format: {manifest.firmware_skipped}")
+    for graph, info in manifest.ops.items():
+        outside = info.outside_tensorrt
+        click.echo(f"  {graph}: {len(info.ops)} operator types"
                    + (f"; outside TensorRT's set: {', '.join(outside)}" if outside else "; all within TensorRT's set"))
 
 
@@ -294,8 +293,8 @@ def adapt(bundle: Path, support: Path, out: Path, steps: int | None, device: str
 
     model = _load_model(bundle, device, backend)
     m = model.bundle.manifest
-    xs = read_columns(support, m["input"]["names"])
-    ys = read_columns(support, m["output"]["names"])
+    xs = read_columns(support, m.input.names)
+    ys = read_columns(support, m.output.names)
     adapted = model.adapt(xs, ys, steps=steps)
     adapted.save(out)
     click.echo(f"adapted on {len(xs)} samples: {adapted.steps_kept} of {adapted.steps_run} steps kept; "
@@ -318,8 +317,8 @@ def predict(bundle: Path, state: Path | None, input_csv: Path, out: Path | None,
     model = _load_model(bundle, device, backend)
     m = model.bundle.manifest
     adapted = Adapted.load(model, state) if state else Adapted(model, model.theta0)
-    y = adapted.predict(read_columns(input_csv, m["input"]["names"]))
-    text = write_columns(out, m["output"]["names"], y)
+    y = adapted.predict(read_columns(input_csv, m.input.names))
+    text = write_columns(out, m.output.names, y)
     click.echo(f"predictions written to {out}" if out else text.rstrip("\n"))
 
 

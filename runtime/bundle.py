@@ -15,16 +15,13 @@ import weakref
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-#: the newest manifest format this runtime reads (see docs/bundle.md for the version rules)
-FORMAT_VERSION = 1
+from .errors import BundleError, ManifestError
+from .manifest import FORMAT_VERSION, Manifest
 
-
-class BundleError(ValueError):
-    """A bundle that is missing, corrupt, tampered with, or newer than this runtime."""
+__all__ = ["FORMAT_VERSION", "Bundle", "BundleError", "ManifestError", "sha256", "unpack"]
 
 
 def sha256(path: Path) -> str:
@@ -41,7 +38,7 @@ class Bundle:
     """A verified bundle directory."""
 
     path: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
 
     @classmethod
     def open(cls, path: str | Path) -> Bundle:
@@ -71,16 +68,14 @@ class Bundle:
         if not manifest_path.is_file():
             raise BundleError(f"{path} is not a bundle: it has no manifest.json; export one with `metaedge export`")
         try:
-            manifest = json.loads(manifest_path.read_text())
+            data = json.loads(manifest_path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise BundleError(f"{manifest_path} is not valid JSON ({e}); re-export the bundle") from e
-        version = manifest.get("format_version")
-        if not isinstance(version, int) or version < 1:
-            raise BundleError(f"{manifest_path} has no valid format_version; re-export the bundle")
-        if version > FORMAT_VERSION:
-            raise BundleError(f"{path} has format version {version} but this runtime reads up to {FORMAT_VERSION}; "
-                              "upgrade metaedge on the device or export with an older metaedge")
-        for name, digest in manifest.get("files", {}).items():
+        try:
+            manifest = Manifest.parse(data)
+        except ManifestError as e:
+            raise ManifestError(f"{path}: {e}") from e
+        for name, digest in manifest.files.items():
             file = (path / name).resolve()
             if path.resolve() not in file.parents:
                 raise BundleError(f"{path}: manifest names {name!r} outside the bundle; refusing to read it")
@@ -93,7 +88,7 @@ class Bundle:
 
     def file(self, name: str) -> Path:
         """Path of a listed (and verified) file."""
-        if name not in self.manifest.get("files", {}):
+        if name not in self.manifest.files:
             raise BundleError(f"{self.path}: manifest.json lists no {name}; re-export the bundle")
         return self.path / name
 

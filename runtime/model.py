@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 import numpy as np
 
 from .bundle import Bundle, BundleError
+from .manifest import Layout
 
 #: what ``Model.load(backend=...)`` accepts
 BACKENDS = ("auto", "onnxruntime", "native", "tensorrt")
@@ -80,8 +81,8 @@ def _plan(bundle: Bundle, backend: str, device: str) -> _Plan:
 def _generic(bundle: Bundle, backend: str, where: str) -> tuple[str, str]:
     """A requested backend, or without a device profile: the C library where it can run the bundle, else ONNX
     Runtime on the CPU. Raises with one sentence when the requested one cannot run this bundle here."""
-    mebin = bundle.manifest.get("firmware", {}).get("mebin")
-    has_graphs = "forward" in bundle.manifest.get("graphs", {})
+    mebin = bundle.manifest.has_mebin
+    has_graphs = bundle.manifest.has_graphs
     if backend == "tensorrt":
         return "tensorrt", f"{where}; requested"
     if backend == "onnxruntime" or (backend == "auto" and not mebin):
@@ -138,8 +139,9 @@ class Model:
     def __post_init__(self) -> None:
         # per-call constants, prepared once: adapting is a hot path on a device
         m = self.bundle.manifest
-        self._shape = tuple(m["input"]["shape"])
-        self._norm = {k: np.asarray(v, np.float32) for k, v in m["normalization"].items()}
+        self._shape = m.input.shape
+        norm = m.normalization
+        self._norm = {k: np.asarray(getattr(norm, k), np.float32) for k in ("x_mean", "x_std", "y_mean", "y_std")}
         self._rate_feeds = self._split(self.rates, "rate")
 
     @classmethod
@@ -158,7 +160,7 @@ class Model:
         bundle = Bundle.open(path)
         m = bundle.manifest
         theta0, rates = bundle.array("theta0.npy"), bundle.array("rates.npy")
-        size = m["adaptation"]["size"]
+        size = m.adaptation.size
         if theta0.shape != (size,) or rates.shape != (size,):
             raise BundleError(f"{path}: theta0/rates hold {theta0.shape}/{rates.shape} values, the manifest says "
                               f"{size}; re-export the bundle")
@@ -167,12 +169,12 @@ class Model:
         _log.info("metaedge runtime: %s backend%s for %s (%s)", plan.backend, providers, path, plan.reason)
         model = cls(bundle, theta0.astype(np.float32), rates.astype(np.float32), guard, backend=plan.backend,
                     device=plan.device)
-        graphs = m["graphs"]
+        graphs = m.graphs.files()
         roles = ("forward", "adapt_step", "adapt_steps", "gauss_newton")
         if plan.backend == "native":
             from .native import NativeModel
 
-            model._native = NativeModel(bundle.file(m["firmware"]["mebin"]).read_bytes())
+            model._native = NativeModel(bundle.file(m.firmware.mebin).read_bytes())
         elif plan.backend == "tensorrt":
             from .tensorrt_backend import load_sessions
 
@@ -187,12 +189,12 @@ class Model:
 
     # --- layout and normalisation --------------------------------------------------------------------------
     @property
-    def layout(self) -> list[dict]:
-        return self.bundle.manifest["adaptation"]["parameters"]
+    def layout(self) -> Layout:
+        """Where each adapted parameter lies in ``theta`` ``(P,)``."""
+        return self.bundle.manifest.adaptation.layout
 
     def _split(self, flat: np.ndarray, prefix: str) -> dict[str, np.ndarray]:
-        return {f"{prefix}.{e['name']}": flat[e["offset"]: e["offset"] + e["size"]].reshape(e["shape"])
-                for e in self.layout}
+        return self.layout.split(flat, f"{prefix}.")
 
     def _inputs(self, x: np.ndarray, what: str) -> np.ndarray:
         """Check and standardise inputs ``(n, *input_shape)``."""
@@ -202,7 +204,7 @@ class Model:
             x = x[None]
         if x.shape[1:] != shape or x.shape[0] == 0:
             raise ValueError(f"{what} must have shape (n, {', '.join(map(str, shape))}) with n >= 1, got {x.shape}; "
-                             f"inputs are {', '.join(self.bundle.manifest['input']['names'])}")
+                             f"inputs are {', '.join(self.bundle.manifest.input.names)}")
         if not np.isfinite(x).all():
             raise ValueError(f"{what} hold NaN or infinite values (sample(s) {_bad_rows(x)}); remove those samples "
                              "and retry")
@@ -210,10 +212,10 @@ class Model:
 
     @property
     def classification(self) -> bool:
-        return self.bundle.manifest["task_kind"] == "classification"
+        return self.bundle.manifest.classification
 
     def _targets(self, y: np.ndarray, n: int) -> np.ndarray:
-        dim = self.bundle.manifest["output"]["dim"]
+        dim = self.bundle.manifest.output.dim
         if self.classification:  # integer labels 0..ways-1, one per support sample
             labels = np.asarray(y).reshape(-1)
             if labels.size != n or not np.all(np.isfinite(labels.astype(np.float64))):
@@ -234,7 +236,7 @@ class Model:
     @property
     def prototypes(self) -> bool:
         """Prototype bundles (ProtoNets): adaptation is the class means of the support embeddings."""
-        return bool(self.bundle.manifest["adaptation"].get("prototypes"))
+        return self.bundle.manifest.adaptation.prototypes
 
     def _physical(self, x: np.ndarray) -> np.ndarray:
         """Inputs already checked by :meth:`_inputs`, as float32 ``(n, *input_shape)`` in physical units."""
@@ -252,7 +254,7 @@ class Model:
         ``start`` (default: the meta-learned ``theta0``) continues from an earlier adapted state's ``theta``
         ``(P,)``, e.g. when a unit gets more reference points later.
         """
-        steps = self.bundle.manifest["adaptation"]["inner_steps"] if steps is None else int(steps)
+        steps = self.bundle.manifest.adaptation.inner_steps if steps is None else int(steps)
         if steps < 0:
             raise ValueError(f"steps must be >= 0, got {steps}")
         x = self._inputs(xs, "support inputs")
@@ -277,7 +279,7 @@ class Model:
             return Adapted(self, theta, steps_run=steps, steps_kept=kept)
         start = self.theta0 if start is None else np.asarray(start, np.float32)
         rates = self._rate_feeds
-        if steps and self._steps is not None and steps == self.bundle.manifest["adaptation"]["inner_steps"]:
+        if steps and self._steps is not None and steps == self.bundle.manifest.adaptation.inner_steps:
             return self._adapt_unrolled(x, y, rates, steps, start)
         step = self._gauss_newton_step(x, y) if self._gauss_newton is not None else self._gradient_step(x, y, rates)
         theta, kept = start.copy(), 0
@@ -308,7 +310,7 @@ class Model:
         """``theta -> (damped Gauss-Newton update, support loss at theta)``: the graph gives the Jacobian and the
         residuals, the solve ``(J^T J + diag(exp(rates) + min_damping)) delta = J^T r`` runs here in float64
         (the normal equations square the condition number)."""
-        damping = np.exp(self.rates.astype(np.float64)) + self.bundle.manifest["adaptation"]["min_damping"]
+        damping = np.exp(self.rates.astype(np.float64)) + self.bundle.manifest.adaptation.min_damping
 
         def step(t: np.ndarray) -> tuple[np.ndarray, float]:
             jac, res = self._gauss_newton.run(None, {"xs": x, "ys": y, **self._split(t, "theta")})
@@ -387,7 +389,7 @@ class Adapted:
         try:
             with os.fdopen(fd, "wb") as f:
                 np.savez(f, theta=self.theta, steps_kept=np.int64(self.steps_kept),
-                         bundle_theta0_sha256=np.array(self.model.bundle.manifest["files"]["theta0.npy"]))
+                         bundle_theta0_sha256=np.array(self.model.bundle.manifest.files["theta0.npy"]))
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
@@ -403,8 +405,8 @@ class Adapted:
                 theta, kept, origin = z["theta"], int(z["steps_kept"]), str(z["bundle_theta0_sha256"])
         except (OSError, KeyError, ValueError) as e:
             raise ValueError(f"{path} is not an adapted state written by metaedge; adapt again") from e
-        dim = model.bundle.manifest["adaptation"].get("embedding_dim") or 0
+        dim = model.bundle.manifest.adaptation.embedding_dim or 0
         fits = theta.size % dim == 0 if model.prototypes else theta.shape == model.theta0.shape
-        if origin != model.bundle.manifest["files"]["theta0.npy"] or not fits:
+        if origin != model.bundle.manifest.files["theta0.npy"] or not fits:
             raise ValueError(f"{path} was adapted from a different bundle; adapt again with this bundle")
         return cls(model, theta.astype(np.float32), steps_kept=kept)

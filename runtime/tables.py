@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 
-def read_columns(path: str | Path, columns: list[str]) -> np.ndarray:
+def read_columns(path: str | Path, columns: Sequence[str]) -> np.ndarray:
     """The named columns of a CSV file with a header row, as float32 ``(n, len(columns))``."""
     path = Path(path)
     if not path.is_file():
@@ -28,7 +29,7 @@ def read_columns(path: str | Path, columns: list[str]) -> np.ndarray:
     return np.asarray(rows, dtype=np.float32).reshape(len(rows), len(columns))
 
 
-def write_columns(path: str | Path | None, columns: list[str], values: np.ndarray) -> str:
+def write_columns(path: str | Path | None, columns: Sequence[str], values: np.ndarray) -> str:
     """Write ``values`` ``(n, len(columns))`` as CSV to ``path``, or return the CSV text when ``path`` is None."""
     lines = [",".join(columns)] + [",".join(f"{v:.6g}" for v in row) for row in np.asarray(values)]
     text = "\n".join(lines) + "\n"

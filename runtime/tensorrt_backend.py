@@ -161,14 +161,14 @@ class RefitForwardSession(EngineSession):
 def load_sessions(bundle: Bundle, device: str) -> dict[str, EngineSession]:
     """Sessions for the bundle's TensorRT plans for ``device`` by role (``forward``, ``adapt_step``,
     ``adapt_steps``, ``gauss_newton``), in place of the ONNX Runtime sessions of the same graphs."""
-    entry = (bundle.manifest.get("tensorrt") or {}).get(device)
+    entry = bundle.manifest.tensorrt.get(device) if device else None
     if not entry:
         raise BundleError(f"{bundle.path} has no TensorRT engines for {device}; build them with "
                           f"metaedge export --format tensorrt --device {device}")
     sessions: dict[str, EngineSession] = {}
-    for role, file in entry["engines"].items():
+    for role, file in entry.engines.items():
         plan = bundle.file(file).read_bytes()  # hash-checked when the bundle was opened
-        order = (entry.get("outputs") or {}).get(role)
-        sessions[role] = (RefitForwardSession(plan, file, order, entry.get("forward_weights_dtype", "float32"))
+        order = list(entry.outputs[role]) if role in entry.outputs else None
+        sessions[role] = (RefitForwardSession(plan, file, order, entry.forward_weights_dtype)
                           if role == "forward" else EngineSession(plan, file, order))
     return sessions

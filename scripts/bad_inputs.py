@@ -11,7 +11,7 @@ recording the exit status and the one-line message. Wrong input shapes are also 
 from __future__ import annotations
 
 import argparse
-import json
+import dataclasses
 import shutil
 import subprocess
 import sys
@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from metaedge.export.bundle import export_bundle
+from metaedge.runtime.bundle import Bundle
 from metaedge.runtime.model import Model
 from metaedge.sdk.train import TrainConfig, train
 
@@ -93,9 +94,8 @@ def _cases(root: Path) -> list[tuple[str, str, str, str]]:
     adapt_case("missing file (forward.onnx deleted)", broken("missing", lambda p: (p / "forward.onnx").unlink()))
 
     def newer(p: Path) -> None:
-        m = json.loads((p / "manifest.json").read_text())
-        m["format_version"] = 99
-        (p / "manifest.json").write_text(json.dumps(m))
+        manifest = Bundle.open(p).manifest
+        (p / "manifest.json").write_text(dataclasses.replace(manifest, format_version=99).to_json())
 
     adapt_case("manifest of a newer format version (99)", broken("newer", newer))
     adapt_case("manifest that is not JSON", broken("garbled", lambda p: (p / "manifest.json").write_text("{oops")))

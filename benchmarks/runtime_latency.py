@@ -358,19 +358,20 @@ def ort_overheads(model: Any, identity: str, xs: np.ndarray, ys: np.ndarray, xq:
     """Per-run time (ms) of the Identity graph and of each bundle graph with prebuilt feeds, and of the
     runtime's per-step Python work (theta split + concatenation, the guard's support loss). Runs in the
     torch-free runtime worker."""
-    from metaedge.runtime.model import _session
+    from metaedge.runtime.backends.onnxruntime import session
 
-    ident = _session(Path(identity))  # same session options as the runtime (1 intra-op thread)
-    theta, rates = model._split(model.theta0, "theta"), model._split(model.rates, "rate")
+    ident = session(Path(identity))  # same session options as the runtime (1 intra-op thread)
+    layout, runner = model.layout, model.runner  # the onnxruntime backend's own sessions and support loss
+    theta, rates = layout.split(model.theta0, "theta."), layout.split(model.rates, "rate.")
     step_feed = {"xs": xs, "ys": ys, **theta, **rates}
     ops: dict[str, Callable[[], Any]] = {
         "identity_run": lambda: ident.run(None, {"x": xs}),
-        "adapt_step_run_k10": lambda: model._step.run(None, step_feed),
-        "adapt_steps_unrolled_run_k10": lambda: model._steps.run(None, step_feed),
-        "forward_run_n10": lambda: model._forward.run(None, {"x": xs, **theta}),
-        "forward_run_n100": lambda: model._forward.run(None, {"x": xq, **theta}),
-        "split_theta_and_concat": lambda: np.concatenate([v.ravel() for v in model._split(model.theta0, "t").values()]),
-        "guard_support_loss_k10": lambda: model._support_loss(model.theta0, xs, ys),
+        "adapt_step_run_k10": lambda: runner._step.run(None, step_feed),
+        "adapt_steps_unrolled_run_k10": lambda: runner._steps.run(None, step_feed),
+        "forward_run_n10": lambda: runner._forward.run(None, {"x": xs, **theta}),
+        "forward_run_n100": lambda: runner._forward.run(None, {"x": xq, **theta}),
+        "split_theta_and_concat": lambda: np.concatenate([v.ravel() for v in layout.split(model.theta0).values()]),
+        "guard_support_loss_k10": lambda: runner._support_loss(model.theta0, xs, ys),
     }
     times: dict[str, list[float]] = {k: [] for k in ops}
     for fn in ops.values():  # warm-up

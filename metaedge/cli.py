@@ -30,10 +30,28 @@ class Group(click.Group):
             raise click.ClickException(str(e)) from e
 
 
+class BackendChoice(click.Choice):
+    """``auto`` or a registered runtime backend (``metaedge.runtime.backends``), looked up when an option is parsed or
+    its help shown, so ``metaedge --help`` does not import the runtime."""
+
+    def __init__(self) -> None:
+        super().__init__(())
+
+    @property  # type: ignore[override]
+    def choices(self) -> tuple[str, ...]:
+        from .runtime.model import backend_choices
+
+        return backend_choices()
+
+    @choices.setter
+    def choices(self, value) -> None:  # click.Choice.__init__ assigns it; the registry is the source
+        pass
+
+
 def device_option(f):
     """``--device auto|NAME`` and ``--backend`` for the device-side commands."""
-    f = click.option("--backend", type=click.Choice(["auto", "native", "onnxruntime", "tensorrt"]), default="auto",
-                     show_default=True, help="Runtime backend; auto: the device profile's first usable one.")(f)
+    f = click.option("--backend", type=BackendChoice(), default="auto", show_default=True,
+                     help="Runtime backend; auto: the device profile's first usable one.")(f)
     return click.option("--device", default="auto", show_default=True,
                         help="Device profile (`metaedge devices` lists them); auto detects this machine.")(f)
 

@@ -271,14 +271,16 @@ class Layout(_Part):
         return tuple(p.name for p in self.parameters)
 
     @cached_property
-    def _slices(self) -> tuple[tuple[str, slice, tuple[int, ...]], ...]:
-        return tuple((p.name, slice(p.offset, p.offset + p.size), p.shape) for p in self.parameters)
+    def _slices(self) -> tuple[tuple[int, ...], tuple[tuple[str, slice, tuple[int, ...]], ...]]:
+        """The flat shape ``(P,)`` and each parameter's slice, worked out once (splitting is a device's hot path)."""
+        return (self.size,), tuple((p.name, slice(p.offset, p.offset + p.size), p.shape) for p in self.parameters)
 
     def split(self, flat: np.ndarray, prefix: str = "") -> dict[str, np.ndarray]:
         """``flat`` ``(P,)`` as ``{prefix + name: view of shape}`` (views: no copy)."""
-        if np.shape(flat) != (self.size,):
-            raise ValueError(f"a flat state of this layout has shape ({self.size},), got {np.shape(flat)}")
-        return {prefix + name: flat[s].reshape(shape) for name, s, shape in self._slices}
+        shape, slices = self._slices
+        if flat.shape != shape:
+            raise ValueError(f"a flat state of this layout has shape {shape}, got {flat.shape}")
+        return {prefix + name: flat[s].reshape(dims) for name, s, dims in slices}
 
     def flatten(self, values: Mapping[str, np.ndarray], prefix: str = "") -> np.ndarray:
         """``{prefix + name: array of shape}`` as one float32 vector ``(P,)`` in layout order."""

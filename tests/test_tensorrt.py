@@ -160,7 +160,7 @@ def test_engines_build_refit_and_match_onnxruntime(bundle, tmp_path):
     import shutil
 
     from metaedge.export.tensorrt import export_tensorrt
-    from metaedge.runtime.tensorrt_backend import load_sessions
+    from metaedge.runtime.backends.tensorrt import load_sessions
 
     copy = tmp_path / "bundle"
     shutil.copytree(bundle, copy)

@@ -500,7 +500,7 @@ class Manifest(_Part):
     def parse(cls, data: Any) -> Manifest:
         """Untrusted decoded JSON as a manifest; :class:`ManifestError` (one sentence) when it is not one."""
         if not isinstance(data, dict):
-            raise _wrong("(the manifest)", "an object", data)
+            raise ManifestError(f"manifest.json must hold a JSON object, got {_json_type(data)}; {_REEXPORT}")
         if "format_version" not in data:
             raise ManifestError(f"manifest field format_version is missing; {_REEXPORT}")
         version = data["format_version"]

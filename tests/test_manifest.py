@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -136,6 +137,21 @@ def test_semantic_problems_name_the_field(raw):
         Manifest.parse(newer)
     with pytest.raises(ManifestError, match="format_version must be a positive integer, got True"):
         Manifest.parse({**raw, "format_version": True})
+    with pytest.raises(ManifestError, match="manifest.json must hold a JSON object, got a list"):
+        Manifest.parse([raw])
+
+
+#: a subscript or .get on a manifest (or the ``m`` it is bound to), or a JSON re-read of manifest.json
+RAW_ACCESS = re.compile(r"((manifest|\bm)(\[|\.get\()|json\.loads\(.*manifest\.json)")
+
+
+def test_no_raw_manifest_access_outside_the_manifest_module():
+    """Everything but tests reads the manifest through its attributes (the count was 79 before the typed one)."""
+    found = [f"{path.relative_to(ROOT)}:{n}: {line.strip()}"  # (sdk/ never sees a bundle: it may not import runtime)
+             for folder in ("metaedge", "runtime", "export", "devices", "benchmarks", "scripts", "examples")
+             for path in sorted((ROOT / folder).rglob("*.py")) if path != ROOT / "runtime" / "manifest.py"
+             for n, line in enumerate(path.read_text().splitlines(), 1) if RAW_ACCESS.search(line)]
+    assert found == []
 
 
 #: what the first format-1 exporter wrote (commit 7a3aa35): no solver, firmware, ops, devices, footprint or parity

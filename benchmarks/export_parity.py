@@ -19,7 +19,6 @@ outside TensorRT's set.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ from pathlib import Path
 from common import write_result
 
 from metaedge.export.bundle import export_bundle
+from metaedge.runtime.bundle import Bundle
 from metaedge.sdk.config import TrainConfig
 from metaedge.sdk.train import train
 
@@ -61,14 +61,14 @@ def main() -> None:
             t0 = time.perf_counter()
             bundle = export_bundle(run, Path(tmp) / f"bundle{i}", tolerance=args.tolerance)
             seconds = time.perf_counter() - t0
-            m = json.loads((bundle / "manifest.json").read_text())
-            outside = sorted({op for g in m["ops"].values() for op in g["outside_tensorrt"]})
+            m = Bundle.open(bundle).manifest
+            outside = sorted({op for g in m.ops.values() for op in g.outside_tensorrt})
             rows.append({"learner": cfg.algo, "model": kind, "family": cfg.family,
-                         "solver": m["adaptation"]["solver"], "adapted_parameters": m["adaptation"]["size"],
-                         "graphs": sorted(m["graphs"].values()), "export_seconds": round(seconds, 2),
-                         "parity_max_relative_difference": m["parity"]["max_relative_difference"],
-                         "parity_median_relative_difference": m["parity"]["median_relative_difference"],
-                         "worst_at": m["parity"]["worst_at"],
+                         "solver": m.adaptation.solver, "adapted_parameters": m.adaptation.size,
+                         "graphs": sorted(m.graphs.files().values()), "export_seconds": round(seconds, 2),
+                         "parity_max_relative_difference": m.parity.max_relative_difference,
+                         "parity_median_relative_difference": m.parity.median_relative_difference,
+                         "worst_at": m.parity.worst_at,
                          "outside_tensorrt": outside})
             r = rows[-1]
             print(f"{r['learner']:8s} {kind:6s} {cfg.family:16s} {r['solver']:12s} P={r['adapted_parameters']:7d} "

@@ -49,7 +49,6 @@ Results go to ``benchmarks/results/runtime_latency.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import re
@@ -328,13 +327,14 @@ def worker_contender_class() -> type:
 
 def l2l_weights(bundle: Path) -> dict[str, np.ndarray]:
     """The bundle's ``theta0.npy`` split by the manifest layout, renamed to learn2learn's module names."""
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    theta0 = np.load(bundle / "theta0.npy", allow_pickle=False)
+    from metaedge.runtime.bundle import Bundle
+
+    opened = Bundle.open(bundle)
     out = {}
-    for e in manifest["adaptation"]["parameters"]:
-        if e["name"] not in L2L_NAMES:
-            raise ValueError(f"parameter {e['name']} has no learn2learn counterpart; expected {sorted(L2L_NAMES)}")
-        out[L2L_NAMES[e["name"]]] = theta0[e["offset"] : e["offset"] + e["size"]].reshape(e["shape"])
+    for name, value in opened.manifest.adaptation.layout.split(opened.array("theta0.npy")).items():
+        if name not in L2L_NAMES:
+            raise ValueError(f"parameter {name} has no learn2learn counterpart; expected {sorted(L2L_NAMES)}")
+        out[L2L_NAMES[name]] = value
     if set(out) != set(L2L_NAMES.values()):
         raise ValueError(f"bundle adapts {sorted(out)}, the learn2learn model needs {sorted(L2L_NAMES.values())}")
     return out
@@ -358,19 +358,20 @@ def ort_overheads(model: Any, identity: str, xs: np.ndarray, ys: np.ndarray, xq:
     """Per-run time (ms) of the Identity graph and of each bundle graph with prebuilt feeds, and of the
     runtime's per-step Python work (theta split + concatenation, the guard's support loss). Runs in the
     torch-free runtime worker."""
-    from metaedge.runtime.model import _session
+    from metaedge.runtime.backends.onnxruntime import session
 
-    ident = _session(Path(identity))  # same session options as the runtime (1 intra-op thread)
-    theta, rates = model._split(model.theta0, "theta"), model._split(model.rates, "rate")
+    ident = session(Path(identity))  # same session options as the runtime (1 intra-op thread)
+    layout, runner = model.layout, model.runner  # the onnxruntime backend's own sessions and support loss
+    theta, rates = layout.split(model.theta0, "theta."), layout.split(model.rates, "rate.")
     step_feed = {"xs": xs, "ys": ys, **theta, **rates}
     ops: dict[str, Callable[[], Any]] = {
         "identity_run": lambda: ident.run(None, {"x": xs}),
-        "adapt_step_run_k10": lambda: model._step.run(None, step_feed),
-        "adapt_steps_unrolled_run_k10": lambda: model._steps.run(None, step_feed),
-        "forward_run_n10": lambda: model._forward.run(None, {"x": xs, **theta}),
-        "forward_run_n100": lambda: model._forward.run(None, {"x": xq, **theta}),
-        "split_theta_and_concat": lambda: np.concatenate([v.ravel() for v in model._split(model.theta0, "t").values()]),
-        "guard_support_loss_k10": lambda: model._support_loss(model.theta0, xs, ys),
+        "adapt_step_run_k10": lambda: runner._step.run(None, step_feed),
+        "adapt_steps_unrolled_run_k10": lambda: runner._steps.run(None, step_feed),
+        "forward_run_n10": lambda: runner._forward.run(None, {"x": xs, **theta}),
+        "forward_run_n100": lambda: runner._forward.run(None, {"x": xq, **theta}),
+        "split_theta_and_concat": lambda: np.concatenate([v.ravel() for v in layout.split(model.theta0).values()]),
+        "guard_support_loss_k10": lambda: runner._support_loss(model.theta0, xs, ys),
     }
     times: dict[str, list[float]] = {k: [] for k in ops}
     for fn in ops.values():  # warm-up
@@ -439,9 +440,11 @@ def main(argv: list[str] | None = None) -> int:
             bundle = tmp / "sin.meb"
             export_s = export_bundle_cli(Path(args.run), bundle)
             print(f"exported {args.run} -> {bundle} in {export_s:.1f}s", flush=True)
-        manifest = json.loads((bundle / "manifest.json").read_text())
-        norm = manifest["normalization"]
-        if norm["x_mean"] != [0.0] or norm["x_std"] != [1.0] or norm["y_mean"] != [0.0] or norm["y_std"] != [1.0]:
+        from metaedge.runtime.bundle import Bundle
+
+        manifest = Bundle.open(bundle).manifest
+        norm = manifest.normalization
+        if (norm.x_mean, norm.x_std, norm.y_mean, norm.y_std) != ((0.0,), (1.0,), (0.0,), (1.0,)):
             raise ValueError("this benchmark expects an unnormalised sinusoid run (identity normalization)")
         rates = np.load(bundle / "rates.npy")
         lr = float(rates[0])
@@ -451,8 +454,7 @@ def main(argv: list[str] | None = None) -> int:
         np.savez(tmp / "l2l_weights.npz", **l2l_weights(bundle))
 
         tf, tf_vmap, run = torchfunc_contenders(Path(args.run), data)
-        theta_run = np.concatenate([run.state["params"][e["name"]].numpy().ravel()
-                                    for e in manifest["adaptation"]["parameters"]])
+        theta_run = manifest.adaptation.layout.flatten({k: v.numpy() for k, v in run.state["params"].items()})
         theta_diff = float(np.abs(theta_run - np.load(bundle / "theta0.npy")).max())
         WorkerProc = worker_contender_class()
         contenders: list[Any] = []
@@ -464,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
             contenders.append(WorkerProc("rt-noguard", sys.executable, {
                 **rt_cfg, "guard": False, "identity": str(write_identity_graph(tmp / "identity.onnx")),
                 "overhead_repeats": max(args.repeats, 2), "overhead_calls": args.calls}, tmp / "rt.log"))
-            if "mebin" in manifest.get("firmware", {}):  # the C library through the same Model API
+            if manifest.has_mebin:  # the C library through the same Model API
                 for guard in (True, False):
                     name = "native-guard" if guard else "native-noguard"
                     contenders.append(WorkerProc(name, sys.executable, {**rt_cfg, "guard": guard, "backend": "native"},

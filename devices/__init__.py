@@ -10,13 +10,24 @@ Standard library only (plus numpy where needed): the on-device runtime consults 
 """
 
 from .detect import DetectionResult, detect, parse_cpuinfo, parse_tegra_release
-from .fit import DoesNotFit, MemoryEstimate, backend_support, check_fits, checked_devices, fit_problems, memory_estimate
+from .fit import (
+    BundleTraits,
+    DoesNotFit,
+    FitRecord,
+    MemoryEstimate,
+    backend_support,
+    check_fits,
+    checked_devices,
+    fit_problems,
+    memory_estimate,
+)
 from .profiles import Backend, JetPack, Profile, ProfileError, Provider, get_profile, load_profiles, read_profile
 from .render import format_profiles
 from .select import Choice, NoBackend, choose_backend, resolve_device
 
 __all__ = [
-    "Backend", "Choice", "DetectionResult", "DoesNotFit", "JetPack", "MemoryEstimate", "NoBackend", "Profile",
+    "Backend", "BundleTraits", "Choice", "DetectionResult", "DoesNotFit", "FitRecord", "JetPack", "MemoryEstimate",
+    "NoBackend", "Profile",
     "ProfileError", "Provider", "backend_support", "check_fits", "checked_devices", "choose_backend", "detect",
     "fit_problems", "format_profiles", "get_profile", "load_profiles", "memory_estimate", "parse_cpuinfo",
     "parse_tegra_release", "read_profile", "resolve_device",

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..errors import InputError
 from .detect import DetectionResult, detect
-from .fit import backend_support
+from .fit import BundleTraits, backend_support
 from .profiles import Profile, ProfileError, get_profile, load_profiles
 
 
@@ -52,14 +52,14 @@ def _expand(options: dict[str, Any]) -> dict[str, Any]:
     return {k: os.path.expanduser(v) if isinstance(v, str) and v.startswith("~") else v for k, v in options.items()}
 
 
-def _why_not(backend: str, profile: Profile, manifest: dict[str, Any], available: dict[str, Any],
+def _why_not(backend: str, profile: Profile, bundle: BundleTraits, available: dict[str, Any],
              unsupported: str | None) -> str | None:
     if backend == "tensorrt":
         if not available.get("tensorrt"):
             return "the tensorrt Python module is not installed"
         if available.get("cuda") is False:
             return "no CUDA GPU answers"
-        if profile.name not in (manifest.get("tensorrt") or {}):
+        if profile.name not in bundle.tensorrt_devices:
             return (f"the bundle has no TensorRT engines for {profile.name} "
                     f"(metaedge export --format tensorrt --device {profile.name})")
     elif backend == "onnxruntime":
@@ -70,16 +70,16 @@ def _why_not(backend: str, profile: Profile, manifest: dict[str, Any], available
     return unsupported
 
 
-def choose_backend(profile: Profile, manifest: dict[str, Any], available: dict[str, Any]) -> Choice:
+def choose_backend(profile: Profile, bundle: BundleTraits, available: dict[str, Any]) -> Choice:
     """The first backend of ``profile`` (in its preference order) that is installed here and can run the bundle.
 
     For ``onnxruntime`` the profile's execution providers are kept in order where this onnxruntime build has them
     (the CUDA and TensorRT providers also need a GPU). Raises :class:`NoBackend` listing every backend's reason.
     """
-    support = backend_support(profile, manifest)
+    support = backend_support(profile, bundle)
     skipped: list[str] = []
     for entry in profile.backends:
-        why = _why_not(entry.name, profile, manifest, available, support.get(entry.name))
+        why = _why_not(entry.name, profile, bundle, available, support.get(entry.name))
         if why:
             skipped.append(f"{entry.name} skipped: {why}")
             continue

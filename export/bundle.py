@@ -11,7 +11,6 @@ nothing half-written.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import shutil
 import subprocess
 import tempfile
@@ -19,7 +18,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -28,7 +26,22 @@ from .. import __version__
 from ..devices import checked_devices, get_profile, load_profiles
 from ..errors import ExistsError, InputError
 from ..runtime import signing
-from ..runtime.bundle import FORMAT_VERSION, Bundle, sha256
+from ..runtime.bundle import Bundle, sha256
+from ..runtime.manifest import (
+    FORMAT_VERSION,
+    Adaptation,
+    DeviceFit,
+    Firmware,
+    Graphs,
+    InputSpec,
+    Layout,
+    Manifest,
+    NativeParity,
+    Normalization,
+    OnnxParity,
+    OutputSpec,
+    Provenance,
+)
 from ..sdk.atomic import atomic_rename_folder
 from ..sdk.learners import DeviceSolver, Learner
 from ..sdk.run import Run, sample_options, task_rng, to_tensors
@@ -115,21 +128,16 @@ def write_firmware_files(run: Run, folder: Path, solver: DeviceSolver, formats: 
     return {p.suffix.lstrip("."): p for p in paths}, None
 
 
-def parameter_layout(run: Run) -> list[dict[str, Any]]:
+def parameter_layout(run: Run) -> Layout:
     """Name, shape, offset and size of each adapted parameter in the flat device state, in learner order."""
     fast, _ = run.learner.split(run.state["params"])
-    layout, offset = [], 0
-    for name, tensor in fast.items():
-        layout.append({"name": name, "shape": list(tensor.shape), "offset": offset, "size": tensor.numel()})
-        offset += tensor.numel()
-    return layout
+    return Layout.build({name: tuple(tensor.shape) for name, tensor in fast.items()})
 
 
-def write_parameters(run: Run, folder: Path, layout: list[dict[str, Any]]) -> list[Path]:
+def write_parameters(run: Run, folder: Path, layout: Layout) -> list[Path]:
     """``theta0.npy`` (the meta-learned adapted parameters, flat float32) and ``rates.npy`` (their step sizes)."""
     def flat(group: str) -> np.ndarray:
-        parts = [run.state[group][e["name"]].detach().cpu().numpy().ravel() for e in layout]
-        return np.concatenate([np.zeros(0), *parts]).astype(np.float32)
+        return layout.flatten({n: run.state[group][n].detach().cpu().numpy() for n in layout.names})
 
     paths = [folder / "theta0.npy", folder / "rates.npy"]
     np.save(paths[0], flat("params"))
@@ -138,71 +146,69 @@ def write_parameters(run: Run, folder: Path, layout: list[dict[str, Any]]) -> li
 
 
 def build_manifest(run: Run, run_path: str | Path, folder: Path, solver: DeviceSolver, example: Example,
-                   layout: list[dict[str, Any]], graphs: dict[str, Path], firmware: dict[str, Path],
-                   firmware_skipped: str | None, files: list[Path]) -> dict[str, Any]:
+                   layout: Layout, graphs: dict[str, Path], firmware: dict[str, Path],
+                   firmware_skipped: str | None, files: list[Path]) -> Manifest:
     """The bundle's manifest for the files staged in ``folder`` (hashes, footprint and device fits included)."""
-    fam, learner = run.family, run.learner
+    fam, learner, norm = run.family, run.learner, run.normalizer
     prototypes = solver.kind == "prototypes"
-    manifest: dict[str, Any] = {
-        "format_version": FORMAT_VERSION,
-        "task_kind": fam.task_kind,
-        "loss": learner.loss_name,
-        "algo": learner.name,
-        "family": fam.describe(),
-        "input": {"shape": list(fam.input_shape), "names": list(fam.input_names), "units": list(fam.input_units)},
-        "output": {"dim": learner.output_dim or fam.output_dim, "names": list(fam.output_names),
-                   "units": list(fam.output_units)},
-        "normalization": run.normalizer.to_dict(),
-        "adaptation": {"spec": learner.adapt_spec, "solver": solver.kind, "inner_steps": solver.steps,
-                       "parameters": layout, "size": sum(e["size"] for e in layout), "prototypes": prototypes,
-                       "embedding_dim": _embedding_dim(learner, example.xs) if prototypes else None,
-                       **({"min_damping": solver.min_damping} if solver.min_damping is not None else {})},
-        "graphs": {k: p.name for k, p in graphs.items()},
-        "firmware": {k: p.name for k, p in firmware.items()},
-        **({"firmware_skipped": firmware_skipped} if firmware_skipped else {}),
-        "ops": ops_report(folder),
-        "devices": {},  # filled below from the footprint
-        "files": {p.name: sha256(p) for p in files},
-        "provenance": {"run": str(Path(run_path).resolve()), "git_commit": _git_commit(),
-                       "metaedge_version": __version__, "created": dt.datetime.now(dt.timezone.utc).isoformat(),
-                       "train": run.config.to_dict()},
-    }
-    manifest["footprint"] = footprint(folder, manifest, shots=run.config.shots)
-    manifest["devices"] = checked_devices(manifest, load_profiles())
-    return manifest
+    manifest = Manifest(
+        format_version=FORMAT_VERSION,
+        task_kind=fam.task_kind,
+        loss=learner.loss_name,
+        algo=learner.name,
+        family=fam.describe(),
+        input=InputSpec(tuple(fam.input_shape), tuple(fam.input_names), tuple(fam.input_units)),
+        output=OutputSpec(learner.output_dim or fam.output_dim, tuple(fam.output_names), tuple(fam.output_units)),
+        normalization=Normalization(**{k: tuple(v) for k, v in norm.to_dict().items()}),
+        adaptation=Adaptation(spec=learner.adapt_spec, solver=solver.kind, inner_steps=solver.steps,
+                              layout=layout, size=layout.size,
+                              embedding_dim=_embedding_dim(learner, example.xs) if prototypes else None,
+                              min_damping=solver.min_damping),
+        graphs=Graphs(**{k: p.name for k, p in graphs.items()}),
+        firmware=Firmware(**{k: p.name for k, p in firmware.items()}),
+        firmware_skipped=firmware_skipped,
+        ops=ops_report(folder),
+        files={p.name: sha256(p) for p in files},
+        provenance=Provenance(run=str(Path(run_path).resolve()), git_commit=_git_commit(),
+                              metaedge_version=__version__,
+                              created=dt.datetime.now(dt.timezone.utc).isoformat(), train=run.config.to_dict()),
+    )
+    manifest = replace(manifest, footprint=footprint(folder, manifest.graphs, manifest.firmware,
+                                                     shots=run.config.shots))
+    fits = checked_devices(manifest, load_profiles())
+    return replace(manifest, devices={name: DeviceFit(f.fits, f.problems, f.memory_bytes) for name, f in fits.items()})
 
 
-def write_manifest(folder: Path, manifest: dict[str, Any]) -> Path:
+def write_manifest(folder: Path, manifest: Manifest) -> Path:
     """``manifest.json`` in ``folder``."""
     path = folder / "manifest.json"
-    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    path.write_text(manifest.to_json())
     return path
 
 
-def run_checks(run: Run, folder: Path, manifest: dict[str, Any], tolerance: float = 1e-5) -> dict[str, Any]:
+def run_checks(run: Run, folder: Path, manifest: Manifest, tolerance: float = 1e-5) -> Manifest:
     """Prove the staged bundle in ``folder`` (its ``manifest.json`` written) against PyTorch: the ONNX graphs
     (:func:`parity`) and the C library (:func:`native_parity`), each where the bundle has them.
 
     Returns ``manifest`` with the measured figures added (``parity``, ``native_parity``); raises
     :class:`InputError` naming the worst comparison when one is beyond ``tolerance``.
     """
-    manifest = dict(manifest)
-    if manifest["graphs"]:
+    if manifest.has_graphs:
         measured = parity(run, folder)
-        manifest["parity_max_relative_difference"] = measured.worst
-        manifest["parity"] = {"max_relative_difference": measured.worst, "worst_at": measured.worst_at,
-                              "median_relative_difference": measured.median, "comparisons": measured.checked,
-                              "tolerance": tolerance, "kink_tolerance": KINK_TOLERANCE}
+        record = OnnxParity(max_relative_difference=measured.worst, worst_at=measured.worst_at,
+                            median_relative_difference=measured.median, comparisons=measured.checked,
+                            tolerance=tolerance, kink_tolerance=KINK_TOLERANCE)
+        manifest = replace(manifest, parity=record, parity_max_relative_difference=measured.worst)
         failure = measured.failure(tolerance)
         if failure:
             raise InputError(f"{failure}; the bundle was not written")
-    if manifest["firmware"]:
+    if manifest.has_mebin:
         native = native_parity(run, folder)
-        manifest["native_parity"] = native
-        if native["max_scaled_difference"] > tolerance:
-            raise InputError(f"the C library's predictions differ from {native['reference']} by "
-                             f"{native['max_scaled_difference']:.2e} (absolute, relative where outputs exceed "
-                             f"1; {native['worst_at']}) > {tolerance:.0e}; the bundle was not written")
+        manifest = replace(manifest, native_parity=native)
+        if native.max_scaled_difference > tolerance:
+            raise InputError(f"the C library's predictions differ from {native.reference} by "
+                             f"{native.max_scaled_difference:.2e} (absolute, relative where outputs exceed "
+                             f"1; {native.worst_at}) > {tolerance:.0e}; the bundle was not written")
     return manifest
 
 
@@ -356,12 +362,11 @@ def parity(run: Run, bundle_dir: Path, tasks: int = 3) -> Parity:
             results.append((_relative_max(ours, ref[i]), f"task {i} prototype logits"))
         return _summary(results)
     fast, frozen = learner.split(run.state["params"])
-    default = model.bundle.manifest["adaptation"]["inner_steps"]
+    default = model.bundle.manifest.adaptation.inner_steps
     steps = max(default, 5)
 
     def unflatten(theta: np.ndarray) -> dict[str, torch.Tensor]:
-        return {e["name"]: torch.from_numpy(theta[e["offset"]: e["offset"] + e["size"]].reshape(e["shape"]).copy())
-                for e in model.layout}
+        return {name: torch.from_numpy(value.copy()) for name, value in model.layout.split(theta).items()}
 
     def outputs(theta: np.ndarray, i: int) -> np.ndarray:  # PyTorch's outputs on task i's queries at theta
         with torch.no_grad():
@@ -380,7 +385,7 @@ def parity(run: Run, bundle_dir: Path, tasks: int = 3) -> Parity:
             if j + 1 in (default, steps):
                 ours_y = model.adapt(*support, steps=0, start=theta).logits(batch.x_query[i])
                 results.append((_relative_max(ours_y, outputs(theta, i)), f"task {i} forward after {j + 1} steps"))
-        if model._steps is not None:  # the unrolled graph against the chain of single steps
+        if model.bundle.manifest.graphs.adapt_steps is not None:  # the unrolled graph against the chain of steps
             chain = model.theta0
             for _ in range(default):
                 chain = model.adapt(*support, steps=1, start=chain).theta
@@ -390,7 +395,7 @@ def parity(run: Run, bundle_dir: Path, tasks: int = 3) -> Parity:
     return _summary(results)
 
 
-def native_parity(run: Run, bundle_dir: Path, tasks: int = 3) -> dict[str, Any]:
+def native_parity(run: Run, bundle_dir: Path, tasks: int = 3) -> NativeParity:
     """The C library (``model.mebin``) against ONNX Runtime (or, for a C-only bundle, PyTorch): largest absolute
     difference of the raw outputs (standardised predictions or logits) after the default steps, unguarded, and the
     same divided by the outputs' scale where that exceeds 1 (ProtoNet logits are squared distances in the hundreds,
@@ -398,10 +403,10 @@ def native_parity(run: Run, bundle_dir: Path, tasks: int = 3) -> dict[str, Any]:
     from ..runtime.model import Model
 
     native = Model.load(bundle_dir, guard=False, backend="native", trust=())  # not signed yet
-    onnx = "forward" in native.bundle.manifest["graphs"]
+    onnx = native.bundle.manifest.has_graphs
     reference = Model.load(bundle_dir, guard=False, backend="onnxruntime", trust=()) if onnx else None
     batch = _check_tasks(run, tasks, 303)
-    steps = native.bundle.manifest["adaptation"]["inner_steps"]
+    steps = native.bundle.manifest.adaptation.inner_steps
     if reference is None:
         xs, ys, xq, _ = to_tensors(run.normalizer.batch(batch))
         with torch.no_grad():
@@ -416,9 +421,8 @@ def native_parity(run: Run, bundle_dir: Path, tasks: int = 3) -> dict[str, Any]:
         worst = max(worst, diff)
         if relative >= scaled:
             scaled, where = relative, f"task {i}"
-    return {"max_abs_difference": worst, "max_scaled_difference": scaled, "worst_at": where, "steps": steps,
-            "tasks": tasks,
-            "reference": "ONNX Runtime" if reference else "PyTorch"}
+    return NativeParity(max_abs_difference=worst, max_scaled_difference=scaled, worst_at=where, steps=steps,
+                        tasks=tasks, reference="ONNX Runtime" if reference else "PyTorch")
 
 
 def _check_tasks(run: Run, tasks: int, seed_offset: int) -> TaskBatch:

@@ -1,4 +1,4 @@
-"""How much memory a bundle needs on a device, measured from its graphs at export (``manifest["footprint"]``).
+"""How much memory a bundle needs on a device, measured from its graphs at export (the manifest's ``footprint``).
 
 - ``weights_bytes``: the constants inside all the bundle's graphs (the runtime loads them all at once).
 - ``activations``: an upper bound for the largest graph: every intermediate tensor alive at once (no buffer
@@ -14,11 +14,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
 from onnx import shape_inference
+
+from ..runtime.manifest import Activations, Firmware, Footprint, GraphFootprint, Graphs, NativeFootprint
 
 _SIZES = {onnx.TensorProto.FLOAT: 4, onnx.TensorProto.DOUBLE: 8, onnx.TensorProto.FLOAT16: 2,
           onnx.TensorProto.BFLOAT16: 2, onnx.TensorProto.INT64: 8, onnx.TensorProto.INT32: 4,
@@ -61,39 +62,36 @@ def _activation_bytes(model: onnx.ModelProto, samples: int) -> tuple[int, int]:
     return total, unknown
 
 
-def graph_footprint(path: str | Path) -> dict[str, int]:
-    """``weights_bytes``, ``fixed_bytes``, ``per_sample_bytes`` and ``unsized_tensors`` of one ONNX file."""
+def graph_footprint(path: str | Path) -> GraphFootprint:
+    """Constants, activation bound and unsized tensor count of one ONNX file."""
     model = onnx.load(str(path))  # external data next to the file is loaded too
     one, unknown = _activation_bytes(model, 1)
     two, _ = _activation_bytes(model, 2)
     per_sample = max(two - one, 0)
-    return {"weights_bytes": _weights_bytes(model), "fixed_bytes": max(one - per_sample, 0),
-            "per_sample_bytes": per_sample, "unsized_tensors": unknown}
+    return GraphFootprint(weights_bytes=_weights_bytes(model), fixed_bytes=max(one - per_sample, 0),
+                          per_sample_bytes=per_sample, unsized_tensors=unknown)
 
 
-def footprint(bundle_dir: str | Path, manifest: dict[str, Any], shots: int, max_shots: int = 64) -> dict[str, Any]:
-    """The ``footprint`` manifest entry for the bundle in ``bundle_dir`` (see the module docstring).
+def footprint(bundle_dir: str | Path, graphs: Graphs, firmware: Firmware, shots: int, max_shots: int = 64
+              ) -> Footprint:
+    """The manifest's ``footprint`` for the bundle in ``bundle_dir`` (see the module docstring).
 
     ``shots`` is the support-set size the run was trained with (the default a device check assumes);
     ``max_shots`` the largest support set the firmware arena is sized for.
     """
     bundle_dir = Path(bundle_dir)
-    graphs = {name: graph_footprint(bundle_dir / name) for name in (manifest.get("graphs") or {}).values()}
-    largest = max(graphs.values(), key=lambda g: g["fixed_bytes"] + g["per_sample_bytes"] * shots, default=None)
-    out: dict[str, Any] = {
-        "shots": int(shots),
-        "weights_bytes": sum(g["weights_bytes"] for g in graphs.values()),
-        "activations": {k: largest[k] for k in ("fixed_bytes", "per_sample_bytes", "unsized_tensors")} if largest
-        else {"fixed_bytes": 0, "per_sample_bytes": 0, "unsized_tensors": 0},
-        "graphs": graphs,
-    }
-    mebin = (manifest.get("firmware") or {}).get("mebin")
-    if mebin:
-        from ..runtime import native
+    measured = {name: graph_footprint(bundle_dir / name) for name in graphs.files().values()}
+    largest = max(measured.values(), key=lambda g: g.fixed_bytes + g.per_sample_bytes * shots, default=None)
+    native = None
+    if firmware.mebin:
+        from ..runtime import native as clib
 
-        data = (bundle_dir / mebin).read_bytes()
-        entry: dict[str, Any] = {"mebin_bytes": len(data), "max_shots": int(max_shots)}
-        if native.available():
-            entry["arena_bytes"] = int(native.NativeModel(data, max_shots=max_shots).arena_bytes(max_shots))
-        out["native"] = entry if "arena_bytes" in entry else None
-    return out
+        if clib.available():  # the arena size is asked from the C library itself
+            data = (bundle_dir / firmware.mebin).read_bytes()
+            arena = int(clib.NativeModel(data, max_shots=max_shots).arena_bytes(max_shots))
+            native = NativeFootprint(mebin_bytes=len(data), max_shots=int(max_shots), arena_bytes=arena)
+    return Footprint(
+        shots=int(shots), weights_bytes=sum(g.weights_bytes for g in measured.values()),
+        activations=Activations(largest.fixed_bytes, largest.per_sample_bytes, largest.unsized_tensors) if largest
+        else Activations(0, 0, 0),
+        graphs=measured, native=native)

@@ -12,6 +12,7 @@ from pathlib import Path
 import onnx
 
 from ..devices.ops import outside_tensorrt
+from ..runtime.manifest import GraphOps
 
 
 def graph_ops(path: str | Path) -> Counter:
@@ -29,11 +30,10 @@ def graph_ops(path: str | Path) -> Counter:
     return counts
 
 
-def ops_report(bundle: str | Path) -> dict[str, dict]:
-    """``{graph file: {"ops": {op: count}, "outside_tensorrt": [ops]}}`` for every ``.onnx`` file of a bundle."""
+def ops_report(bundle: str | Path) -> dict[str, GraphOps]:
+    """``{graph file: GraphOps}`` (operator counts, those outside TensorRT's set) for every ``.onnx`` file."""
     report = {}
     for path in sorted(Path(bundle).glob("*.onnx")):
         counts = graph_ops(path)
-        report[path.name] = {"ops": dict(sorted(counts.items())),
-                             "outside_tensorrt": outside_tensorrt(counts)}
+        report[path.name] = GraphOps(dict(sorted(counts.items())), tuple(outside_tensorrt(counts)))
     return report

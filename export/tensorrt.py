@@ -20,10 +20,9 @@ tested; the builder calls follow the TensorRT 10 Python API documentation.
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
@@ -34,12 +33,13 @@ from ..devices.profiles import Profile
 from ..errors import InputError
 from ..runtime.atomic import atomic_write_text
 from ..runtime.bundle import Bundle, sha256
+from ..runtime.manifest import GRAPH_ROLES, TensorRTEngines
 from .ops import graph_ops
 
 #: graph inputs whose first axis is the number of samples (support set or prediction batch)
 SAMPLE_INPUTS = {"xs": "shots", "ys": "shots", "x": "batch"}
-#: roles of a bundle's graphs, as ``manifest["graphs"]`` names them
-ROLES = ("forward", "adapt_step", "adapt_steps", "gauss_newton")
+#: roles of a bundle's graphs (the manifest's ``graphs``)
+ROLES = GRAPH_ROLES
 
 
 def _major(version: str) -> float:
@@ -113,8 +113,7 @@ def static_check(bundle_dir: str | Path, profile: Profile) -> list[str]:
     bundle_dir = Path(bundle_dir)
     if profile.backend("tensorrt") is None:
         return [f"{profile.name} has no tensorrt backend; TensorRT engines are for the Jetson profiles"]
-    manifest = json.loads((bundle_dir / "manifest.json").read_text())
-    graphs = manifest.get("graphs") or {}
+    graphs = Bundle.open(bundle_dir, trust=()).manifest.graphs.files()
     if not graphs:
         return ["the bundle has no ONNX graphs (exported with --format c only)"]
     version = _profile_tensorrt(profile)
@@ -171,13 +170,11 @@ def prepare_graphs(bundle_dir: str | Path, work: str | Path, tensorrt_version: s
     """The ONNX files to build engines from, by role, written under ``work`` (external data made internal)."""
     bundle = Bundle.open(bundle_dir, trust=())  # export's own, not yet signed bundle
     m = bundle.manifest
-    theta0 = bundle.array("theta0.npy").astype(np.float32)
-    theta = {f"theta.{e['name']}": theta0[e["offset"]: e["offset"] + e["size"]].reshape(e["shape"])
-             for e in m["adaptation"]["parameters"]}
+    theta = m.adaptation.layout.split(bundle.array("theta0.npy").astype(np.float32), "theta.")
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
     out = {}
-    for role, name in (m.get("graphs") or {}).items():
+    for role, name in m.graphs.files().items():
         model = onnx.load(str(bundle.file(name)))
         if role == "forward":
             model = forward_with_weights(model, theta)
@@ -268,8 +265,8 @@ def build_engines(bundle_dir: str | Path, profile: Profile, out_dir: str | Path,
         raise InputError(f"the bundle's graphs cannot become TensorRT engines for {profile.name}: "
                          + "; ".join(problems))
     trt = _import_tensorrt()
-    manifest = json.loads((Path(bundle_dir) / "manifest.json").read_text())
-    shots = int(manifest.get("provenance", {}).get("train", {}).get("shots") or max_shots)
+    footprint = Bundle.open(bundle_dir, trust=()).manifest.footprint
+    shots = footprint.shots if footprint else max_shots  # the run's support size: the profiles' optimum
     fp16 = profile.precision["forward"] == "fp16"
     options = profile.backend("tensorrt").options
     workspace = int(options.get("workspace_bytes", 1 << 28))
@@ -289,37 +286,37 @@ def build_engines(bundle_dir: str | Path, profile: Profile, out_dir: str | Path,
 
 
 def record_engines(bundle_dir: str | Path, profile: Profile, plans: dict[str, Path], tensorrt_version: str,
-                   max_shots: int, max_batch: int) -> dict[str, Any]:
-    """Add ``manifest["tensorrt"][profile.name]`` (plan file per role, version, precision, limits) and the plans'
-    sha256 to the bundle's manifest (rewritten atomically); returns the entry. Plans must lie in the bundle."""
+                   max_shots: int, max_batch: int) -> TensorRTEngines:
+    """Add the manifest's ``tensorrt.<profile>`` entry (plan file per role, version, precision, limits) and the
+    plans' sha256 to the bundle's manifest (rewritten atomically); returns the entry. Plans must lie in the bundle."""
     bundle_dir = Path(bundle_dir)
     manifest_path = bundle_dir / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
     for role, path in plans.items():
         if role not in ROLES or Path(path).resolve().parent != bundle_dir.resolve():
             raise InputError(f"{path}: a {role!r} plan must be one of {', '.join(ROLES)} inside {bundle_dir}")
+    manifest = Bundle.open(bundle_dir, trust=()).manifest
     fp16 = profile.precision["forward"] == "fp16"
-    graphs = manifest.get("graphs") or {}
-    entry = {
-        "engines": {role: Path(p).name for role, p in plans.items()},
+    graphs = manifest.graphs.files()
+    entry = TensorRTEngines(
+        engines={role: Path(p).name for role, p in plans.items()},
         # ONNX Runtime returns outputs in graph order and the runtime relies on it; engines keep their own order
-        "outputs": {role: [o.name for o in onnx.load(str(bundle_dir / graphs[role]), load_external_data=False)
-                           .graph.output] for role in plans if role in graphs},
-        "tensorrt_version": tensorrt_version,
-        "precision": dict(profile.precision),
+        outputs={role: tuple(o.name for o in onnx.load(str(bundle_dir / graphs[role]), load_external_data=False)
+                             .graph.output) for role in plans if role in graphs},
+        tensorrt_version=tensorrt_version,
+        precision=dict(profile.precision),
         # the dtype the Refitter must be given the forward engine's weights in
-        "forward_weights_dtype": "float16" if fp16 and _major(tensorrt_version) >= 11 else "float32",
-        "max_shots": int(max_shots),
-        "max_batch": int(max_batch),
-    }
-    manifest.setdefault("tensorrt", {})[profile.name] = entry
-    manifest.setdefault("files", {}).update({Path(p).name: sha256(Path(p)) for p in plans.values()})
-    atomic_write_text(manifest_path, json.dumps(manifest, indent=2) + "\n")
+        forward_weights_dtype="float16" if fp16 and _major(tensorrt_version) >= 11 else "float32",
+        max_shots=int(max_shots),
+        max_batch=int(max_batch),
+    )
+    manifest = dataclasses.replace(manifest, tensorrt={**manifest.tensorrt, profile.name: entry},
+                                   files={**manifest.files, **{Path(p).name: sha256(Path(p)) for p in plans.values()}})
+    atomic_write_text(manifest_path, manifest.to_json())
     return entry
 
 
 def export_tensorrt(bundle_dir: str | Path, profile: Profile, max_shots: int = 64, max_batch: int = 256
-                    ) -> dict[str, Any]:
+                    ) -> TensorRTEngines:
     """``metaedge export --format tensorrt --device NAME``: build the plans into the bundle and record them."""
     trt = _import_tensorrt()
     plans = build_engines(bundle_dir, profile, bundle_dir, max_shots, max_batch)

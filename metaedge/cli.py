@@ -104,10 +104,16 @@ def _formats() -> tuple[str, ...]:
     return FORMATS
 
 
+def _backends() -> tuple[str, ...]:
+    from .runtime.model import backend_choices
+
+    return backend_choices()
+
+
 def device_option(f):
     """``--device auto|NAME`` and ``--backend`` for the device-side commands."""
-    f = click.option("--backend", type=click.Choice(["auto", "native", "onnxruntime", "tensorrt"]), default="auto",
-                     show_default=True, help="Runtime backend; auto: the device profile's first usable one.")(f)
+    f = click.option("--backend", type=RegistryChoice(_backends), default="auto", show_default=True,
+                     help="Runtime backend; auto: the device profile's first usable one.")(f)
     return click.option("--device", default="auto", show_default=True,
                         help="Device profile (`metaedge devices` lists them); auto detects this machine.")(f)
 
@@ -336,24 +342,24 @@ def export(run: Path, out: Path, opset: int, inner_steps: int | None, adapt_spec
     from .runtime.bundle import Bundle
 
     manifest = Bundle.open(path, trust=()).manifest  # export verified the signature it wrote
-    parity = manifest.get("parity")
-    checked = (f" (parity with PyTorch: median {parity['median_relative_difference']:.1e}, max "
-               f"{parity['max_relative_difference']:.1e} relative over {parity['comparisons']} steps and predictions)"
+    parity = manifest.parity
+    checked = (f" (parity with PyTorch: median {parity.median_relative_difference:.1e}, max "
+               f"{parity.max_relative_difference:.1e} relative over {parity.comparisons} steps and predictions)"
                if parity else "")
     click.echo(f"bundle written to {path}{checked}")
     if sign_key is not None:
         from .runtime.signing import public_key_of
 
         click.echo(f"  signed with {sign_key} (manifest.sig, key id {public_key_of(sign_key).key_id})")
-    if manifest.get("native_parity"):
-        native = manifest["native_parity"]
-        click.echo(f"  model.mebin: C library vs {native['reference']} {native['max_scaled_difference']:.1e} "
-                   f"(absolute, relative where outputs exceed 1) after {native['steps']} steps")
-    if manifest.get("firmware_skipped"):
-        click.echo(f"  no C format: {manifest['firmware_skipped']}")
-    for graph, info in manifest["ops"].items():
-        outside = info["outside_tensorrt"]
-        click.echo(f"  {graph}: {len(info['ops'])} operator types"
+    if manifest.native_parity:
+        native = manifest.native_parity
+        click.echo(f"  model.mebin: C library vs {native.reference} {native.max_scaled_difference:.1e} "
+                   f"(absolute, relative where outputs exceed 1) after {native.steps} steps")
+    if manifest.firmware_skipped:
+        click.echo(f"  no C format: {manifest.firmware_skipped}")
+    for graph, info in manifest.ops.items():
+        outside = info.outside_tensorrt
+        click.echo(f"  {graph}: {len(info.ops)} operator types"
                    + (f"; outside TensorRT's set: {', '.join(outside)}" if outside else "; all within TensorRT's set"))
 
 
@@ -399,8 +405,8 @@ def adapt(bundle: Path, support: Path, out: Path, steps: int | None, device: str
 
     model = _load_model(bundle, device, backend, trust=trust)
     m = model.bundle.manifest
-    xs = read_columns(support, m["input"]["names"])
-    ys = read_columns(support, m["output"]["names"])
+    xs = read_columns(support, m.input.names)
+    ys = read_columns(support, m.output.names)
     adapted = model.adapt(xs, ys, steps=steps)
     adapted.save(out)
     click.echo(f"adapted on {len(xs)} samples: {adapted.steps_kept} of {adapted.steps_run} steps kept; "
@@ -425,8 +431,8 @@ def predict(bundle: Path, state: Path | None, input_csv: Path, out: Path | None,
     model = _load_model(bundle, device, backend, trust=trust)
     m = model.bundle.manifest
     adapted = Adapted.load(model, state) if state else Adapted(model, model.theta0)
-    y = adapted.predict(read_columns(input_csv, m["input"]["names"]))
-    text = write_columns(out, m["output"]["names"], y)
+    y = adapted.predict(read_columns(input_csv, m.input.names))
+    text = write_columns(out, m.output.names, y)
     click.echo(f"predictions written to {out}" if out else text.rstrip("\n"))
 
 

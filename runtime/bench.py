@@ -24,16 +24,16 @@ def bench(model: Model, shots: int = 10, steps: int | None = None, predict_n: in
     ``predict_n`` inputs; returns percentiles in milliseconds."""
     m = model.bundle.manifest
     rng = np.random.default_rng(seed)
-    norm = m["normalization"]
-    shape = tuple(m["input"]["shape"])
+    norm = m.normalization
+    shape = m.input.shape
 
     def inputs(n: int) -> np.ndarray:
         z = rng.standard_normal((n, *shape)).astype(np.float32)
-        return z * np.asarray(norm["x_std"], np.float32) + np.asarray(norm["x_mean"], np.float32) if len(shape) == 1 \
+        return z * np.asarray(norm.x_std, np.float32) + np.asarray(norm.x_mean, np.float32) if len(shape) == 1 \
             else z
 
     xs, xq = inputs(shots), inputs(predict_n)
-    ys = rng.standard_normal((shots, m["output"]["dim"])).astype(np.float32)
+    ys = rng.standard_normal((shots, m.output.dim)).astype(np.float32)
     adapt_ms, predict_ms = [], []
     for _ in range(repeats):
         t0 = time.perf_counter()

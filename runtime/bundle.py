@@ -18,21 +18,17 @@ import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 
-from ..errors import InputError
+from .errors import BundleError, ManifestError
+from .manifest import FORMAT_VERSION, Manifest
 
 if TYPE_CHECKING:
     from .signing import TrustedKey
 
-#: the newest manifest format this runtime reads (see docs/bundle.md for the version rules)
-FORMAT_VERSION = 1
-
-
-class BundleError(InputError):
-    """A bundle that is missing, corrupt, tampered with, or newer than this runtime."""
+__all__ = ["FORMAT_VERSION", "Bundle", "BundleError", "ManifestError", "sha256", "unpack"]
 
 
 def sha256(path: Path) -> str:
@@ -49,7 +45,7 @@ class Bundle:
     """A verified bundle directory."""
 
     path: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
 
     @classmethod
     def open(cls, path: str | Path, trust: Iterable[str | Path | TrustedKey] | None = None) -> Bundle:
@@ -89,23 +85,14 @@ class Bundle:
         raw = _read_bounded(manifest_path, MAX_MANIFEST_BYTES, where)
         _check_signature(path, raw, trust, where)
         try:
-            manifest = json.loads(raw)
+            data = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise BundleError(f"{where}: manifest.json is not valid JSON ({e}); re-export the bundle") from e
-        if not isinstance(manifest, dict):
-            raise BundleError(f"{where}: manifest.json holds a JSON {type(manifest).__name__}, not an object; "
-                              "re-export the bundle")
-        version = manifest.get("format_version")
-        if not isinstance(version, int) or version < 1:
-            raise BundleError(f"{where}: manifest.json has no valid format_version; re-export the bundle")
-        if version > FORMAT_VERSION:
-            raise BundleError(f"{where} has format version {version} but this runtime reads up to {FORMAT_VERSION}; "
-                              "upgrade metaedge on the device or export with an older metaedge")
-        files = manifest.get("files", {})
-        if not isinstance(files, dict) or not all(isinstance(d, str) for d in files.values()):
-            raise BundleError(f"{where}: manifest.json's files must map file names to sha256 hex digests; re-export "
-                              "the bundle")
-        for name, digest in files.items():
+        try:
+            manifest = Manifest.parse(data)
+        except ManifestError as e:
+            raise ManifestError(f"{where}: {e}") from e
+        for name, digest in manifest.files.items():
             if sha256(_listed_file(path, name, where)) != digest:
                 raise BundleError(f"{where}: {name} does not match its sha256 in manifest.json; the bundle is corrupt "
                                   "or was modified, re-export it")
@@ -113,7 +100,7 @@ class Bundle:
 
     def file(self, name: str) -> Path:
         """Path of a listed (and verified) file."""
-        if name not in self.manifest.get("files", {}):
+        if name not in self.manifest.files:
             raise BundleError(f"{self.path}: manifest.json lists no {name}; re-export the bundle")
         return self.path / name
 

@@ -1,37 +1,43 @@
-"""On-device adaptation and prediction with numpy + ONNX Runtime, the C library or TensorRT (never torch, onnx or
-metaedge.sdk).
+"""On-device adaptation and prediction with numpy + ONNX Runtime, the C library, TensorRT or any registered backend
+(never torch, onnx or metaedge.sdk).
 
 ``Model.load(bundle, device="auto")`` verifies the bundle, checks that it fits the device profile
 (:mod:`metaedge.devices`) and picks the profile's first usable backend (on CPUs the C library where the bundle has
 ``model.mebin``, else ONNX Runtime, which is then the only place ``onnxruntime`` is imported);
-``model.adapt(xs, ys, steps)`` runs the exported adapt-step graph (or the C library) with guards (bad support
-data is refused with one sentence; a step that raises the support loss is rolled back); ``adapted.predict(x)``
-runs the forward graph; ``adapted.save(path)`` writes the adapted state atomically (temp file, fsync, rename), so
-a power cut leaves the old state or the new one.
+``model.adapt(xs, ys, steps)`` checks and standardises the support set and has the backend adapt (bad support
+data is refused with one sentence; with the guard a step that raises the support loss is rolled back);
+``adapted.predict(x)`` runs the forward pass; ``adapted.save(path)`` writes the adapted state atomically (temp
+file, fsync, rename), so a power cut leaves the old state or the new one.
+
+The backends (:mod:`metaedge.runtime.backends`) only run graphs or the C library; validation, normalisation and
+the guard flag stay here.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    import onnxruntime as ort
-
     from .signing import TrustedKey
 
 import numpy as np
 
 from ..errors import InputError
+from .backends import Backend, Plan, Samples, backend_names, get_backend
 from .bundle import Bundle, BundleError
+from .manifest import Layout
 from .state import BundleIdentity, StateFile, read_state, write_state
 
-#: what ``Model.load(backend=...)`` accepts
-BACKENDS = ("auto", "onnxruntime", "native", "tensorrt")
 _log = logging.getLogger("metaedge.runtime")
+
+
+def backend_choices() -> tuple[str, ...]:
+    """What ``Model.load(backend=...)`` accepts: ``auto`` and every registered backend."""
+    return ("auto", *backend_names())
 
 
 def _bad_rows(a: np.ndarray) -> str:
@@ -40,19 +46,7 @@ def _bad_rows(a: np.ndarray) -> str:
     return ", ".join(map(str, rows[:10])) + (", ..." if len(rows) > 10 else "")
 
 
-@dataclass
-class _Plan:
-    """Which backend :meth:`Model.load` uses, with what, and why (one line for the log)."""
-
-    backend: str
-    reason: str
-    device: str | None = None
-    providers: tuple[str, ...] = ("CPUExecutionProvider",)
-    provider_options: tuple[dict, ...] = ({},)
-    threads: int = 1
-
-
-def _plan(bundle: Bundle, backend: str, device: str) -> _Plan:
+def _plan(bundle: Bundle, backend: str, device: str) -> Plan:
     """Resolve ``device`` (``auto``: detect this machine) to a profile, check that the bundle fits it, and pick the
     profile's first backend that is installed and can run the bundle (or check the requested one)."""
     from ..devices import ProfileError, check_fits, choose_backend, resolve_device
@@ -72,77 +66,57 @@ def _plan(bundle: Bundle, backend: str, device: str) -> _Plan:
         if choice.backend == "onnxruntime" or backend == "onnxruntime":  # the real provider list needs the import
             choice = choose_backend(profile, m, available_backends())
         if backend in ("auto", choice.backend):
-            return _Plan(choice.backend, f"{where}; {choice.reason}", profile.name, choice.providers,
-                         choice.provider_options, choice.threads)
+            return Plan(choice.backend, f"{where}; {choice.reason}", profile.name, choice.providers,
+                        choice.provider_options, choice.threads)
     else:
         where = "no device profile matches this machine"
-    return _Plan(*_generic(bundle, backend, where), device=profile.name if profile else None)
+    return Plan(*_generic(bundle, backend, where), device=profile.name if profile else None)
 
 
 def _generic(bundle: Bundle, backend: str, where: str) -> tuple[str, str]:
     """A requested backend, or without a device profile: the C library where it can run the bundle, else ONNX
     Runtime on the CPU. Raises with one sentence when the requested one cannot run this bundle here."""
-    mebin = bundle.manifest.get("firmware", {}).get("mebin")
-    has_graphs = "forward" in bundle.manifest.get("graphs", {})
-    if backend == "tensorrt":
-        return "tensorrt", f"{where}; requested"
-    if backend == "onnxruntime" or (backend == "auto" and not mebin):
-        if not has_graphs:
-            raise BundleError(f"{bundle.path} holds no ONNX graphs (exported with --format c); load it with "
-                              "backend='native' or re-export with --format all")
-        return "onnxruntime", f"{where}; {'requested' if backend == 'onnxruntime' else 'the bundle has no model.mebin'}"
-    if not mebin:
-        raise BundleError(f"{bundle.path} has no model.mebin for the native backend; re-export it with --format c "
-                          "or all (MLP models)")
-    from . import native
-
-    if not native.available():
-        if backend == "native" or not has_graphs:
-            raise BundleError(f"the native C library is not available here ({native.unavailable_reason()}); "
-                              "reinstall metaedge with its C build or use backend='onnxruntime'")
-        return "onnxruntime", f"{where}; the native C library is not available ({native.unavailable_reason()})"
-    return "native", f"{where}; {'requested' if backend == 'native' else 'the bundle has model.mebin'}"
-
-
-def _session(path: Path, plan: _Plan | None = None) -> ort.InferenceSession:
-    """An ONNX Runtime session with the plan's execution providers (CPU by default) and threads."""
-    # imported here: a device using only the native backend needs no onnxruntime (less memory, fewer wheels)
-    import onnxruntime as ort
-
-    plan = plan or _Plan("onnxruntime", "")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = plan.threads  # small graphs: one thread is fastest and predictable on a device
-    options.log_severity_level = 3
-    for opts in plan.provider_options:  # e.g. the TensorRT provider's engine cache directory must exist
-        if opts.get("trt_engine_cache_path"):
-            Path(opts["trt_engine_cache_path"]).mkdir(parents=True, exist_ok=True)
-    return ort.InferenceSession(str(path), options, providers=list(zip(plan.providers, plan.provider_options)))
+    if backend != "auto":
+        chosen = get_backend(backend)
+        problem = chosen.unsupported(bundle)
+        if problem:
+            raise BundleError(problem)
+        if not chosen.available():
+            others = ", ".join(n for n in backend_choices() if n != backend)
+            raise BundleError(f"{chosen.reason()}; install it or choose another backend ({others})")
+        return backend, f"{where}; requested"
+    native, onnx = get_backend("native"), get_backend("onnxruntime")
+    if native.unsupported(bundle) is None and native.available():
+        return "native", f"{where}; the bundle has model.mebin"
+    if onnx.unsupported(bundle) is None:
+        why = native.reason() if bundle.manifest.has_mebin else "the bundle has no model.mebin"
+        return "onnxruntime", f"{where}; {why}"
+    raise BundleError(f"{native.reason()}; reinstall metaedge with its C build, or re-export the bundle with "
+                      "--format all for ONNX Runtime")
 
 
 @dataclass
 class Model:
-    """A loaded bundle: meta-learned initial parameters, rates and the two graphs."""
+    """A loaded bundle: meta-learned initial parameters, rates, and the backend that runs it."""
 
     bundle: Bundle
     theta0: np.ndarray
     rates: np.ndarray
+    #: the backend that runs the bundle, and its registered name (``Model.load`` picks it)
+    runner: Backend = field(repr=False)
+    backend: str
     guard: bool = True
-    _forward: ort.InferenceSession | None = field(default=None, repr=False)
-    _step: ort.InferenceSession | None = field(default=None, repr=False)
-    _steps: ort.InferenceSession | None = field(default=None, repr=False)
-    _gauss_newton: ort.InferenceSession | None = field(default=None, repr=False)
-    #: the C library's model (``backend == "native"``), else None
-    _native: Any = field(default=None, repr=False)
-    backend: str = "onnxruntime"
     #: the device profile the bundle was checked against (None on a machine no profile matches)
     device: str | None = None
 
     def __post_init__(self) -> None:
         # per-call constants, prepared once: adapting is a hot path on a device
         m = self.bundle.manifest
-        self._shape = tuple(m["input"]["shape"])
-        self._norm = {k: np.asarray(v, np.float32) for k, v in m["normalization"].items()}
-        self._rate_feeds = self._split(self.rates, "rate")
+        self._shape = m.input.shape
+        norm = m.normalization
+        self._x_mean, self._x_std, self._y_mean, self._y_std = (
+            np.asarray(v, np.float32) for v in (norm.x_mean, norm.x_std, norm.y_mean, norm.y_std))
+        self._physical_outputs = self.runner.physical_outputs
 
     @classmethod
     def load(cls, path: str | Path, guard: bool = True, backend: str = "auto", device: str = "auto",
@@ -153,71 +127,54 @@ class Model:
         machine, detected); a bundle that exceeds the device's memory budget or that none of its backends can run
         is refused with one sentence. ``backend``: ``auto`` (the device's first backend that is installed and can
         run the bundle: on CPUs the C library where the bundle has ``model.mebin``, else ONNX Runtime; TensorRT
-        first on Jetsons), or ``native``, ``onnxruntime``, ``tensorrt``. The choice and its reason are logged as
-        one line on the ``metaedge.runtime`` logger. ``trust``: public keys the bundle must be signed by (None: those in
+        first on Jetsons), or a registered name (:func:`backend_choices`: ``native``, ``onnxruntime``,
+        ``tensorrt``, and any added with ``register_backend``). The choice and its reason are logged as one line
+        on the ``metaedge.runtime`` logger. ``trust``: public keys the bundle must be signed by (None: those in
         ``METAEDGE_TRUST``), as for :meth:`Bundle.open`.
         """
-        if backend not in BACKENDS:
-            raise InputError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        if backend != "auto":
+            get_backend(backend)  # an unknown name is refused before any file is read
         bundle = Bundle.open(path, trust=trust)
-        m = bundle.manifest
         theta0, rates = bundle.array("theta0.npy"), bundle.array("rates.npy")
-        size = m["adaptation"]["size"]
+        size = bundle.manifest.adaptation.size
         if theta0.shape != (size,) or rates.shape != (size,):
             raise BundleError(f"{path}: theta0/rates hold {theta0.shape}/{rates.shape} values, the manifest says "
                               f"{size}; re-export the bundle")
         plan = _plan(bundle, backend, device)
         providers = f" [{', '.join(plan.providers)}]" if plan.backend == "onnxruntime" else ""
         _log.info("metaedge runtime: %s backend%s for %s (%s)", plan.backend, providers, path, plan.reason)
-        model = cls(bundle, theta0.astype(np.float32), rates.astype(np.float32), guard, backend=plan.backend,
-                    device=plan.device)
-        graphs = m["graphs"]
-        roles = ("forward", "adapt_step", "adapt_steps", "gauss_newton")
-        if plan.backend == "native":
-            from .native import NativeModel
-
-            model._native = NativeModel(bundle.file(m["firmware"]["mebin"]).read_bytes())
-        elif plan.backend == "tensorrt":
-            from .tensorrt_backend import load_sessions
-
-            sessions = load_sessions(bundle, plan.device)
-            # a graph TensorRT could not build an engine for (e.g. the adapt step) runs on ONNX Runtime's CPU side
-            model._forward, model._step, model._steps, model._gauss_newton = (
-                sessions.get(r) or (_session(bundle.file(graphs[r])) if r in graphs else None) for r in roles)
-        else:  # prototype bundles have no step graph; the unrolled one holds the default step count, where exported
-            model._forward, model._step, model._steps, model._gauss_newton = (
-                _session(bundle.file(graphs[r]), plan) if r in graphs else None for r in roles)
-        return model
+        theta0, rates = theta0.astype(np.float32), rates.astype(np.float32)
+        runner = get_backend(plan.backend).open(bundle, plan, theta0, rates)
+        return cls(bundle, theta0, rates, runner, plan.backend, guard, plan.device)
 
     # --- layout and normalisation --------------------------------------------------------------------------
     @property
-    def layout(self) -> list[dict]:
-        return self.bundle.manifest["adaptation"]["parameters"]
+    def layout(self) -> Layout:
+        """Where each adapted parameter lies in ``theta`` ``(P,)``."""
+        return self.bundle.manifest.adaptation.layout
 
-    def _split(self, flat: np.ndarray, prefix: str) -> dict[str, np.ndarray]:
-        return {f"{prefix}.{e['name']}": flat[e["offset"]: e["offset"] + e["size"]].reshape(e["shape"])
-                for e in self.layout}
-
-    def _inputs(self, x: np.ndarray, what: str) -> np.ndarray:
-        """Check and standardise inputs ``(n, *input_shape)``."""
+    def _inputs(self, x: np.ndarray, what: str) -> Samples:
+        """Check inputs ``(n, *input_shape)`` (one sample without the batch axis is taken too) and standardise
+        them (vectors; images and series are fed as they are)."""
         shape = self._shape
         x = np.asarray(x, dtype=np.float32)
         if x.ndim == len(shape):
             x = x[None]
         if x.shape[1:] != shape or x.shape[0] == 0:
             raise InputError(f"{what} must have shape (n, {', '.join(map(str, shape))}) with n >= 1, got {x.shape}; "
-                             f"inputs are {', '.join(self.bundle.manifest['input']['names'])}")
+                             f"inputs are {', '.join(self.bundle.manifest.input.names)}")
         if not np.isfinite(x).all():
             raise InputError(f"{what} hold NaN or infinite values (sample(s) {_bad_rows(x)}); remove those samples "
                              "and retry")
-        return (x - self._norm["x_mean"]) / self._norm["x_std"] if x.ndim == 2 else x
+        return Samples(x, (x - self._x_mean) / self._x_std if x.ndim == 2 else x)
 
     @property
     def classification(self) -> bool:
-        return self.bundle.manifest["task_kind"] == "classification"
+        return self.bundle.manifest.classification
 
-    def _targets(self, y: np.ndarray, n: int) -> np.ndarray:
-        dim = self.bundle.manifest["output"]["dim"]
+    def _targets(self, y: np.ndarray, n: int) -> Samples:
+        """Check support targets: ``(n, out)`` values (standardised too), or ``n`` class labels ``(n,)`` int64."""
+        dim = self.bundle.manifest.output.dim
         if self.classification:  # integer labels 0..ways-1, one per support sample
             labels = np.asarray(y).reshape(-1)
             if labels.size != n or not np.all(np.isfinite(labels.astype(np.float64))):
@@ -226,27 +183,20 @@ class Model:
             if (labels != np.round(labels)).any() or labels.min() < 0 or labels.max() > top:
                 raise InputError(f"support labels must be integers in 0..{'ways-1' if self.prototypes else top}; "
                                  "relabel the classes")
-            return labels.astype(np.int64)
+            labels = labels.astype(np.int64)
+            return Samples(labels, labels)
         y = np.asarray(y, dtype=np.float32).reshape(n, -1) if np.size(y) == n * dim else None
         if y is None:
             raise InputError(f"support targets must hold {dim} value(s) for each of the {n} support samples")
         if not np.isfinite(y).all():
             raise InputError(f"support targets hold NaN or infinite values (sample(s) {_bad_rows(y)}); remove those "
                              "samples and retry")
-        return (y - self._norm["y_mean"]) / self._norm["y_std"]
+        return Samples(y, (y - self._y_mean) / self._y_std)
 
     @property
     def prototypes(self) -> bool:
         """Prototype bundles (ProtoNets): adaptation is the class means of the support embeddings."""
-        return bool(self.bundle.manifest["adaptation"].get("prototypes"))
-
-    def _physical(self, x: np.ndarray) -> np.ndarray:
-        """Inputs already checked by :meth:`_inputs`, as float32 ``(n, *input_shape)`` in physical units."""
-        x = np.asarray(x, dtype=np.float32)
-        return x[None] if x.ndim == len(self._shape) else x
-
-    def _embed(self, x: np.ndarray) -> np.ndarray:
-        return self._forward.run(None, {"x": x})[0]
+        return self.bundle.manifest.adaptation.prototypes
 
     # --- adaptation ---------------------------------------------------------------------------------------
     def adapt(self, xs: np.ndarray, ys: np.ndarray, steps: int | None = None, start: np.ndarray | None = None
@@ -256,109 +206,37 @@ class Model:
         ``start`` (default: the meta-learned ``theta0``) continues from an earlier adapted state's ``theta``
         ``(P,)``, e.g. when a unit gets more reference points later.
         """
-        steps = self.bundle.manifest["adaptation"]["inner_steps"] if steps is None else int(steps)
+        steps = self.bundle.manifest.adaptation.inner_steps if steps is None else int(steps)
         if steps < 0:
             raise InputError(f"steps must be >= 0, got {steps}")
         x = self._inputs(xs, "support inputs")
-        y = self._targets(ys, len(x))
+        y = self._targets(ys, len(x.physical))
         if self.prototypes:
-            ways = int(y.max()) + 1
-            missing = sorted(set(range(ways)) - set(y.tolist()))
+            labels = y.physical
+            missing = sorted(set(range(int(labels.max()) + 1)) - set(labels.tolist()))
             if missing:
                 raise InputError(f"support has no sample of class(es) {missing}; give every class at least one")
-            if self._native is not None:
-                return Adapted(self, self._native.adapt(self._physical(xs), y)[0], steps_run=0, steps_kept=0)
-            z = self._embed(x)
-            protos = np.stack([z[y == c].mean(0) for c in range(ways)]).astype(np.float32)
-            return Adapted(self, protos.ravel(), steps_run=0, steps_kept=0)
+            theta, _ = self.runner.adapt(None, x, y, 0, self.guard)
+            return Adapted(self, theta, steps_run=0, steps_kept=0)
         if start is not None and (np.shape(start) != self.theta0.shape or not np.isfinite(start).all()):
             raise InputError(f"start must be a finite adapted state of {self.theta0.size} values, got shape "
                              f"{np.shape(start)}; pass an Adapted.theta of this bundle")
-        if self._native is not None:  # the C library takes physical units and applies the same guard
-            targets = y if self.classification else np.asarray(ys, np.float32)
-            options = {"start": np.asarray(start, np.float32)} if start is not None else {}
-            theta, kept = self._native.adapt(self._physical(xs), targets, steps=steps, guard=self.guard, **options)
-            return Adapted(self, theta, steps_run=steps, steps_kept=kept)
-        start = self.theta0 if start is None else np.asarray(start, np.float32)
-        rates = self._rate_feeds
-        if steps and self._steps is not None and steps == self.bundle.manifest["adaptation"]["inner_steps"]:
-            return self._adapt_unrolled(x, y, rates, steps, start)
-        step = self._gauss_newton_step(x, y) if self._gauss_newton is not None else self._gradient_step(x, y, rates)
-        theta, kept = start.copy(), 0
-        nxt = step(theta) if steps else None
-        for i in range(steps):
-            new, loss = nxt  # the step from `theta`, and the support loss at `theta`
-            last = i == steps - 1
-            if not last or self.guard:
-                # the next step's graph also reports the support loss at `new`: the guard reuses it, so only
-                # the final step costs an extra forward
-                nxt = step(new) if not last else None
-                after = nxt[1] if not last else self._support_loss(new, x, y)
-                if self.guard and (not np.isfinite(after) or after > loss):
-                    break  # rolled back; later steps would start from the same point and be rejected too
-            theta, kept = new, kept + 1
+        theta, kept = self.runner.adapt(None if start is None else np.asarray(start, np.float32), x, y, steps,
+                                        self.guard)
         return Adapted(self, theta, steps_run=steps, steps_kept=kept)
 
-    def _gradient_step(self, x: np.ndarray, y: np.ndarray, rates: dict) -> Callable[[np.ndarray], tuple]:
-        """``theta -> (theta - rates * grad, support loss at theta)`` through ``adapt_step.onnx``."""
-
-        def step(t: np.ndarray) -> tuple[np.ndarray, float]:
-            out = self._step.run(None, {"xs": x, "ys": y, **self._split(t, "theta"), **rates})
-            return np.concatenate([o.ravel() for o in out[:-1]]), float(out[-1])
-
-        return step
-
-    def _gauss_newton_step(self, x: np.ndarray, y: np.ndarray) -> Callable[[np.ndarray], tuple]:
-        """``theta -> (damped Gauss-Newton update, support loss at theta)``: the graph gives the Jacobian and the
-        residuals, the solve ``(J^T J + diag(exp(rates) + min_damping)) delta = J^T r`` runs here in float64
-        (the normal equations square the condition number)."""
-        damping = np.exp(self.rates.astype(np.float64)) + self.bundle.manifest["adaptation"]["min_damping"]
-
-        def step(t: np.ndarray) -> tuple[np.ndarray, float]:
-            jac, res = self._gauss_newton.run(None, {"xs": x, "ys": y, **self._split(t, "theta")})
-            j, r = jac.astype(np.float64), res.astype(np.float64)
-            delta = np.linalg.solve(j.T @ j + np.diag(damping), j.T @ r)
-            return (t - delta).astype(np.float32), float((r**2).mean())
-
-        return step
-
-    def _adapt_unrolled(self, x: np.ndarray, y: np.ndarray, rates: dict, steps: int, start: np.ndarray) -> Adapted:
-        """All steps in one graph call; the guard keeps the steps up to the first that raised the support loss."""
-        out = self._steps.run(None, {"xs": x, "ys": y, **self._split(start, "theta"), **rates})
-        history, losses = out[:-1], out[-1]  # (K, *shape) per parameter; (K + 1,) support losses
-        kept = steps
-        if self.guard:  # keep the steps before the first one that raised the support loss (or made it non-finite)
-            worse = ~(np.isfinite(losses[1:]) & (losses[1:] <= losses[:-1]))
-            kept = int(worse.argmax()) if worse.any() else steps
-        theta = np.concatenate([h[kept - 1].ravel() for h in history]).astype(np.float32) if kept else start.copy()
-        return Adapted(self, theta, steps_run=steps, steps_kept=kept)
-
-    def _support_loss(self, theta: np.ndarray, x: np.ndarray, y: np.ndarray) -> float:
-        pred = self._forward.run(None, {"x": x, **self._split(theta, "theta")})[0]
-        if self.classification:  # softmax cross-entropy, as in the graph
-            z = pred - pred.max(1, keepdims=True)
-            return float((np.log(np.exp(z).sum(1)) - z[np.arange(len(y)), y]).mean())
-        return float(((pred - y) ** 2).mean())
-
+    # --- prediction ---------------------------------------------------------------------------------------
     def _raw(self, theta: np.ndarray, x: np.ndarray) -> np.ndarray:
-        if self._native is not None:
-            self._inputs(x, "inputs")  # the same checks and messages as the ONNX path
-            out = self._native.outputs(theta, self._physical(x))
-            return out if self.classification else (out - self._norm["y_mean"]) / self._norm["y_std"]
-        if self.prototypes:  # logits: minus squared Euclidean distance to each prototype
-            z = self._embed(self._inputs(x, "inputs"))
-            protos = theta.reshape(-1, z.shape[1])
-            return -((z[:, None, :] - protos[None, :, :]) ** 2).sum(-1)
-        return self._forward.run(None, {"x": self._inputs(x, "inputs"), **self._split(theta, "theta")})[0]
+        out = self.runner.outputs(theta, self._inputs(x, "inputs"))
+        if self._physical_outputs and not self.classification:
+            return (out - self._y_mean) / self._y_std
+        return out
 
     def _predict(self, theta: np.ndarray, x: np.ndarray) -> np.ndarray:
-        if self._native is not None:
-            self._inputs(x, "inputs")
-            return self._native.predict(theta, self._physical(x))
-        y = self._raw(theta, x)
+        out = self.runner.outputs(theta, self._inputs(x, "inputs"))
         if self.classification:
-            return y.argmax(1)
-        return y * self._norm["y_std"] + self._norm["y_mean"]
+            return out.argmax(1)
+        return out if self._physical_outputs else out * self._y_std + self._y_mean
 
 
 @dataclass
@@ -395,11 +273,11 @@ class Adapted:
     def load(cls, model: Model, path: str | Path) -> Adapted:
         """Read a state written by :meth:`save` (format 2, or format 1 ``.npz``) or by firmware for this bundle;
         :class:`BundleError` when it is corrupt, truncated, another bundle's or the wrong size."""
-        dim = model.bundle.manifest["adaptation"].get("embedding_dim") or 0
+        dim = model.bundle.manifest.adaptation.embedding_dim or 0
         state = read_state(path, _identity(model), n_theta=None if model.prototypes else model.theta0.size,
                            prototype_dim=dim if model.prototypes else None)
         return cls(model, state.theta, steps_run=state.steps_run, steps_kept=state.steps_kept)
 
 
 def _identity(model: Model) -> BundleIdentity:
-    return BundleIdentity.of(model.bundle.path, model.bundle.manifest["files"]["theta0.npy"])
+    return BundleIdentity.of(model.bundle.path, model.bundle.manifest.files["theta0.npy"])

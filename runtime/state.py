@@ -11,7 +11,7 @@ every byte before it::
 
 Format 1 (``.npz`` with ``theta``, ``steps_kept`` and ``bundle_theta0_sha256``) is still read.
 
-    identity = BundleIdentity.of(bundle.path, manifest["files"]["theta0.npy"])
+    identity = BundleIdentity.of(bundle.path, bundle.manifest.files["theta0.npy"])
     write_state(path, StateFile(theta, identity.manifest_sha256, identity.model_crc, steps_run=5, steps_kept=5))
     state = read_state(path, identity, n_theta=theta.size)
 """

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +17,7 @@ MAX_CSV_BYTES = 64 << 20
 MAX_CSV_ROWS = 1_000_000
 
 
-def read_columns(path: str | Path, columns: list[str]) -> np.ndarray:
+def read_columns(path: str | Path, columns: Sequence[str]) -> np.ndarray:
     """The named columns of a CSV file (UTF-8, with a header row), as float32 ``(n, len(columns))``.
 
     Files over :data:`MAX_CSV_BYTES` or :data:`MAX_CSV_ROWS` rows are refused before or while reading, as are
@@ -54,8 +54,8 @@ def read_columns(path: str | Path, columns: list[str]) -> np.ndarray:
     return np.asarray(rows, dtype=np.float32).reshape(len(rows), len(columns))
 
 
-def _too_large(path: Path) -> ValueError:
-    return ValueError(f"{path} is larger than {MAX_CSV_BYTES >> 20} MiB (metaedge.runtime.tables.MAX_CSV_BYTES); "
+def _too_large(path: Path) -> InputError:
+    return InputError(f"{path} is larger than {MAX_CSV_BYTES >> 20} MiB (metaedge.runtime.tables.MAX_CSV_BYTES); "
                       "split it into smaller files")
 
 
@@ -69,7 +69,7 @@ def _bounded(lines: Iterable[str], path: Path) -> Iterator[str]:
         yield line
 
 
-def write_columns(path: str | Path | None, columns: list[str], values: np.ndarray) -> str:
+def write_columns(path: str | Path | None, columns: Sequence[str], values: np.ndarray) -> str:
     """Write ``values`` ``(n, len(columns))`` as CSV to ``path``, or return the CSV text when ``path`` is None."""
     lines = [",".join(columns)] + [",".join(f"{v:.6g}" for v in row) for row in np.asarray(values)]
     text = "\n".join(lines) + "\n"

@@ -11,7 +11,7 @@ recording the exit status and the one-line message. Wrong input shapes are also 
 from __future__ import annotations
 
 import argparse
-import json
+import dataclasses
 import shutil
 import subprocess
 import sys
@@ -23,6 +23,7 @@ import numpy as np
 from zip_bomb_check import make_bomb, make_link  # scripts/ is on sys.path when this script runs
 
 from metaedge.export.bundle import export_bundle
+from metaedge.runtime.bundle import Bundle
 from metaedge.runtime.model import Model
 from metaedge.runtime.signing import generate_key, sign_bundle
 from metaedge.sdk.config import TrainConfig
@@ -96,9 +97,8 @@ def _cases(root: Path) -> list[tuple[str, str, str, str]]:
     adapt_case("missing file (forward.onnx deleted)", broken("missing", lambda p: (p / "forward.onnx").unlink()))
 
     def newer(p: Path) -> None:
-        m = json.loads((p / "manifest.json").read_text())
-        m["format_version"] = 99
-        (p / "manifest.json").write_text(json.dumps(m))
+        manifest = Bundle.open(p).manifest
+        (p / "manifest.json").write_text(dataclasses.replace(manifest, format_version=99).to_json())
 
     adapt_case("manifest of a newer format version (99)", broken("newer", newer))
     adapt_case("manifest that is not JSON", broken("garbled", lambda p: (p / "manifest.json").write_text("{oops")))
@@ -122,10 +122,10 @@ def _cases(root: Path) -> list[tuple[str, str, str, str]]:
         code, message = _cli("adapt", bundle, "--support", support, "--out", root / "state.npz", *trust)
         rows.append((case, "`metaedge adapt --trust vendor.key.pub`", f"exit {code}", message))
 
-    def edit_manifest(p: Path) -> None:
-        m = json.loads((p / "manifest.json").read_text())
-        m["normalization"]["y_mean"] = [0.0]
-        (p / "manifest.json").write_text(json.dumps(m))
+    def edit_manifest(p: Path) -> None:  # a valid manifest, rewritten after signing: y_mean moved to 0
+        m = Bundle.open(p, trust=()).manifest
+        edited = dataclasses.replace(m, normalization=dataclasses.replace(m.normalization, y_mean=(0.0,)))
+        (p / "manifest.json").write_text(edited.to_json())
 
     signed_case("signed by the trusted key", lambda p: None)
     signed_case("unsigned, a key trusted", lambda p: (p / "manifest.sig").unlink())

@@ -71,8 +71,10 @@ def make_valid(bundle: Path, out: Path) -> Path:
 
 def support_csv(bundle: Path, out: Path) -> Path:
     """Three support rows (1, 2, 3 in every column) with the bundle's input and output columns."""
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    columns = manifest["input"]["names"] + manifest["output"]["names"]
+    from metaedge.runtime.bundle import Bundle
+
+    manifest = Bundle.open(bundle, trust=()).manifest
+    columns = [*manifest.input.names, *manifest.output.names]
     out.write_text(",".join(columns) + "\n" + "".join(",".join([str(i)] * len(columns)) + "\n" for i in (1, 2, 3)))
     return out
 

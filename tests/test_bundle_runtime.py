@@ -67,7 +67,8 @@ def test_unrolled_graph_equals_single_steps(bundle, guard):
     model = Model.load(bundle, guard=guard, backend="onnxruntime")
     xs, ys, xq, _ = _unit(2)
     one_call = model.adapt(xs, ys, steps=2)  # the bundle's default: adapt_steps.onnx
-    model._steps = None  # force the single-step graph
+    assert model.runner._steps is not None
+    model.runner._steps = None  # force the single-step graph
     stepwise = model.adapt(xs, ys, steps=2)
     assert one_call.steps_kept == stepwise.steps_kept
     np.testing.assert_allclose(one_call.predict(xq), stepwise.predict(xq), rtol=1e-5, atol=1e-5)
@@ -82,7 +83,8 @@ def test_adapt_predict_save_load(bundle, tmp_path):
     # the guard keeps the steps before the first that raised the support loss: recount them from unguarded runs
     free = Model.load(bundle, guard=False, backend="onnxruntime")
     runs = [free.adapt(xs, ys, steps=k) for k in range(6)]
-    y_mean, y_std = free._norm["y_mean"], free._norm["y_std"]
+    y_mean, y_std = (np.asarray(v) for v in (free.bundle.manifest.normalization.y_mean,
+                                              free.bundle.manifest.normalization.y_std))
     losses = [float(np.mean((r.logits(xs) - (ys - y_mean) / y_std) ** 2)) for r in runs]
     kept = next((k - 1 for k in range(1, 6) if not losses[k] <= losses[k - 1]), 5)
     assert adapted.steps_kept == kept, (losses, kept)

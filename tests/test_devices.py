@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -28,6 +28,8 @@ from metaedge.devices import (
     resolve_device,
 )
 from metaedge.devices.profiles import PROFILE_DIR
+from metaedge.runtime.bundle import Bundle
+from metaedge.runtime.manifest import Firmware, TensorRTEngines
 
 PROFILES = load_profiles()
 
@@ -281,21 +283,22 @@ def bundle(sinusoid_bundle):
     """The session's small sinusoid MAML bundle (ONNX graphs and the C library's model) and its footprint."""
     from metaedge.export.footprint import footprint
 
-    manifest = json.loads((sinusoid_bundle / "manifest.json").read_text())
-    manifest["footprint"] = footprint(sinusoid_bundle, manifest, shots=10)
-    return sinusoid_bundle, manifest
+    manifest = Bundle.open(sinusoid_bundle).manifest
+    return sinusoid_bundle, replace(manifest, footprint=footprint(sinusoid_bundle, manifest.graphs, manifest.firmware,
+                                                                   shots=10))
 
 
 def test_footprint_is_measured_from_the_graphs(bundle):
     _, m = bundle
-    fp = m["footprint"]
-    assert fp["shots"] == 10 and fp["activations"]["unsized_tensors"] == 0
+    fp = m.footprint
+    assert fp == Bundle.open(bundle[0]).manifest.footprint  # what export recorded
+    assert fp.shots == 10 and fp.activations.unsized_tensors == 0
     # the forward graph holds 1761 adapted parameters as inputs: each sample adds at least its hidden activations
-    assert fp["graphs"]["forward.onnx"]["per_sample_bytes"] >= 4 * (40 + 40 + 1)
-    assert fp["graphs"]["forward.onnx"]["fixed_bytes"] >= 4 * 1761
-    assert fp["activations"]["per_sample_bytes"] >= fp["graphs"]["adapt_step.onnx"]["per_sample_bytes"]
-    assert fp["native"]["mebin_bytes"] == (bundle[0] / "model.mebin").stat().st_size
-    assert 0 < fp["native"]["arena_bytes"] < 1 << 20
+    assert fp.graphs["forward.onnx"].per_sample_bytes >= 4 * (40 + 40 + 1)
+    assert fp.graphs["forward.onnx"].fixed_bytes >= 4 * 1761
+    assert fp.activations.per_sample_bytes >= fp.graphs["adapt_step.onnx"].per_sample_bytes
+    assert fp.native.mebin_bytes == (bundle[0] / "model.mebin").stat().st_size
+    assert 0 < fp.native.arena_bytes < 1 << 20
     est = memory_estimate(m)
     assert est.complete and est.total == est.weights + est.parameters + est.activations
     assert est.parameters == 4 * 1761 * (3 + 2)
@@ -322,7 +325,9 @@ def test_choose_backend_follows_the_profile_and_says_why(bundle):
     assert not j.provider_options[0]["trt_engine_cache_path"].startswith("~")
     assert j.provider_options[1]["gpu_mem_limit"] == PROFILES["jetson-orin-nano"].memory_budget_bytes
     # with engines recorded for this device, TensorRT comes first; without a GPU it is passed over
-    with_engines = {**m, "tensorrt": {"jetson-orin-nano": {"engines": {"forward": "forward.jetson-orin-nano.plan"}}}}
+    engines = TensorRTEngines(engines={"forward": "forward.jetson-orin-nano.plan"}, outputs={}, tensorrt_version="10.3",
+                              precision={"forward": "fp16"}, max_shots=64, max_batch=256)
+    with_engines = replace(m, tensorrt={"jetson-orin-nano": engines})
     assert choose_backend(PROFILES["jetson-orin-nano"], with_engines, gpu).backend == "tensorrt"
     no_gpu = choose_backend(PROFILES["jetson-orin-nano"], with_engines, {**gpu, "cuda": False})
     assert no_gpu.providers == ("CPUExecutionProvider",)
@@ -341,7 +346,7 @@ def test_no_backend_lists_every_reason(bundle):
                                         "metaedge C library is not built here; onnxruntime skipped: onnxruntime is "
                                         "not installed"):
         choose_backend(PROFILES["cpu-x86_64"], m, {"onnxruntime": None, "tensorrt": False, "native": False})
-    onnx_only = {**m, "firmware": {}}
+    onnx_only = replace(m, firmware=Firmware())
     with pytest.raises(NoBackend, match="native skipped: the bundle has no model.mebin"):
         choose_backend(PROFILES["cortex-m4"], onnx_only, {"onnxruntime": None, "native": True})
 
@@ -350,34 +355,35 @@ def test_check_fits_accepts_and_refuses_with_one_sentence(bundle):
     _, m = bundle
     for name in PROFILES:
         check_fits(PROFILES[name], m)  # the small sinusoid MLP fits everywhere, microcontrollers included
-    huge = copy.deepcopy(m)
-    huge["footprint"]["weights_bytes"] = 600 << 20
+    huge = replace(m, footprint=replace(m.footprint, weights_bytes=600 << 20))
     check_fits(PROFILES["cpu-x86_64"], huge)
     with pytest.raises(DoesNotFit, match=r"^this bundle does not fit cpu-aarch64: the bundle needs about 600\.\d MiB "
                                          r"\(graph constants 600\.0 MiB.*memory budget is 512\.0 MiB; use a smaller"):
         check_fits(PROFILES["cpu-aarch64"], huge)
-    many = copy.deepcopy(m)
     with pytest.raises(DoesNotFit, match="activations for 1000000 samples"):
-        check_fits(PROFILES["cpu-aarch64"], many, batch=1_000_000)
-    tight = copy.deepcopy(m)
-    tight["footprint"]["native"]["arena_bytes"] = 200 << 10
+        check_fits(PROFILES["cpu-aarch64"], m, batch=1_000_000)
+
+    def with_native(**figures):
+        return replace(m, footprint=replace(m.footprint, native=replace(m.footprint.native, **figures)))
+
+    tight = with_native(arena_bytes=200 << 10)
     check_fits(PROFILES["cortex-m7"], tight)
     with pytest.raises(DoesNotFit, match=r"arena for 64 samples is 200\.0 KiB but cortex-m4 has 128\.0 KiB of RAM"):
         check_fits(PROFILES["cortex-m4"], tight)
-    tight["footprint"]["native"]["mebin_bytes"] = 2 << 20
+    tight = with_native(arena_bytes=200 << 10, mebin_bytes=2 << 20)
     with pytest.raises(DoesNotFit, match=r"model\.mebin is 2\.0 MiB but cortex-m7 has 1\.5 MiB of flash"):
         check_fits(PROFILES["cortex-m7"], tight)
     with pytest.raises(DoesNotFit, match="none of cortex-m4's backends can run this bundle .native: the bundle has "
                                          "no model.mebin"):
-        check_fits(PROFILES["cortex-m4"], {**m, "firmware": {}})
+        check_fits(PROFILES["cortex-m4"], replace(m, firmware=Firmware()))
     with pytest.raises(DoesNotFit, match="records no firmware footprint"):
-        check_fits(PROFILES["cortex-m4"], {**m, "footprint": {}})
+        check_fits(PROFILES["cortex-m4"], replace(m, footprint=None))
 
 
 def test_operators_outside_tensorrt_leave_a_jetson_its_other_backends(bundle):
     _, m = bundle
-    odd = copy.deepcopy(m)
-    odd["ops"]["forward.onnx"]["ops"]["NonMaxSuppression"] = 1
+    forward = m.ops["forward.onnx"]
+    odd = replace(m, ops={**m.ops, "forward.onnx": replace(forward, ops={**forward.ops, "NonMaxSuppression": 1})})
     support = backend_support(PROFILES["jetson-orin-nx"], odd)
     assert support == {"tensorrt": "its graphs use NonMaxSuppression, outside TensorRT's operator set",
                        "onnxruntime": None, "native": None}
@@ -386,10 +392,9 @@ def test_operators_outside_tensorrt_leave_a_jetson_its_other_backends(bundle):
 
 def test_checked_devices_records_every_profile(bundle):
     _, m = bundle
-    huge = copy.deepcopy(m)
-    huge["footprint"]["weights_bytes"] = 3 << 30
+    huge = replace(m, footprint=replace(m.footprint, weights_bytes=3 << 30))
     report = checked_devices(huge, PROFILES)
     assert set(report) == set(PROFILES)
-    assert report["cpu-x86_64"]["fits"] and report["jetson-agx-orin"]["fits"]
-    assert not report["cpu-aarch64"]["fits"] and "memory budget is 512.0 MiB" in report["cpu-aarch64"]["problems"][0]
-    assert not report["jetson-orin-nano"]["fits"] and report["cortex-m4"]["fits"]
+    assert report["cpu-x86_64"].fits and report["jetson-agx-orin"].fits
+    assert not report["cpu-aarch64"].fits and "memory budget is 512.0 MiB" in report["cpu-aarch64"].problems[0]
+    assert not report["jetson-orin-nano"].fits and report["cortex-m4"].fits

@@ -4,6 +4,7 @@ step leaves nothing behind."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -38,18 +39,18 @@ def _stage(run: Run, folder, formats: str = "all") -> dict:
 
 def test_the_steps_stage_what_the_manifest_lists(run, tmp_path):
     manifest = _stage(run, tmp_path)
-    assert sorted(manifest["files"]) == sorted(p.name for p in tmp_path.iterdir() if p.name != "manifest.json")
-    assert set(manifest["graphs"]) == {"forward", "adapt_step", "adapt_steps"}
-    assert manifest["adaptation"]["solver"] == "sgd" and manifest["adaptation"]["inner_steps"] == 2
+    assert sorted(manifest.files) == sorted(p.name for p in tmp_path.iterdir() if p.name != "manifest.json")
+    assert set(manifest.graphs.files()) == {"forward", "adapt_step", "adapt_steps"}
+    assert manifest.adaptation.solver == "sgd" and manifest.adaptation.inner_steps == 2
     theta = np.load(tmp_path / "theta0.npy", allow_pickle=False)
     np.testing.assert_array_equal(theta[:8], run.state["params"]["body.0.weight"].numpy().ravel())
-    assert theta.size == manifest["adaptation"]["size"] == 8 + 8 + 8 + 1
+    assert theta.size == manifest.adaptation.size == 8 + 8 + 8 + 1
 
 
 def test_checks_record_parity(run, tmp_path):
     checked = steps.run_checks(run, tmp_path, _stage(run, tmp_path))
-    assert checked["parity"]["max_relative_difference"] <= 1e-5
-    assert checked["native_parity"]["max_scaled_difference"] <= 1e-5
+    assert checked.parity.max_relative_difference <= 1e-5
+    assert checked.native_parity.max_scaled_difference <= 1e-5
 
 
 @pytest.mark.parametrize("name,message", [
@@ -61,7 +62,7 @@ def test_checks_record_parity(run, tmp_path):
 def test_checks_refuse_a_wrong_bundle(run, tmp_path, name, message):
     manifest = _stage(run, tmp_path)
     np.save(tmp_path / name, np.load(tmp_path / name, allow_pickle=False) * 1.5)
-    manifest["files"][name] = steps.sha256(tmp_path / name)
+    manifest = replace(manifest, files={**manifest.files, name: steps.sha256(tmp_path / name)})
     steps.write_manifest(tmp_path, manifest)
     with pytest.raises(InputError, match=message):
         steps.run_checks(run, tmp_path, manifest)

@@ -22,6 +22,7 @@ from fuzzing import patch_central
 from metaedge.runtime import bundle as bundle_module
 from metaedge.runtime import tables
 from metaedge.runtime.bundle import Bundle, BundleError
+from metaedge.runtime.manifest import Manifest
 from metaedge.runtime.tables import read_columns
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "zip_bomb_check.py"
@@ -154,7 +155,7 @@ def test_only_listed_files_are_extracted_and_a_top_folder_works(small_bundle, tm
                                             ("other/junk.bin", bytes(100))])
     opened = Bundle.open(archive)
     assert {p.name for p in opened.path.iterdir()} == listed
-    assert opened.manifest == json.loads((small_bundle / "manifest.json").read_text())
+    assert opened.manifest == Manifest.parse(json.loads((small_bundle / "manifest.json").read_text()))
 
 
 def test_directory_bundles_refuse_links(small_bundle, tmp_path):

@@ -39,7 +39,7 @@ def adapted(bundle):
 
 
 def _identity(model: Model) -> BundleIdentity:
-    return BundleIdentity.of(model.bundle.path, model.bundle.manifest["files"]["theta0.npy"])
+    return BundleIdentity.of(model.bundle.path, model.bundle.manifest.files["theta0.npy"])
 
 
 def test_layout_is_the_documented_one(adapted, tmp_path):
@@ -101,7 +101,7 @@ def test_format_1_still_loads(adapted, tmp_path):
     model = state.model
     old = tmp_path / "old.npz"
     np.savez(old, theta=state.theta, steps_kept=np.int64(state.steps_kept),
-             bundle_theta0_sha256=np.array(model.bundle.manifest["files"]["theta0.npy"]))
+             bundle_theta0_sha256=np.array(model.bundle.manifest.files["theta0.npy"]))
     loaded = Adapted.load(model, old)
     assert loaded.steps_kept == state.steps_kept
     np.testing.assert_array_equal(loaded.predict(xq), state.predict(xq))
@@ -110,7 +110,7 @@ def test_format_1_still_loads(adapted, tmp_path):
     with pytest.raises(BundleError, match=r"old\.npz was adapted from a different bundle; adapt again"):
         Adapted.load(model, old)
     np.savez(old, theta=np.array(["x"]), steps_kept=np.int64(1),
-             bundle_theta0_sha256=np.array(model.bundle.manifest["files"]["theta0.npy"]))
+             bundle_theta0_sha256=np.array(model.bundle.manifest.files["theta0.npy"]))
     with pytest.raises(BundleError, match="not an adapted state written by metaedge"):
         Adapted.load(model, old)
 

@@ -39,9 +39,7 @@ def _session(model: onnx.ModelProto) -> ort.InferenceSession:
 
 def _theta(bundle) -> dict[str, np.ndarray]:
     b = Bundle.open(bundle)
-    theta0 = b.array("theta0.npy")
-    return {f"theta.{e['name']}": theta0[e["offset"]: e["offset"] + e["size"]].reshape(e["shape"])
-            for e in b.manifest["adaptation"]["parameters"]}
+    return b.manifest.adaptation.layout.split(b.array("theta0.npy"), "theta.")
 
 
 def _save(tmp_path, nodes, inputs, outputs, inits=()) -> str:
@@ -127,12 +125,12 @@ def test_recorded_engines_are_hash_checked_and_chosen(bundle, tmp_path):
         plans[role] = copy / f"{role}.{NANO.name}.plan"
         plans[role].write_bytes(f"{role} plan".encode())
     entry = record_engines(copy, NANO, plans, "10.3.0", max_shots=32, max_batch=128)
-    assert entry["engines"] == {"forward": "forward.jetson-orin-nano.plan",
-                                "adapt_steps": "adapt_steps.jetson-orin-nano.plan"}
-    assert entry["outputs"]["forward"] == ["y"] and entry["outputs"]["adapt_steps"][-1] == "losses"
-    assert entry["forward_weights_dtype"] == "float32"
+    assert entry.engines == {"forward": "forward.jetson-orin-nano.plan",
+                             "adapt_steps": "adapt_steps.jetson-orin-nano.plan"}
+    assert entry.outputs["forward"] == ("y",) and entry.outputs["adapt_steps"][-1] == "losses"
+    assert entry.forward_weights_dtype == "float32"
     opened = Bundle.open(copy)
-    assert opened.manifest["tensorrt"]["jetson-orin-nano"]["max_shots"] == 32
+    assert opened.manifest.tensorrt["jetson-orin-nano"] == entry and entry.max_shots == 32
     gpu = {"onnxruntime": ["CPUExecutionProvider"], "tensorrt": True, "native": False, "cuda": True}
     assert choose_backend(NANO, opened.manifest, gpu).backend == "tensorrt"
     plans["forward"].write_bytes(b"tampered")
@@ -156,7 +154,7 @@ def test_engines_build_refit_and_match_onnxruntime(bundle, tmp_path):
     import shutil
 
     from metaedge.export.tensorrt import export_tensorrt
-    from metaedge.runtime.tensorrt_backend import load_sessions
+    from metaedge.runtime.backends.tensorrt import load_sessions
 
     copy = tmp_path / "bundle"
     shutil.copytree(bundle, copy)

@@ -42,7 +42,7 @@ def available_backends(import_onnxruntime: bool = True) -> dict[str, Any]:
         except ImportError:
             providers = None
     try:
-        from . import native
+        from .. import native
 
         has_native = bool(native.available())
     except (ImportError, OSError):

@@ -1,7 +1,8 @@
 """The ``tensorrt`` backend: a bundle's TensorRT plans run on the GPU, with the same interface as ONNX Runtime.
 
 Each engine is wrapped in an :class:`EngineSession` whose ``run(None, feeds) -> [outputs]`` matches
-``onnxruntime.InferenceSession.run``, so ``Model`` keeps its guard and rollback logic and only swaps sessions:
+``onnxruntime.InferenceSession.run``, so :class:`TensorRTBackend` is the ``onnxruntime`` backend's solvers (guard
+and rollback included) over other sessions:
 
     sessions = load_sessions(bundle, "jetson-orin-nano")    # {"forward": ..., "adapt_steps": ..., ...}
 
@@ -17,12 +18,15 @@ before 12.6): ``cudaMalloc``, ``cudaMemcpyAsync``, one stream, ``execute_async_v
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any
 
 import numpy as np
 
-from ..errors import InputError, UnavailableError
-from .bundle import Bundle, BundleError
+from ...errors import InputError, UnavailableError
+from ..bundle import Bundle, BundleError
+from .base import Plan
+from .onnxruntime import OnnxRuntimeBackend, session
 
 
 class TensorRTUnavailable(UnavailableError):
@@ -159,17 +163,37 @@ class RefitForwardSession(EngineSession):
         return super().run(output_names, {k: v for k, v in feeds.items() if not k.startswith("theta.")})
 
 
-def load_sessions(bundle: Bundle, device: str) -> dict[str, EngineSession]:
+def load_sessions(bundle: Bundle, device: str | None) -> dict[str, EngineSession]:
     """Sessions for the bundle's TensorRT plans for ``device`` by role (``forward``, ``adapt_step``,
     ``adapt_steps``, ``gauss_newton``), in place of the ONNX Runtime sessions of the same graphs."""
-    entry = (bundle.manifest.get("tensorrt") or {}).get(device)
+    entry = bundle.manifest.tensorrt.get(device) if device else None
     if not entry:
         raise BundleError(f"{bundle.path} has no TensorRT engines for {device}; build them with "
                           f"metaedge export --format tensorrt --device {device}")
     sessions: dict[str, EngineSession] = {}
-    for role, file in entry["engines"].items():
+    for role, file in entry.engines.items():
         plan = bundle.file(file).read_bytes()  # hash-checked when the bundle was opened
-        order = (entry.get("outputs") or {}).get(role)
-        sessions[role] = (RefitForwardSession(plan, file, order, entry.get("forward_weights_dtype", "float32"))
+        order = list(entry.outputs[role]) if role in entry.outputs else None
+        sessions[role] = (RefitForwardSession(plan, file, order, entry.forward_weights_dtype)
                           if role == "forward" else EngineSession(plan, file, order))
     return sessions
+
+
+class TensorRTBackend(OnnxRuntimeBackend):
+    """The bundle's TensorRT plans for the plan's device; a graph TensorRT could not build an engine for (e.g. the
+    adapt step) runs on ONNX Runtime's CPU side."""
+
+    @classmethod
+    def available(cls) -> bool:
+        return importlib.util.find_spec("tensorrt") is not None
+
+    @classmethod
+    def reason(cls) -> str:
+        return "the tensorrt Python module is not installed (on a Jetson: JetPack's python3-libnvinfer)"
+
+    @classmethod
+    def open(cls, bundle: Bundle, plan: Plan, theta0: np.ndarray, rates: np.ndarray) -> TensorRTBackend:
+        sessions: dict[str, Any] = dict(load_sessions(bundle, plan.device))
+        for role, name in bundle.manifest.graphs.files().items():
+            sessions.setdefault(role, session(bundle.file(name)))
+        return cls(bundle, sessions, theta0, rates)

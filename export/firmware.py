@@ -18,6 +18,7 @@ import numpy as np
 from torch import nn
 
 from ..errors import InputError
+from ..runtime import native
 from ..sdk.atomic import atomic_write_bytes, atomic_write_text
 from ..sdk.models.conv import ConvNet
 from ..sdk.models.mlp import MLP
@@ -32,9 +33,10 @@ LAYER_BYTES = 16
 
 LAYER_KINDS = {"dense": 1, "relu": 2, "tanh": 3, "sigmoid": 4, "skip": 5, "conv1d": 6, "maxpool1d": 7}
 ACTIVATIONS = {nn.ReLU: "relu", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid"}
-TASKS = {"regression": 0, "classification": 1}
-LOSSES = {"mse": 0, "cross_entropy": 1}
-SOLVERS = {"sgd": 0, "gauss-newton": 1, "prototypes": 2}
+# the C library's enum codes, in one place (runtime/native.py) for the writer here and the reader there
+TASKS = {name: code for code, name in enumerate(native.TASKS)}
+LOSSES = {name: code for code, name in enumerate(native.LOSSES)}
+SOLVERS = {name: code for code, name in enumerate(native.SOLVERS)}
 ADAPT_WEIGHT, ADAPT_BIAS = 1, 2
 
 

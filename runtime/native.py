@@ -24,7 +24,9 @@ from ..errors import InputError, UnavailableError
 _NAMES = {"linux": "libmetaedge.so", "darwin": "libmetaedge.dylib", "win32": "metaedge.dll"}
 _FLOAT_P = ctypes.POINTER(ctypes.c_float)
 ME_GUARD = 1
+#: names of the task, loss and solver codes of model.mebin (metaedge.h's enums), by code
 TASKS = ("regression", "classification")
+LOSSES = ("mse", "cross_entropy")
 SOLVERS = ("sgd", "gauss-newton", "prototypes")
 #: status codes of metaedge.h (ME_OK = 0, ...), for callers that match on them
 STATUS_NAMES = ("ok", "null", "truncated", "magic", "version", "crc", "format", "unsupported", "arena", "shots",
@@ -193,7 +195,7 @@ class Header:
         if status != 0:
             raise NativeError(status, _LIB.me_strerror(status).decode(), "model.mebin")
         shape = (info.in_channels, info.in_length) if info.in_length else (info.in_dim,)
-        return cls(TASKS[info.task], ("mse", "cross_entropy")[info.loss], SOLVERS[info.solver], info.default_steps,
+        return cls(TASKS[info.task], LOSSES[info.loss], SOLVERS[info.solver], info.default_steps,
                    info.in_dim, info.out_dim, info.n_params, info.n_theta, info.format_version, info.crc,
                    float(info.min_damping), shape)
 

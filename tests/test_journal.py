@@ -343,3 +343,61 @@ def test_cli_adapt_and_check_with_a_journal(small_bundle, model, tmp_path):
     r = run(main, ["adapt", str(small_bundle), "--support", str(tmp_path / "s.csv"), "--out", str(tmp_path / "c.st"),
                    "--journal", str(journal), *common])
     assert r.exit_code != 0 and "--journal needs --unit" in r.output
+
+
+# --- the C library's formatter (firmware) ----------------------------------------------------------------------
+
+def _as_float32(record: AdaptationRecord) -> AdaptationRecord:
+    """The record with every float rounded to float32 (what firmware holds) and NaN losses as -1 (comparable)."""
+    from dataclasses import replace
+
+    def f32(v: float) -> float:
+        return -1.0 if np.isnan(v) else float(np.float32(v))
+
+    return replace(record, support_x=tuple(tuple(map(f32, r)) for r in record.support_x),
+                   support_y=tuple(tuple(map(f32, r)) for r in record.support_y),
+                   loss_before=f32(record.loss_before), loss_after=f32(record.loss_after))
+
+
+def test_c_formatted_line_parses_into_the_python_record(model, tmp_path):
+    from dataclasses import replace
+
+    from metaedge.runtime import native
+
+    if not native.available():
+        pytest.skip(native.unavailable_reason())
+    x, y = _support(model, 3, 7)
+    python = model.adapt(x, y, journal=tmp_path / "j.db", unit="SN-\"7\"\\\n", save=tmp_path / "s.state")
+    (record,) = read_journal(tmp_path / "j.db")
+    line = native.journal_line(record)
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    parsed = parse_record(line, "C line")
+    assert _as_float32(parsed) == _as_float32(record) and parsed.unit == 'SN-"7"\\\n'
+    assert python.state_sha256 == parsed.state_sha256
+    # each float is written with 9 significant digits: it reads back as the very float32
+    assert np.array_equal(np.float32(parsed.support_x), x) and np.array_equal(np.float32(parsed.support_y), y)
+    # optional fields absent, a loss the device could not compute: null, read back as NaN
+    bare = replace(record, device=DeviceInfo(None, "mcu"), bundle=BundleRef("ab" * 32), state_sha256=None,
+                   loss_after=float("nan"))
+    text = native.journal_line(bare).decode()
+    assert '"profile":null' in text and '"signing_key_id":null' in text and '"loss_after":null' in text
+    assert _as_float32(parse_record(text)) == _as_float32(bare)
+    # the C line appended to a JSON Lines journal is read like a Python one
+    path = tmp_path / "firmware.jsonl"
+    path.write_bytes(line + native.journal_line(bare))
+    assert [_as_float32(r) for r in read_journal(path)] == [_as_float32(record), _as_float32(bare)]
+
+
+def test_c_formatter_refuses_with_its_codes(model):
+    from dataclasses import replace
+
+    from metaedge.runtime import native
+
+    if not native.available():
+        pytest.skip(native.unavailable_reason())
+    with pytest.raises(native.NativeError) as err:
+        native.journal_line(replace(adaptation(1), unit="u" * 513))
+    assert err.value.status == "argument"
+    with pytest.raises(native.NativeError) as err:
+        native.journal_line(replace(adaptation(1), support_x=((1.0, float("inf")),) * 3))
+    assert err.value.status == "nonfinite"

@@ -401,3 +401,69 @@ def test_c_formatter_refuses_with_its_codes(model):
     with pytest.raises(native.NativeError) as err:
         native.journal_line(replace(adaptation(1), support_x=((1.0, float("inf")),) * 3))
     assert err.value.status == "nonfinite"
+
+
+# --- fuzzing the reader ----------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def seed_journals(tmp_path_factory) -> dict[str, bytes]:
+    """A valid journal of an adaptation and a check in each format, as bytes."""
+    work = tmp_path_factory.mktemp("journal-seeds")
+    out = {}
+    for name in ("seed.db", "seed.jsonl"):
+        for r in (adaptation(1), check(1)):
+            append(work / name, r)
+        out[name] = (work / name).read_bytes()
+    assert not (work / "seed.db-wal").exists()  # checkpointed on close: the bytes are the whole journal
+    return out
+
+
+def test_reader_works_or_raises_journal_error(seed_journals, tmp_path):
+    """Mutated journals (bit flips, cuts, spliced bytes, fields replaced by any JSON value, deep nesting) either
+    read as records or raise JournalError; no other exception escapes."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    json_values = st.recursive(st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats()
+                               | st.text(max_size=8), lambda c: st.lists(c, max_size=3)
+                               | st.dictionaries(st.text(max_size=6), c, max_size=3), max_leaves=6)
+    fields = st.sampled_from(["schema", "kind", "record_id", "unit", "device", "bundle", "time", "support_x",
+                              "support_y", "steps_run", "steps_kept", "loss_before", "state_sha256"])
+    counts = {"records": 0, "refused": 0}
+
+    examples = int(os.environ.get("JOURNAL_FUZZ_EXAMPLES", "300"))  # long runs: set it higher
+
+    @settings(max_examples=examples, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(st.data())
+    def run(data):
+        name = data.draw(st.sampled_from(sorted(seed_journals)))
+        raw = bytearray(seed_journals[name])
+        op = data.draw(st.sampled_from(["flip", "cut", "splice", "field", "nest"]))
+        if op == "flip":
+            for at in data.draw(st.lists(st.integers(0, len(raw) - 1), min_size=1, max_size=8)):
+                raw[at] ^= 1 << data.draw(st.integers(0, 7))
+        elif op == "cut":
+            raw = raw[:data.draw(st.integers(0, len(raw)))]
+        elif op == "splice":
+            at = data.draw(st.integers(0, len(raw)))
+            raw[at:at] = data.draw(st.binary(min_size=1, max_size=40))
+        elif op == "field":
+            obj = json.loads(adaptation(2).to_json())
+            obj[data.draw(fields)] = data.draw(json_values)
+            raw = bytearray(json.dumps(obj).encode() + b"\n")
+        else:
+            raw = bytearray(b"[" * data.draw(st.integers(1, 200_000)) + b"\n")
+        path = tmp_path / f"fuzz-{name}"
+        path.write_bytes(bytes(raw))
+        try:
+            records = list(read_journal(path))
+        except JournalError:
+            counts["refused"] += 1
+            return
+        assert all(isinstance(r, AdaptationRecord | CheckRecord) for r in records)
+        counts["records"] += 1
+
+    run()
+    assert counts["refused"] > 0 and counts["records"] > 0, counts
+    print(f"journal reader fuzz: {counts['records'] + counts['refused']} mutated journals, {counts['records']} read, "
+          f"{counts['refused']} refused with JournalError, 0 other exceptions")

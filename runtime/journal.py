@@ -292,7 +292,7 @@ class JournalReading(Iterator[Record]):
                         raise JournalError(f"{where}: its record_id column {record_id!r} differs from the record's "
                                            f"{record.record_id!r}; the journal was altered")
                     yield record
-            except sqlite3.Error as e:
+            except (sqlite3.Error, UnicodeDecodeError) as e:  # the latter: SQLite's message quotes garbage bytes
                 raise JournalError(f"journal {self.path} is damaged or not a metaedge journal ({e})") from e
         finally:
             db.close()

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import InputError
 from .journal_records import JournalError, Record, parse_record
 
 _log = logging.getLogger("metaedge.runtime")
@@ -82,6 +83,13 @@ def host_id(root: str | Path = "/") -> str:
         secret = ""
     source = f"machine-id:{secret}" if secret else f"hostname:{socket.gethostname()}"
     return hashlib.sha256(f"metaedge:{source}".encode()).hexdigest()[:16]
+
+
+def unit_id(unit: str | None) -> str:
+    """``unit`` checked as a record's unit id (1 to 512 characters, not blank); :class:`InputError` otherwise."""
+    if not isinstance(unit, str) or not unit.strip() or len(unit) > 512:
+        raise InputError(f"journaling needs the unit's id, 1 to 512 characters (unit=..., --unit ID), got {unit!r}")
+    return unit
 
 
 def as_rows(a: np.ndarray) -> tuple[tuple[float, ...], ...]:

@@ -36,7 +36,7 @@ from ..errors import InputError
 from .atomic import atomic_write_bytes
 from .backends import Backend, Plan, Samples, backend_names, get_backend
 from .bundle import Bundle, BundleError
-from .journal import append, as_rows, file_sha256, host_id, new_record_id, utc_now
+from .journal import append, as_rows, file_sha256, host_id, new_record_id, unit_id, utc_now
 from .journal_records import AdaptationRecord, BundleRef, CheckRecord, DeviceInfo
 from .manifest import Layout
 from .state import BundleIdentity, StateFile, read_state
@@ -220,8 +220,8 @@ class Model:
         append one adaptation record to that journal (:meth:`Adapted.journal`), after ``save`` so that the record
         carries the saved file's digest.
         """
-        if journal is not None and not unit:
-            raise InputError("journaling an adaptation needs the unit's id (unit=..., --unit ID)")
+        if journal is not None:
+            unit = unit_id(unit)  # checked before anything is written
         steps = self.bundle.manifest.adaptation.inner_steps if steps is None else int(steps)
         if steps < 0:
             raise InputError(f"steps must be >= 0, got {steps}")
@@ -318,7 +318,7 @@ class Adapted:
     steps_kept: int = 0
     support: Support | None = field(default=None, repr=False)
     state_sha256: str | None = None
-    _losses: tuple[float, float] | None = field(default=None, repr=False)
+    _losses: tuple[float, float] | None = field(default=None, init=False, repr=False)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Regression: predictions ``(n, out)`` in physical units; classification: labels ``(n,)``."""
@@ -385,8 +385,8 @@ class Adapted:
         when given (``unit`` then required; without it the record says unit ``unknown``). Regression bundles only."""
         if self.model.classification:
             raise InputError("in-service checks compare physical readings, so they need a regression bundle")
-        if journal is not None and not unit:
-            raise InputError("journaling a check needs the unit's id (unit=..., --unit ID)")
+        if journal is not None:
+            unit = unit_id(unit)
         inputs = self.model._inputs(x, "check inputs")
         ref = self.model._targets(reference, len(inputs.physical)).physical
         predicted = self.predict(inputs.physical)
@@ -404,8 +404,10 @@ class Adapted:
         dim = model.bundle.manifest.adaptation.embedding_dim or 0
         state = read_state(path, _identity(model), n_theta=None if model.prototypes else model.theta0.size,
                            prototype_dim=dim if model.prototypes else None)
-        return cls(model, state.theta, steps_run=state.steps_run, steps_kept=state.steps_kept,
-                   state_sha256=file_sha256(path), _losses=(state.loss_before, state.loss_after))
+        adapted = cls(model, state.theta, steps_run=state.steps_run, steps_kept=state.steps_kept,
+                      state_sha256=file_sha256(path))
+        adapted._losses = (state.loss_before, state.loss_after)  # as the adaptation that wrote it measured them
+        return adapted
 
 
 def _identity(model: Model) -> BundleIdentity:

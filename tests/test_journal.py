@@ -289,8 +289,10 @@ def test_journal_needs_a_unit_and_a_fresh_adaptation(model, tmp_path):
     from metaedge.runtime.model import Adapted
 
     x, y = _support(model, 3, 0)
-    with pytest.raises(InputError, match="needs the unit's id"):
-        model.adapt(x, y, journal=tmp_path / "j.db")
+    for bad in (None, "", "  ", "u" * 513):
+        with pytest.raises(InputError, match="needs the unit's id, 1 to 512 characters"):
+            model.adapt(x, y, journal=tmp_path / "j.db", unit=bad, save=tmp_path / "s.state")
+    assert not (tmp_path / "s.state").exists()  # refused before anything was written
     with pytest.raises(InputError, match="only an adaptation made by Model.adapt"):
         Adapted(model, model.theta0).journal(tmp_path / "j.db", "SN-1")
     assert not (tmp_path / "j.db").exists()

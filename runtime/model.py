@@ -388,7 +388,15 @@ class Adapted:
         if journal is not None:
             unit = unit_id(unit)
         inputs = self.model._inputs(x, "check inputs")
-        ref = self.model._targets(reference, len(inputs.physical)).physical
+        n, dim = len(inputs.physical), self.model.bundle.manifest.output.dim
+        ref = np.asarray(reference, np.float32)
+        if ref.size != n * dim:
+            raise InputError(f"check references must hold {dim} value(s) for each of the {n} check inputs, got "
+                             f"{ref.size} values")
+        ref = ref.reshape(n, dim)
+        if not np.isfinite(ref).all():
+            raise InputError(f"check references hold NaN or infinite values (reading(s) {_bad_rows(ref)}); remove "
+                             "those readings and retry")
         predicted = self.predict(inputs.physical)
         m = self.model
         record = CheckRecord(new_record_id(), unit or "unknown", m.device_info(), m.bundle_ref(), utc_now(),

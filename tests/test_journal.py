@@ -496,3 +496,17 @@ def test_reader_works_or_raises_journal_error(seed_journals, tmp_path):
     assert counts["refused"] > 0 and counts["records"] > 0, counts
     print(f"journal reader fuzz: {counts['records'] + counts['refused']} mutated journals, {counts['records']} read, "
           f"{counts['refused']} refused with JournalError, 0 other exceptions")
+
+
+def test_check_refuses_bad_references(model, tmp_path):
+    from metaedge.errors import InputError
+    from metaedge.runtime.model import Adapted
+
+    loaded = Adapted(model, model.theta0)
+    xc, yc = _support(model, 3, 1)
+    with pytest.raises(InputError, match=r"check references must hold 1 value\(s\) for each of the 3 check inputs"):
+        loaded.check(xc, yc[:2], journal=tmp_path / "j.db", unit="SN")
+    yc[1, 0] = np.nan
+    with pytest.raises(InputError, match=r"check references hold NaN or infinite values \(reading\(s\) 2\)"):
+        loaded.check(xc, yc, journal=tmp_path / "j.db", unit="SN")
+    assert not (tmp_path / "j.db").exists()

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from .atomic import fsync_dir
 from .journal_records import JournalError, Record, parse_record
 
 _log = logging.getLogger("metaedge.runtime")
@@ -156,7 +157,7 @@ def _append_sqlite(path: Path, record_id: str, line: str) -> None:
         raise JournalError(f"cannot append to journal {path} ({e}); check that it is a metaedge SQLite journal, "
                            "that the folder is writable and the disk not full") from e
     if created:
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
 
 def _append_line(path: Path, data: bytes) -> None:
@@ -166,6 +167,9 @@ def _append_line(path: Path, data: bytes) -> None:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # serialises appenders, so the torn-tail check below sees a quiet file
         size = os.fstat(fd).st_size
+        if size and os.pread(fd, len(_SQLITE_MAGIC), 0) == _SQLITE_MAGIC:
+            raise JournalError(f"{path} is an SQLite journal, not JSON Lines; append to it under a name without "
+                               "the .jsonl suffix, or choose another file")
         if size and os.pread(fd, 1, size - 1) != b"\n":
             keep = _last_line_end(fd, size)
             _log.warning("journal %s: cut off a torn last line of %d bytes (an append interrupted by a crash)", path,
@@ -179,7 +183,7 @@ def _append_line(path: Path, data: bytes) -> None:
     finally:
         os.close(fd)  # releases the lock
     if size == 0:
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
 
 def _last_line_end(fd: int, size: int) -> int:
@@ -191,19 +195,6 @@ def _last_line_end(fd: int, size: int) -> int:
         raise JournalError(f"the last {size - start} bytes of the journal hold no line break; it is not a JSON "
                            "Lines journal")
     return start + cut + 1
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _connect(path: Path) -> sqlite3.Connection:

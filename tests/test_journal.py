@@ -101,6 +101,10 @@ def test_sqlite_row_that_disagrees_or_is_malformed(tmp_path):
     with pytest.raises(JournalError, match="not an SQLite journal"):
         (tmp_path / "text.db").write_text("hello\n")
         append(tmp_path / "text.db", adaptation(0))
+    (tmp_path / "renamed.jsonl").write_bytes(path.read_bytes())
+    with pytest.raises(JournalError, match="is an SQLite journal, not JSON Lines"):
+        append(tmp_path / "renamed.jsonl", adaptation(5))
+    assert (tmp_path / "renamed.jsonl").read_bytes() == path.read_bytes()
 
 
 def test_jsonl_torn_last_line_skipped_then_cut_on_append(tmp_path, caplog):

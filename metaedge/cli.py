@@ -407,7 +407,6 @@ def adapt(bundle: Path, support: Path, out: Path, steps: int | None, start_state
           journal: Path | None, unit: str | None, device: str, backend: str, trust: tuple[Path, ...]) -> None:
     """Adapt a bundle to one unit from its support CSV (device side: no torch needed).
 
-    \b
     With --journal FILE --unit ID the state is written first, then one record (support points, steps, support
     losses, the state's sha256, the bundle's identity) is appended to FILE: docs/journal.md.
     """

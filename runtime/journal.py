@@ -209,7 +209,8 @@ def _has_records_table(db: sqlite3.Connection) -> bool:
 
 
 def _require_sqlite(path: Path) -> None:
-    if _sniff(path) != "sqlite":
+    # empty: another process has just created it and not yet written SQLite's header (its first append is running)
+    if path.stat().st_size and _sniff(path) != "sqlite":
         raise JournalError(f"{path} exists but is not an SQLite journal; name JSON Lines journals *.jsonl, or choose "
                            "another file")
 

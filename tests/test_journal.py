@@ -200,7 +200,11 @@ def test_kill_9_loses_nothing_committed(tmp_path, name):
         acked.append(int(first))
         time.sleep(rng.uniform(0.0, 0.05))
         os.kill(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
+        proc.wait()
+        # read through the same buffered file as readline() (communicate() would skip what it buffered)
+        out, err = proc.stdout.read(), proc.stderr.read()
+        proc.stdout.close()
+        proc.stderr.close()
         acked += [int(v) for v in out.split()]
         torn += err.count("cut off a torn last line")  # a kill that cut a write short, repaired by the next append
         assert proc.returncode == -signal.SIGKILL

@@ -1,8 +1,9 @@
 /* Firmware-style example: a sinusoid "unit" (amplitude 2, phase 0.5) calibrates the compiled-in meta-learned
  * model from 3 reference points, predicts, saves the adapted state into A/B slots (slots.c; two RAM buffers
  * stand in for flash sectors here) and, after a simulated reboot, restores it, then prints the adaptation's
- * journal record (docs/journal.md) as it would go out over a serial line. No malloc: the arena is a static array. The numbers are printed with 4 decimals so the host and the Cortex-M4 build (qemu-system-arm) print
- * the same text. */
+ * journal record (docs/journal.md) as it would go out over a serial line. No malloc: the arena is a static
+ * array. The numbers are printed with 4 decimals so the host and the Cortex-M4 build (qemu-system-arm) print the
+ * same text. */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -112,6 +113,6 @@ int main(void)
         printf("journal: %s\n", me_strerror(st));
         return 1;
     }
-    printf("journal record (%u bytes): %s", (unsigned)len, line);
+    printf("journal record (%u bytes, on its own line for grep):\n%s", (unsigned)len, line);
     return memcmp(pred, again, sizeof pred) == 0 ? 0 : 1;
 }

@@ -448,8 +448,9 @@ def check(bundle: Path, state: Path, reference: Path, journal: Path | None, unit
     model = _load_model(bundle, device, backend, trust=trust)
     m = model.bundle.manifest
     adapted = Adapted.load(model, state)
-    record = adapted.check(read_columns(reference, m.input.names), read_columns(reference, m.output.names),
-                           journal=journal, unit=unit)
+    readings = read_columns(reference, [*m.input.names, *m.output.names])  # one sentence names every missing column
+    n_in = len(m.input.names)
+    record = adapted.check(readings[:, :n_in], readings[:, n_in:], journal=journal, unit=unit)
     click.echo(format_check(m.input.names, m.output.names, record))
     if journal is not None:
         click.echo(f"journaled to {journal} (unit {unit})")

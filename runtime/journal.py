@@ -89,7 +89,8 @@ def host_id(root: str | Path = "/") -> str:
 def unit_id(unit: str | None) -> str:
     """``unit`` checked as a record's unit id (1 to 512 characters, not blank); :class:`InputError` otherwise."""
     if not isinstance(unit, str) or not unit.strip() or len(unit) > 512:
-        raise InputError(f"journaling needs the unit's id, 1 to 512 characters (unit=..., --unit ID), got {unit!r}")
+        got = f"{len(unit)} characters" if isinstance(unit, str) and len(unit) > 512 else repr(unit)
+        raise InputError(f"journaling needs the unit's id, 1 to 512 characters (unit=..., --unit ID), got {got}")
     return unit
 
 

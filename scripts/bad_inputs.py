@@ -1,7 +1,8 @@
 """Try every malformed input the device side can meet and print what each one gets (a Markdown table).
 
 Builds a small real bundle (a few meta-training iterations on simulated pressure sensors), then breaks it and
-its inputs one way at a time and runs the device-side command line (``metaedge adapt`` / ``predict``) on each,
+its inputs one way at a time and runs the device-side command line (``metaedge adapt`` / ``predict`` / ``check``,
+with journals) on each,
 recording the exit status and the one-line message. Wrong input shapes are also tried through the Python API
 (``Model.adapt``), which is where a program on the device would pass arrays.
 
@@ -168,7 +169,52 @@ def _cases(root: Path) -> list[tuple[str, str, str, str]]:
     (root / "junk.npz").write_bytes(b"not a state")
     code, message = _cli("predict", good, "--state", root / "junk.npz", "--input", readings)
     rows.append(("state file that is not an adapted state", "`metaedge predict`", f"exit {code}", message))
+    rows += _journal_cases(root, good, support)
     return rows
+
+
+def _journal_cases(root: Path, good: Path, support: Path) -> list[tuple[str, str, str, str]]:
+    """The journal (docs/journal.md): bad --journal / --unit / --reference arguments and damaged journals."""
+    rows = []
+    state = root / "journaled.state"
+
+    def adapt(case: str, *extra: str | Path) -> None:
+        code, message = _cli("adapt", good, "--support", support, "--out", state, *extra)
+        rows.append((case, "`metaedge adapt --journal`", f"exit {code}", message))
+
+    adapt("--journal without --unit", "--journal", root / "j.db")
+    (root / "notes.db").write_text("not a journal\n")
+    adapt("--journal naming a file that is no SQLite journal", "--journal", root / "notes.db", "--unit", "SN-1")
+    (root / "folder.db").mkdir()
+    adapt("--journal naming a folder", "--journal", root / "folder.db", "--unit", "SN-1")
+    adapt("--unit longer than 512 characters", "--journal", root / "j.db", "--unit", "u" * 513)
+    adapt("journaled adaptation (for the checks below)", "--journal", root / "j.db", "--unit", "SN-1")
+    (root / "no-reference.csv").write_text("bridge_output,temperature\n50,25\n")
+    code, message = _cli("check", good, "--state", state, "--reference", root / "no-reference.csv", "--journal",
+                         root / "j.db", "--unit", "SN-1")
+    rows.append(("check CSV without the output column", "`metaedge check`", f"exit {code}", message))
+    from metaedge.runtime.journal import read_journal
+
+    good_line = next(iter(read_journal(root / "j.db"))).to_json()
+    for case, name, data in [
+        ("journal line that is not JSON", "garbled.jsonl", good_line.encode() + b"\n{oops\n"),
+        ("journal record without its unit", "no-unit.jsonl", good_line.replace('"unit":"SN-1",', "").encode() + b"\n"),
+        ("journal of another schema", "newer.jsonl", good_line.replace("journal/1", "journal/9").encode() + b"\n"),
+        ("SQLite file that is not a journal (no records table)", "other.db", _sqlite_without_records(root)),
+    ]:
+        (root / name).write_bytes(data)
+        rows.append((case, "`read_journal`", *_api(lambda path=root / name: list(read_journal(path)))))
+    return rows
+
+
+def _sqlite_without_records(root: Path) -> bytes:
+    import sqlite3
+
+    db = sqlite3.connect(root / "plain.db")
+    db.execute("CREATE TABLE t (a)")
+    db.commit()
+    db.close()
+    return (root / "plain.db").read_bytes()
 
 
 if __name__ == "__main__":

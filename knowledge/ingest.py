@@ -24,12 +24,10 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, case
 
+from ..runtime.journal import MAX_RECORDS, read_journal
 from ..runtime.journal_records import AdaptationRecord, CheckRecord, Record
 from .rows import FileIngest
 from .schema import adaptations, checks, deployments, devices, units
-
-#: most records one journal file may hold: a device writes a handful a day; far more is not a journal of ours
-MAX_RECORDS_PER_FILE = 5_000_000
 
 
 def now() -> str:
@@ -46,11 +44,9 @@ def insert(conn: Connection, table: Table) -> Any:
     return dialect_insert(table)
 
 
-def ingest_file(engine: Engine, path: str | Path, max_records: int = MAX_RECORDS_PER_FILE) -> FileIngest:
+def ingest_file(engine: Engine, path: str | Path, max_records: int = MAX_RECORDS) -> FileIngest:
     """Store the records of one journal file (SQLite or JSON Lines) in one transaction on ``engine`` (a writer,
     :func:`.db.writer`)."""
-    from ..runtime.journal import read_journal  # J's reader: the one way journals are read
-
     records = list(read_journal(path, max_records=max_records))  # whole file first: a bad record stores nothing
     with engine.begin() as conn:
         added = store_records(conn, records, source=str(path))

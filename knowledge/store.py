@@ -22,11 +22,12 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.exc import OperationalError
 
+from ..runtime.journal import MAX_RECORDS
 from . import queries
 from .db import make_engine, resolve_url, sqlite_path, writer
 from .errors import KnowledgeError
 from .fleet_table import write_units_csv
-from .ingest import MAX_RECORDS_PER_FILE, ingest_file, insert, now
+from .ingest import ingest_file, insert, now
 from .registry import read_bundle, read_run
 from .rows import AlertRow, BundleInfo, EvaluationRow, IngestResult, Lineage, UnitDetail, UnitSummary
 from .schema import alerts, aliases, bundles, evaluations, run_data, runs
@@ -183,7 +184,7 @@ class KnowledgeBase:
 
     # --- journals ---------------------------------------------------------------------------------------------
 
-    def ingest(self, *journals: str | Path, max_records: int = MAX_RECORDS_PER_FILE) -> IngestResult:
+    def ingest(self, *journals: str | Path, max_records: int = MAX_RECORDS) -> IngestResult:
         """Store the records of each journal (SQLite or JSON Lines), one transaction per file; a record already
         stored is counted as a duplicate. A malformed file stores nothing and raises; files before it are kept."""
         done = []

@@ -15,6 +15,9 @@ from __future__ import annotations
 from sqlalchemy import JSON, Column, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text
 
 metadata = MetaData()
+#: the migration revision this schema is (the head of ``migrations/versions``); a knowledge base at another
+#: revision is refused until ``kb init`` upgrades it
+REVISION = "0001"
 
 DIGEST = 64  # sha256 hex
 TIME = 40  # ISO 8601

@@ -11,16 +11,11 @@ drift detector call.
 from __future__ import annotations
 
 import json
-from functools import cache
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, func, select, update
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from ..runtime.journal import MAX_RECORDS
 from . import queries
@@ -30,26 +25,27 @@ from .fleet_table import write_units_csv
 from .ingest import ingest_file, insert, now
 from .registry import read_bundle, read_run
 from .rows import AlertRow, BundleInfo, EvaluationRow, IngestResult, Lineage, UnitDetail, UnitSummary
-from .schema import alerts, aliases, bundles, evaluations, run_data, runs
+from .schema import REVISION, alerts, aliases, bundles, evaluations, run_data, runs
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 #: the aliases the model-update loop uses (any other name is allowed too)
 CHAMPION, CANDIDATE = "champion", "candidate"
 
 
-def _alembic_config(connection=None) -> Config:
+def _alembic_config(connection=None):
+    from alembic.config import Config  # imported only to migrate: it is most of the import time of a `kb` command
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["connection"] = connection
     return cfg
 
 
-@cache
 def schema_head() -> str:
-    """The newest migration revision this metaedge knows."""
-    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
-    assert head is not None  # the package ships its migrations
-    return head
+    """The newest migration revision shipped (equals :data:`.schema.REVISION`; a test checks)."""
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(_alembic_config()).get_current_head()
 
 
 def _json_figures(value: dict[str, Any], what: str) -> dict[str, Any]:
@@ -89,6 +85,8 @@ class KnowledgeBase:
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            from alembic import command
+
             with kb._writer.begin() as conn:
                 command.upgrade(_alembic_config(conn), "head")
         except OperationalError as e:
@@ -109,15 +107,16 @@ class KnowledgeBase:
     def _check_schema(self) -> None:
         try:
             with self.engine.connect() as conn:
-                current = MigrationContext.configure(conn).get_current_revision()
-        except OperationalError as e:
+                current = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalars().all()
+        except (OperationalError, ProgrammingError) as e:
+            if "alembic_version" in str(e.orig):
+                raise KnowledgeError(f"{self!r} holds no knowledge base; create it with `metaedge kb init --db "
+                                     "URL`") from e
             raise KnowledgeError(f"cannot open the knowledge base {self!r} ({e.orig}); check the URL and that the "
                                  "server runs") from e
-        if current is None:
-            raise KnowledgeError(f"{self!r} holds no knowledge base; create it with `metaedge kb init --db URL`")
-        if current != schema_head():
-            raise KnowledgeError(f"{self!r} has schema revision {current}, this metaedge expects {schema_head()}; "
-                                 "upgrade it with `metaedge kb init --db URL`")
+        if current != [REVISION]:
+            raise KnowledgeError(f"{self!r} has schema revision {', '.join(current) or 'none'}, this metaedge "
+                                 f"expects {REVISION}; upgrade it with `metaedge kb init --db URL`")
 
     # --- registration ---------------------------------------------------------------------------------------
 

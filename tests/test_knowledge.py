@@ -104,13 +104,14 @@ def test_init_is_idempotent_and_the_migration_builds_exactly_schema_py(kb_url):
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
-    from metaedge.knowledge.schema import metadata
+    from metaedge.knowledge.schema import REVISION, metadata
+    from metaedge.knowledge.store import schema_head
 
     KnowledgeBase.init(kb_url).close()
     with KnowledgeBase.init(kb_url) as kb, kb.engine.connect() as conn:  # again: upgrade head is a no-op
         ctx = MigrationContext.configure(conn, opts={"compare_type": True})
         assert compare_metadata(ctx, metadata) == []
-        assert ctx.get_current_revision() == "0001"
+        assert ctx.get_current_revision() == schema_head() == REVISION
 
 
 def test_sqlite_connections_have_wal_busy_timeout_and_foreign_keys(tmp_path):

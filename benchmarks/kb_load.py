@@ -99,6 +99,7 @@ from metaedge.knowledge import KnowledgeBase
 kb = KnowledgeBase(sys.argv[1])
 print("ready", flush=True)
 kb.ingest(*sys.argv[2:])
+print("done", flush=True)
 """
 
 
@@ -119,8 +120,9 @@ def kills(url: str, folder: Path, trials: int, seed: int = 0) -> dict:
     scratch = f"sqlite:///{folder / 'scratch.db'}" if url.startswith("sqlite") else url
     KnowledgeBase.init(scratch).close()
     proc, t0 = _start(scratch, files[-4:])
+    assert proc.stdout.readline().strip() == "done"
+    duration = time.perf_counter() - t0  # up to the last commit, not the interpreter's exit
     proc.wait()
-    duration = time.perf_counter() - t0
     if not url.startswith("sqlite"):  # the measuring run stored the last files' records: start from empty again
         with KnowledgeBase(url)._writer.begin() as conn:
             conn.execute(text("DELETE FROM checks")), conn.execute(text("DELETE FROM adaptations"))
@@ -157,17 +159,19 @@ def main() -> None:
     ap.add_argument("--processes", type=int, default=8)
     ap.add_argument("--kills", type=int, default=100)
     ap.add_argument("--dialect", action="append", choices=["sqlite", "postgresql"])
+    ap.add_argument("--scenario", action="append", choices=["concurrent", "kill9"])
     args = ap.parse_args()
+    scenarios = args.scenario or ["concurrent", "kill9"]
     which = args.dialect or ["sqlite", "postgresql"]
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="kb-load-") as tmp:
-        with databases(Path(tmp), which) as urls:
+        with databases(Path(tmp), which if "concurrent" in scenarios else []) as urls:
             for dialect, url in urls:
                 folder = Path(tmp) / dialect
                 folder.mkdir()
                 results[f"concurrent_{dialect}"] = concurrent(url, folder, args.records, args.processes)
                 print(dialect, "concurrent", results[f"concurrent_{dialect}"], flush=True)
-        with databases(Path(tmp) / "k", which) as urls:
+        with databases(Path(tmp) / "k", which if "kill9" in scenarios else []) as urls:
             (Path(tmp) / "k").mkdir(exist_ok=True)
             for dialect, url in urls:
                 folder = Path(tmp) / f"kill-{dialect}"
@@ -179,7 +183,7 @@ def main() -> None:
              r.get("trials", "-"), r.get("mid_ingest", "-")] for name, r in results.items()]
     print(table(["scenario", "records", "procs", "wall s", "lost", "dup", "locked", "errors", "kills", "mid-ingest"],
                 rows))
-    print("written to", write_result("kb_load", results))
+    print("written to", write_result("kb_load" if len(scenarios) == 2 else f"kb_load_{scenarios[0]}", results))
 
 
 if __name__ == "__main__":

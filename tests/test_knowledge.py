@@ -333,6 +333,8 @@ def test_kb_commands_end_to_end(kb_url, tmp_path, bundle_dir):
     run = CliRunner().invoke
     db = ["--db", kb_url]
     assert run(main, ["kb", "init", *db]).exit_code == 0
+    out = run(main, ["kb", "register", str(bundle_dir.parent / "run"), *db])
+    assert out.exit_code == 0 and out.output.startswith(f"run {kb_run_id(bundle_dir)} registered"), out.output
     out = run(main, ["kb", "register", str(bundle_dir), "--alias", "champion", *db])
     assert out.exit_code == 0, out.output
     bid = bundle_id_of(bundle_dir)

@@ -47,10 +47,11 @@ def insert(conn: Connection, table: Table) -> Any:
 def ingest_file(engine: Engine, path: str | Path, max_records: int = MAX_RECORDS) -> FileIngest:
     """Store the records of one journal file (SQLite or JSON Lines) in one transaction on ``engine`` (a writer,
     :func:`.db.writer`)."""
-    records = list(read_journal(path, max_records=max_records))  # whole file first: a bad record stores nothing
+    reading = read_journal(path, max_records=max_records)
+    records = list(reading)  # the whole file first: a bad record anywhere stores nothing
     with engine.begin() as conn:
         added = store_records(conn, records, source=str(path))
-    return FileIngest(str(path), added, len(records) - added)
+    return FileIngest(str(path), added, len(records) - added, reading.torn_lines)
 
 
 def store_records(conn: Connection, records: Sequence[Record], source: str) -> int:

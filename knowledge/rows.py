@@ -156,11 +156,13 @@ class Lineage(_Row):
 
 @dataclass(frozen=True)
 class FileIngest(_Row):
-    """What one journal file added: new records, and records already stored (same ``record_id``)."""
+    """What one journal file added: new records, records already stored (same ``record_id``), and torn last lines
+    skipped (a JSON Lines append cut short on the device; the record was never complete)."""
 
     path: str
     added: int
     duplicates: int
+    torn_lines: int = 0
 
 
 @dataclass(frozen=True)

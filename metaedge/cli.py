@@ -520,7 +520,8 @@ def kb_ingest(journals: tuple[Path, ...], db: str | None) -> None:
     with _kb(db) as base:
         result = base.ingest(*journals)
     for f in result.files:
-        click.echo(f"{f.path}: {f.added} added, {f.duplicates} duplicates")
+        torn = f", {f.torn_lines} torn last line skipped (an append cut short on the device)" if f.torn_lines else ""
+        click.echo(f"{f.path}: {f.added} added, {f.duplicates} duplicates{torn}")
     if len(result.files) > 1:
         click.echo(f"total: {result.added} added, {result.duplicates} duplicates")
 

@@ -167,6 +167,43 @@ def test_a_file_with_a_corrupt_record_adds_nothing(kb, tmp_path):
             assert conn.execute(table.select()).first() is None
 
 
+def test_a_torn_last_line_is_skipped_and_counted(kb, tmp_path):
+    path = journal(tmp_path / "torn.jsonl", fleet()[:2])
+    with path.open("a") as f:
+        f.write(fleet()[2].to_json()[:40])  # the device lost power mid-append: no newline
+    assert kb.ingest(path).files == (FileIngest(str(path), 2, 0, torn_lines=1),)
+
+
+def _ingest_in_child(url: str, files: list[str], queue) -> None:
+    try:
+        with KnowledgeBase(url) as kb:
+            queue.put(("ok", kb.ingest(*files).added))
+    except Exception as e:  # reported to the parent, which fails the test with it
+        queue.put(("error", f"{type(e).__name__}: {e}"))
+
+
+def test_concurrent_ingests_lose_nothing_double_nothing_and_never_lock(kb_url, tmp_path):
+    import multiprocessing as mp
+
+    records = [adaptation(f"p{i:05d}", f"u{i % 7}", f"2026-11-01T08:{i // 60 % 60:02d}:{i % 60:02d}+00:00",
+                          [[i, 20]], [[i]]) for i in range(1200)]
+    files = [str(journal(tmp_path / f"j{i}.jsonl", records[i * 150:(i + 1) * 150])) for i in range(8)]
+    KnowledgeBase.init(kb_url).close()
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    plans = [[files[p], files[p + 4], files[(p + 1) % 4]] for p in range(4)]  # each file reaches 1 or 2 processes
+    children = [ctx.Process(target=_ingest_in_child, args=(kb_url, plan, queue)) for plan in plans]
+    for c in children:
+        c.start()
+    outcomes = [queue.get(timeout=120) for _ in children]
+    for c in children:
+        c.join()
+    assert [kind for kind, _ in outcomes] == ["ok"] * 4, outcomes
+    assert sum(added for _, added in outcomes) == 1200
+    with KnowledgeBase(kb_url) as kb:
+        assert sum(u.n_adaptations for u in kb.units()) == 1200
+
+
 def test_a_failure_while_writing_a_file_rolls_the_whole_file_back(kb, tmp_path, monkeypatch):
     from metaedge.knowledge import ingest
 

@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import InputError
+from .atomic import fsync_dir
 from .journal_records import JournalError, Record, parse_record
 
 _log = logging.getLogger("metaedge.runtime")
@@ -84,6 +86,13 @@ def host_id(root: str | Path = "/") -> str:
     return hashlib.sha256(f"metaedge:{source}".encode()).hexdigest()[:16]
 
 
+def unit_id(unit: str | None) -> str:
+    """``unit`` checked as a record's unit id (1 to 512 characters, not blank); :class:`InputError` otherwise."""
+    if not isinstance(unit, str) or not unit.strip() or len(unit) > 512:
+        raise InputError(f"journaling needs the unit's id, 1 to 512 characters (unit=..., --unit ID), got {unit!r}")
+    return unit
+
+
 def as_rows(a: np.ndarray) -> tuple[tuple[float, ...], ...]:
     """``(n, d)`` (or ``(n,)``: one column) float32 values as record rows, each the shortest decimal that reads
     back as the same float32 (``0.1``, not ``0.10000000149011612``)."""
@@ -117,10 +126,14 @@ def append(path: str | Path, record: Record) -> None:
     """
     path = Path(path)
     line = record.to_json()
-    if is_json_lines(path):
-        _append_line(path, (line + "\n").encode("utf-8"))
-    else:
-        _append_sqlite(path, record.record_id, line)
+    try:
+        if is_json_lines(path):
+            _append_line(path, (line + "\n").encode("utf-8"))
+        else:
+            _append_sqlite(path, record.record_id, line)
+    except OSError as e:  # permissions, a folder in the way, a full disk: the device's problem, not a bug
+        raise JournalError(f"cannot append to journal {path} ({e.strerror or e}); check that it is a file in a "
+                           "writable folder and that the disk is not full") from e
 
 
 def _append_sqlite(path: Path, record_id: str, line: str) -> None:
@@ -140,11 +153,11 @@ def _append_sqlite(path: Path, record_id: str, line: str) -> None:
                 db.execute("INSERT OR IGNORE INTO records (record_id, json) VALUES (?, ?)", (record_id, line))
         finally:
             db.close()
-    except sqlite3.DatabaseError as e:
+    except sqlite3.Error as e:
         raise JournalError(f"cannot append to journal {path} ({e}); check that it is a metaedge SQLite journal, "
                            "that the folder is writable and the disk not full") from e
     if created:
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
 
 def _append_line(path: Path, data: bytes) -> None:
@@ -154,6 +167,9 @@ def _append_line(path: Path, data: bytes) -> None:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # serialises appenders, so the torn-tail check below sees a quiet file
         size = os.fstat(fd).st_size
+        if size and os.pread(fd, len(_SQLITE_MAGIC), 0) == _SQLITE_MAGIC:
+            raise JournalError(f"{path} is an SQLite journal, not JSON Lines; append to it under a name without "
+                               "the .jsonl suffix, or choose another file")
         if size and os.pread(fd, 1, size - 1) != b"\n":
             keep = _last_line_end(fd, size)
             _log.warning("journal %s: cut off a torn last line of %d bytes (an append interrupted by a crash)", path,
@@ -167,7 +183,7 @@ def _append_line(path: Path, data: bytes) -> None:
     finally:
         os.close(fd)  # releases the lock
     if size == 0:
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
 
 def _last_line_end(fd: int, size: int) -> int:
@@ -179,19 +195,6 @@ def _last_line_end(fd: int, size: int) -> int:
         raise JournalError(f"the last {size - start} bytes of the journal hold no line break; it is not a JSON "
                            "Lines journal")
     return start + cut + 1
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -206,7 +209,8 @@ def _has_records_table(db: sqlite3.Connection) -> bool:
 
 
 def _require_sqlite(path: Path) -> None:
-    if _sniff(path) != "sqlite":
+    # empty: another process has just created it and not yet written SQLite's header (its first append is running)
+    if path.stat().st_size and _sniff(path) != "sqlite":
         raise JournalError(f"{path} exists but is not an SQLite journal; name JSON Lines journals *.jsonl, or choose "
                            "another file")
 
@@ -215,8 +219,12 @@ def _require_sqlite(path: Path) -> None:
 
 def _sniff(path: Path) -> str:
     """``sqlite`` (by the file's magic) or ``jsonl``."""
-    with open(path, "rb") as f:
-        head = f.read(len(_SQLITE_MAGIC))
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(_SQLITE_MAGIC))
+    except OSError as e:
+        raise JournalError(f"cannot read journal {path} ({e.strerror or e}); check the file and its permissions") \
+            from e
     return "sqlite" if head == _SQLITE_MAGIC else "jsonl"
 
 
@@ -241,7 +249,7 @@ class JournalReading(Iterator[Record]):
 
     def _lines(self) -> Iterator[Record]:
         n = 0
-        with open(self.path, "rb") as f:
+        with open(self.path, "rb") as f:  # _sniff has just opened it
             for number, line in enumerate(iter(lambda: f.readline(MAX_RECORD_BYTES + 1), b""), 1):
                 if not line.endswith(b"\n"):
                     if len(line) > MAX_RECORD_BYTES:
@@ -260,28 +268,31 @@ class JournalReading(Iterator[Record]):
     def _sqlite(self) -> Iterator[Record]:
         try:
             db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
-        except sqlite3.DatabaseError as e:
+        except sqlite3.Error as e:
             raise JournalError(f"cannot open journal {self.path} ({e}); check the file and its permissions") from e
+        db.text_factory = bytes  # decoded here: a damaged file's invalid UTF-8 becomes a JournalError, not a crash
         try:
             try:
                 if not _has_records_table(db):
                     raise JournalError(f"{self.path} is an SQLite database without a records table, so it is not a "
                                        "metaedge journal")
                 rows = db.execute("SELECT seq, record_id, length(CAST(json AS BLOB)), "
-                                  f"CASE WHEN length(CAST(json AS BLOB)) <= {MAX_RECORD_BYTES} THEN json END "
-                                  "FROM records ORDER BY seq")
+                                  f"CASE WHEN length(CAST(json AS BLOB)) <= {MAX_RECORD_BYTES} "
+                                  "THEN CAST(json AS BLOB) END FROM records ORDER BY seq")
                 for n, (seq, record_id, size, text) in enumerate(rows, 1):
                     self._limit(n)
                     where = f"journal {self.path}, row {seq}"
-                    if text is None or not isinstance(text, str):
+                    if not isinstance(text, bytes):
                         raise JournalError(f"{where} holds a record of {size} bytes, more than {MAX_RECORD_BYTES} "
-                                           "or not text; the journal is damaged or not from metaedge")
+                                           "or none; the journal is damaged or not from metaedge")
                     record = parse_record(text, where)
+                    if isinstance(record_id, bytes):
+                        record_id = record_id.decode("utf-8", "replace")
                     if record.record_id != record_id:
                         raise JournalError(f"{where}: its record_id column {record_id!r} differs from the record's "
                                            f"{record.record_id!r}; the journal was altered")
                     yield record
-            except sqlite3.DatabaseError as e:
+            except (sqlite3.Error, UnicodeDecodeError) as e:  # the latter: SQLite's message quotes garbage bytes
                 raise JournalError(f"journal {self.path} is damaged or not a metaedge journal ({e})") from e
         finally:
             db.close()

@@ -116,15 +116,25 @@ def parse_record(text: str | bytes, where: str = "journal record") -> Record:
         data = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise JournalError(f"{where} is not valid JSON ({e}); the journal is damaged") from e
+    except RecursionError:  # arrays nested thousands deep: no record is
+        raise JournalError(f"{where} nests JSON too deeply to be a journal record; the journal is damaged") from None
     if not isinstance(data, dict):
         raise JournalError(f"{where} is not a JSON object; the journal is damaged")
     if data.get("schema") != SCHEMA:
         raise JournalError(f"{where} has schema {data.get('schema')!r}, not {SCHEMA!r}; it is not a metaedge journal "
                            "record or is newer than this metaedge")
     kind = data.get("kind")
-    if kind not in _KINDS:
+    if not isinstance(kind, str) or kind not in _KINDS:
         raise JournalError(f"{where} has kind {kind!r}; expected one of {', '.join(_KINDS)}")
     return _Reader(where).record(_KINDS[kind], data)
+
+
+def _finite(v: int | float) -> bool:
+    """A JSON number that is a finite float (an integer beyond float's range is not)."""
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
 
 
 @dataclass
@@ -158,15 +168,15 @@ class _Reader:
         v = data.get(name)
         if v is None:
             return math.nan  # a loss that was not finite on the device
-        if isinstance(v, bool) or not isinstance(v, int | float):
-            raise self.fail(name, "must be a number or null")
+        if isinstance(v, bool) or not isinstance(v, int | float) or not _finite(v):
+            raise self.fail(name, "must be a finite number or null")
         return float(v)
 
     def matrix(self, data: dict, name: str, rows: int | None = None) -> tuple[tuple[float, ...], ...]:
         v = self.get(data, name)
         ok = isinstance(v, list) and 0 < len(v) <= MAX_ROWS and all(
             isinstance(r, list) and r and len(r) == len(v[0]) and all(
-                not isinstance(c, bool) and isinstance(c, int | float) and math.isfinite(c) for c in r) for r in v)
+                not isinstance(c, bool) and isinstance(c, int | float) and _finite(c) for c in r) for r in v)
         if not ok:
             raise self.fail(name, f"must be a non-empty list of at most {MAX_ROWS} equal-length rows of finite "
                                   "numbers")

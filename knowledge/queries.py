@@ -10,7 +10,7 @@ import math
 import re
 from typing import Any
 
-from sqlalchemy import Connection, Row, Table, distinct, func, literal, select
+from sqlalchemy import Connection, Row, Table, distinct, func, select
 
 from .errors import KnowledgeError
 from .rows import (
@@ -114,7 +114,7 @@ def _summaries(conn: Connection, only: str | None = None) -> list[UnitSummary]:
     counts = [select(func.count()).where(t.c.unit == name).scalar_subquery() for t in (adaptations, checks)]
     stmt = select(name, *counts, _latest(adaptations, adaptations.c.time, name), _latest(checks, checks.c.time, name),
                   func.coalesce(_latest(adaptations, adaptations.c.bundle_id, name),
-                                _latest(checks, checks.c.bundle_id, name), literal(None)))
+                                _latest(checks, checks.c.bundle_id, name)))
     stmt = stmt.where(name == only) if only is not None else stmt.order_by(name)
     return [UnitSummary(u, n_a, n_c, max(t for t in (t_a, t_c) if t is not None), last)
             for u, n_a, n_c, t_a, t_c, last in conn.execute(stmt)]

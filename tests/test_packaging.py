@@ -27,7 +27,9 @@ def test_wheel_holds_every_package(tmp_path):
     (wheel,) = tmp_path.glob("metaedge-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for module in ("metaedge/cli.py", "metaedge/sdk/train.py", "metaedge/sdk/tasks/sensors.py",
-                   "metaedge/runtime/__init__.py", "metaedge/export/__init__.py", "metaedge/devices/__init__.py"):
+                   "metaedge/runtime/__init__.py", "metaedge/export/__init__.py", "metaedge/devices/__init__.py",
+                   "metaedge/knowledge/store.py", "metaedge/knowledge/migrations/env.py",
+                   "metaedge/knowledge/migrations/versions/0001_initial.py"):
         assert module in names
     assert not any(n.startswith(("tests/", "benchmarks/")) for n in names)
     # the C side: the library next to native.py and the public header, nothing else

@@ -1,0 +1,4 @@
+"""metaedge.knowledge: the server-side knowledge base.
+
+Journals ingested, lineage, fleet units, model-update decisions, drift alerts and calibration certificates.
+"""

@@ -7,13 +7,13 @@ detector turns the sequence into a statistic and raises an alarm the first time 
 threshold.
 
 Everything is in units of the **residual scale** ``sigma``: the standard deviation of one check's residual while
-the unit is in control. It is estimated robustly by :func:`pooled_scale` from the fleet's *warm-up* checks (the
-first ``warmup`` checks after each calibration; median absolute successive difference, which ignores each unit's
-constant calibration bias): every unit
-of a bundle has the same measurement noise and calibration spread, and pooling many units' first checks gives a
-far steadier estimate than one unit's first few checks (4 checks of one unit estimate sigma to about +-40 %; 100
-units' to a few %), while drift has had no time to build up yet. A caller that knows the noise (a datasheet, the
-bundle's predictive interval) passes ``scale`` itself.
+the unit is in control. It is estimated from the *warm-up* checks (the first ``warmup`` checks after each
+calibration, 8 by default: two months of weekly checks, before drift has had time to build up) through successive
+differences, which ignore each unit's constant calibration bias: :func:`pooled_scale` pools them over the units
+of a bundle (they share the outputs' physical units and the measurement noise), and :func:`unit_scales` shrinks
+each unit's own estimate toward that fleet value, because units differ in how well a few-point calibration fits
+them, and one unit's 8 checks alone estimate its scale only to about +-30 %. A caller that knows the noise (a
+datasheet, the bundle's predictive interval) passes ``scale`` itself.
 
 Detectors (parameters in units of sigma):
 
@@ -37,6 +37,7 @@ Detectors (parameters in units of sigma):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -108,25 +109,49 @@ def _scale(scale: float) -> float:
     return float(scale)
 
 
-def pooled_scale(sequences: list[np.ndarray] | list[tuple[float, ...]], warmup: int = 4) -> float:
-    """Residual scale sigma from the first ``warmup`` residuals of each unit's sequence (physical units).
-
-    Robust and free of each unit's constant calibration bias: the successive differences of each unit's warm-up
-    residuals (``r_{t+1} - r_t`` ~ N(0, 2 sigma^2) in control) are pooled over the units, and sigma = 1.4826 x
-    their median absolute value / sqrt(2). A slow ramp adds only its small weekly step to the differences, and one
-    outlying check moves the median little. Units with fewer than 2 residuals contribute nothing. Raises
-    :class:`InputError` when no differences remain or they are all 0.
-    """
+def _warmup_variances(sequences: Sequence[Sequence[float]], warmup: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per unit: the variance estimate ``mean(diff^2) / 2`` of its first ``warmup`` residuals and its degrees of
+    freedom (the number of successive differences; 0 for a unit with fewer than 2 residuals, variance 0)."""
     if warmup < 2:
         raise InputError(f"warmup must be at least 2 checks, got {warmup}")
-    diffs = [np.diff(r) for r in (_residuals(seq)[:warmup] for seq in sequences) if len(r) >= 2]
-    if not diffs:
+    var, df = [], []
+    for seq in sequences:
+        d = np.diff(_residuals(seq)[:warmup])
+        var.append(float(np.mean(d**2)) / 2 if len(d) else 0.0)
+        df.append(len(d))
+    return np.array(var), np.array(df, dtype=np.float64)
+
+
+def pooled_scale(sequences: Sequence[Sequence[float]], warmup: int = 8) -> float:
+    """The fleet's residual scale sigma from the first ``warmup`` residuals of each unit's sequence (physical units).
+
+    Successive differences (``r_{t+1} - r_t`` ~ N(0, 2 sigma^2) in control) ignore each unit's constant calibration
+    bias, and a slow ramp adds only its small weekly step to them; the variances ``mean(diff^2) / 2`` are pooled over
+    the units, weighted by their degrees of freedom. Units with fewer than 2 residuals contribute nothing. Raises
+    :class:`InputError` when no unit has 2 residuals or they are all equal.
+    """
+    var, df = _warmup_variances(sequences, warmup)
+    if df.sum() == 0:
         raise InputError(f"no unit has 2 or more checks to estimate the residual scale from (warm-up {warmup}); "
                          "pass the scale or wait for more in-service checks")
-    sigma = _MAD_TO_SIGMA * float(np.median(np.abs(np.concatenate(diffs)))) / np.sqrt(2.0)
+    sigma = float(np.sqrt(np.sum(df * var) / df.sum()))
     if sigma <= 0:
         raise InputError("all warm-up residuals are equal, so their scale is 0; pass the known noise as the scale")
     return sigma
+
+
+def unit_scales(sequences: Sequence[Sequence[float]], warmup: int = 8, prior_df: float = 4.0) -> np.ndarray:
+    """Each unit's residual scale ``(n_units,)``: its own warm-up variance shrunk toward the fleet's.
+
+    ``sigma_u^2 = (prior_df * sigma_fleet^2 + df_u * s_u^2) / (prior_df + df_u)`` (the posterior mean of a
+    scaled-inverse-chi^2 prior with ``prior_df`` degrees of freedom centred on :func:`pooled_scale`). Units of one
+    bundle differ in how well the few-point calibration fits them (temperature and nonlinearity errors left over),
+    so one fleet scale makes the worst-fitted units alarm falsely; one unit's 7 warm-up differences alone estimate
+    its scale only to about +-30 %. A unit without warm-up checks gets the fleet's scale.
+    """
+    var, df = _warmup_variances(sequences, warmup)
+    fleet = pooled_scale(sequences, warmup) ** 2
+    return np.sqrt((prior_df * fleet + df * var) / (prior_df + df))
 
 
 def cusum(residuals: np.ndarray, scale: float, k: float = 0.5, h: float = 5.0, target: float = 0.0) -> DriftResult:

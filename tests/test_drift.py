@@ -43,15 +43,28 @@ def test_no_alarm_reports_the_largest_statistic():
 
 
 def test_pooled_scale_golden():
-    # warm-up 3: differences (1, 1) and (0, 2); median |d| = 1; sigma = 1.4826 x 1 / sqrt(2); the 4th check is ignored
-    assert drift.pooled_scale([[1.0, 2.0, 3.0, 99.0], [10.0, 10.0, 12.0]], warmup=3) == pytest.approx(
-        1.482602218505602 / np.sqrt(2.0))
+    # warm-up 3: differences (1, 1) and (0, 2); variances mean(d^2)/2 = 0.5 and 1.0, 2 degrees of freedom each;
+    # pooled sigma = sqrt(0.75); the 4th check is not warm-up
+    assert drift.pooled_scale([[1.0, 2.0, 3.0, 99.0], [10.0, 10.0, 12.0]], warmup=3) == pytest.approx(np.sqrt(0.75))
 
 
-def test_pooled_scale_recovers_sigma_despite_unit_biases():
+def test_unit_scales_shrink_toward_the_fleet():
+    # prior_df 2: unit 1 (0.5 * 2 + 0.75 * 2) / 4, unit 2 (1.0 * 2 + 0.75 * 2) / 4, unit 3 (one check) the fleet's
+    got = drift.unit_scales([[1.0, 2.0, 3.0], [10.0, 10.0, 12.0], [5.0]], warmup=3, prior_df=2.0)
+    assert got == pytest.approx(np.sqrt([0.625, 0.875, 0.75]))
+
+
+def test_scales_recover_sigma_despite_unit_biases():
     rng = np.random.default_rng(3)
-    seqs = [rng.normal(rng.normal(0, 5), 0.2, size=10) for _ in range(400)]
-    assert drift.pooled_scale(seqs, warmup=4) == pytest.approx(0.2, rel=0.05)
+    sigmas = rng.uniform(0.1, 0.3, size=400)
+    seqs = [rng.normal(rng.normal(0, 5), s, size=12) for s in sigmas]
+    assert drift.pooled_scale(seqs, warmup=8) == pytest.approx(np.sqrt(np.mean(sigmas**2)), rel=0.05)
+    # shrinkage beats both the fleet value and each unit's own estimate (mean squared error of sigma)
+    own = np.sqrt([np.mean(np.diff(s[:8]) ** 2) / 2 for s in seqs])
+    shrunk = drift.unit_scales(seqs, warmup=8)
+    fleet = drift.pooled_scale(seqs, warmup=8)
+    mse = lambda est: float(np.mean((est - sigmas) ** 2))  # noqa: E731
+    assert mse(shrunk) < mse(own) and mse(shrunk) < mse(np.full(400, fleet))
 
 
 def _alarm_rate(detector: str, horizon: int = 100, runs: int = 3000) -> float:

@@ -26,7 +26,8 @@ BUG_REPORT = ("This is a bug in metaedge {version}, not a problem with your inpu
 
 #: optional packages -> the extra that installs them: a command that needs a missing one says so in one line
 OPTIONAL_PACKAGES = {"torch": "train", "onnx": "train", "onnxscript": "train", "safetensors": "train",
-                     "matplotlib": "train", "PIL": "train", "onnxruntime": "runtime"}
+                     "matplotlib": "train", "PIL": "train", "onnxruntime": "runtime", "sqlalchemy": "kb",
+                     "alembic": "kb", "psycopg": "kb"}
 
 
 class Group(click.Group):
@@ -462,6 +463,123 @@ def bench(bundle: Path, shots: int, steps: int | None, predict_n: int, repeats: 
         click.echo(f"{what[:-3]:8s} " + "  ".join(f"{k} {v:.3f} ms" for k, v in result[what].items()))
     click.echo(f"peak RSS {result['peak_rss_mib']:.1f} MiB")
 
+
+# --- the knowledge base: `metaedge kb ...` (server side; metaedge.knowledge) -----------------------------------
+
+def db_option(f):
+    return click.option("--db", "db", metavar="URL",
+                        help="Knowledge base: sqlite:///kb.db or postgresql://user@host/db. [$METAEDGE_KB, else "
+                             "sqlite:///kb.db in the current folder]")(f)
+
+
+def _kb(db: str | None):
+    from .knowledge import KnowledgeBase
+
+    return KnowledgeBase(db)
+
+
+@main.group(cls=Group)
+def kb() -> None:
+    """The knowledge base: journals ingested, lineage, fleet units as a table (see docs/knowledge.md)."""
+
+
+@kb.command(name="init")
+@db_option
+def kb_init(db: str | None) -> None:
+    """Create the knowledge base, or upgrade its schema to this metaedge's."""
+    from .knowledge import KnowledgeBase
+
+    with KnowledgeBase.init(db) as base:
+        click.echo(f"knowledge base ready at {base.engine.url.render_as_string(hide_password=True)}")
+
+
+@kb.command(name="register")
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("--alias", help="Also point this alias (champion, candidate) at the bundle.")
+@db_option
+def kb_register(path: Path, alias: str | None, db: str | None) -> None:
+    """Register a run directory (config and data hashes) or a bundle (directory or zip; its run too, if here)."""
+    is_run = path.is_dir() and (path / "config.json").is_file() and not (path / "manifest.json").exists()
+    with _kb(db) as base:
+        if is_run:
+            if alias:
+                raise InputError("--alias names bundles; register the run without it, then its bundle with --alias")
+            click.echo(f"run {base.register_run(path)} registered from {path}")
+            return
+        bundle_id = base.register_bundle(path, alias=alias)
+        info = base.bundle(bundle_id)
+        click.echo(f"bundle {bundle_id} registered from {path}" + (f" as {alias}" if alias else "")
+                   + (f"; run {info.run_id}" if info.run_id else f"; its run {info.run_path} is not registered"))
+
+
+@kb.command(name="ingest")
+@click.argument("journals", nargs=-1, required=True, type=click.Path(path_type=Path))
+@db_option
+def kb_ingest(journals: tuple[Path, ...], db: str | None) -> None:
+    """Store journal records (SQLite or JSON Lines journals); one transaction per file, duplicates skipped."""
+    with _kb(db) as base:
+        result = base.ingest(*journals)
+    for f in result.files:
+        click.echo(f"{f.path}: {f.added} added, {f.duplicates} duplicates")
+    if len(result.files) > 1:
+        click.echo(f"total: {result.added} added, {result.duplicates} duplicates")
+
+
+@kb.command(name="units")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@db_option
+def kb_units(as_json: bool, db: str | None) -> None:
+    """Every unit: adaptations, checks, latest record, latest bundle."""
+    from .kb_text import units_text
+
+    with _kb(db) as base:
+        units = base.units()
+    click.echo(json.dumps([u.to_dict() for u in units], indent=2) if as_json else units_text(units))
+
+
+@kb.command(name="show")
+@click.argument("unit")
+@click.option("--json", "as_json", is_flag=True, help="Print the unit with its adaptations and checks as JSON.")
+@db_option
+def kb_show(unit: str, as_json: bool, db: str | None) -> None:
+    """One unit: every adaptation (support points, losses, state) and check."""
+    from .kb_text import unit_text
+
+    with _kb(db) as base:
+        detail = base.unit(unit)
+    click.echo(json.dumps(detail.to_dict(), indent=2) if as_json else unit_text(detail))
+
+
+@kb.command(name="lineage")
+@click.argument("ref")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@db_option
+def kb_lineage(ref: str, as_json: bool, db: str | None) -> None:
+    """unit -> adaptations -> bundle -> run -> data hashes (REF a unit), or bundle -> run -> data (REF a bundle
+    alias, id or id prefix)."""
+    from .kb_text import lineage_text
+
+    with _kb(db) as base:
+        line = base.lineage(ref)
+    click.echo(json.dumps(line.to_dict(), indent=2) if as_json else lineage_text(line))
+
+
+@kb.command(name="export-units")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="CSV to write.")
+@click.option("--bundle", "bundle_ref", help="Only the records of this bundle (alias, id or prefix). [all records]")
+@click.option("--min-points", default=1, show_default=True, help="Leave out units with fewer reference points.")
+@db_option
+def kb_export_units(out: Path, bundle_ref: str | None, min_points: int, db: str | None) -> None:
+    """The fleet as a per-unit table (unit, inputs, outputs) for `--family table`."""
+    with _kb(db) as base:
+        path = base.export_units(out, bundle=bundle_ref, min_points=min_points)
+    import csv
+
+    with path.open(newline="") as f:
+        header, *rows = list(csv.reader(f))
+    click.echo(f"{len(rows)} points of {len({r[0] for r in rows})} units written to {path} (columns "
+               f"{', '.join(header)}); train on it with --family table --family-option path={path} "
+               "--family-option group=unit and the input and target columns")
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

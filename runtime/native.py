@@ -100,6 +100,7 @@ def _declare(lib: ctypes.CDLL) -> None:
         "me_classes": (c_u32, [c_vp]),
         "me_adapt": (ctypes.c_int, [c_vp, _FLOAT_P, _FLOAT_P, c_u32, c_u32, c_u32, c_vp]),
         "me_predict": (ctypes.c_int, [c_vp, _FLOAT_P, c_u32, _FLOAT_P]),
+        "me_journal_format": (ctypes.c_int, [c_vp, c_vp, c_size, ctypes.POINTER(c_size)]),
     }
     for name, (res, args) in sigs.items():
         fn = getattr(lib, name)
@@ -156,6 +157,43 @@ def unavailable_reason() -> str | None:
 class _AdaptInfo(ctypes.Structure):
     _fields_ = [("steps_run", ctypes.c_uint32), ("steps_kept", ctypes.c_uint32), ("loss_before", ctypes.c_float),
                 ("loss_after", ctypes.c_float)]
+
+
+class _JournalEntry(ctypes.Structure):
+    """``me_journal_entry`` of metaedge.h."""
+
+    _fields_ = [*((name, ctypes.c_char_p) for name in (
+        "record_id", "unit", "device_profile", "host_id", "manifest_sha256", "signing_key_id", "time")),
+        ("support_x", ctypes.c_void_p), ("support_y", ctypes.c_void_p), ("n", ctypes.c_uint32),
+        ("in_dim", ctypes.c_uint32), ("out_dim", ctypes.c_uint32), ("info", _AdaptInfo),
+        ("state_sha256", ctypes.c_char_p), ("start_state_sha256", ctypes.c_char_p)]
+
+
+def journal_line(record) -> bytes:
+    """An :class:`~metaedge.runtime.journal_records.AdaptationRecord` as firmware journals it: the JSON Lines
+    line ``me_journal_format`` writes (floats as float32, ``%.9g``; ends in a newline). For hosts that speak for a
+    microcontroller, and the tests that hold the C and Python records to one schema."""
+    if _LIB is None:
+        raise UnavailableError(_REASON)
+
+    def text(v: str | None) -> bytes | None:
+        return None if v is None else v.encode("utf-8")
+
+    x, y = (np.ascontiguousarray(np.asarray(a, np.float32)) for a in (record.support_x, record.support_y))
+    info = _AdaptInfo(record.steps_run, record.steps_kept, record.loss_before, record.loss_after)
+    entry = _JournalEntry(text(record.record_id), text(record.unit), text(record.device.profile),
+                          text(record.device.host_id), text(record.bundle.manifest_sha256),
+                          text(record.bundle.signing_key_id), text(record.time), x.ctypes.data, y.ctypes.data,
+                          x.shape[0], x.shape[1], y.shape[1], info, text(record.state_sha256),
+                          text(record.start_state_sha256))
+    need = ctypes.c_size_t(0)
+    status = _LIB.me_journal_format(ctypes.byref(entry), ctypes.create_string_buffer(1), 1, ctypes.byref(need))
+    if status != STATUS_NAMES.index("argument") or need.value == 0:
+        NativeModel._check(status, "journal record")
+    buf = ctypes.create_string_buffer(need.value + 1)
+    NativeModel._check(_LIB.me_journal_format(ctypes.byref(entry), buf, need.value + 1, ctypes.byref(need)),
+                       "journal record")
+    return buf.raw[:need.value]
 
 
 class _ModelInfo(ctypes.Structure):

@@ -1,8 +1,9 @@
 /* Firmware-style example: a sinusoid "unit" (amplitude 2, phase 0.5) calibrates the compiled-in meta-learned
  * model from 3 reference points, predicts, saves the adapted state into A/B slots (slots.c; two RAM buffers
- * stand in for flash sectors here) and, after a simulated reboot, restores it. No malloc: the arena is a static
- * array. The numbers are printed with 4 decimals so the host and the Cortex-M4 build (qemu-system-arm) print
+ * stand in for flash sectors here) and, after a simulated reboot, restores it, then prints the adaptation's
+ * journal record (docs/journal.md) as it would go out over a serial line. No malloc: the arena is a static array. The numbers are printed with 4 decimals so the host and the Cortex-M4 build (qemu-system-arm) print
  * the same text. */
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -12,6 +13,11 @@
 
 #define SHOTS 3u
 #define SLOT_BYTES 8192u
+/* the bundle's identity in journal records: sha256 hex of its manifest.json, fixed when the firmware is built
+ * (-DME_BUNDLE_SHA256=\"...\"; the manifest lists model_data.h's digest, so it cannot live inside that file) */
+#ifndef ME_BUNDLE_SHA256
+#define ME_BUNDLE_SHA256 "0000000000000000000000000000000000000000000000000000000000000000"
+#endif
 static unsigned char arena[64 * 1024];
 static unsigned char flash[2][SLOT_BYTES], scratch[SLOT_BYTES];
 
@@ -78,5 +84,34 @@ int main(void)
     }
     printf("state saved to slot %c (sequence %u), restored after a reboot: predictions %s\n", slot ? 'B' : 'A',
            (unsigned)seq, memcmp(pred, again, sizeof pred) == 0 ? "identical" : "DIFFERENT");
+
+    /* the journal record: unique id from the device's id and the slot sequence (a counter that survives
+     * reboots); the time from the device's clock (a fixed one here) */
+    static char record_id[40], line[1024];
+    size_t len = 0;
+    snprintf(record_id, sizeof record_id, "mcu-0001-%08lx", (unsigned long)seq);
+    me_journal_entry entry = {0};
+    entry.record_id = record_id;
+    entry.unit = "SIN-A2-P05";
+    entry.device_profile = "cortex-m4";
+    entry.host_id = "mcu-0001";
+    entry.manifest_sha256 = ME_BUNDLE_SHA256;
+    entry.time = "2026-12-01T09:00:00Z";
+    entry.support_x = xs;
+    entry.support_y = ys;
+    entry.n = SHOTS;
+    entry.in_dim = 1u;
+    entry.out_dim = 1u;
+    entry.info = info;
+    /* printed here with the losses rounded to 4 decimals like the lines above, so that the host and the Cortex-M4
+     * build print the same text (their float32 losses differ in the 7th digit); a device journals them as they are */
+    entry.info.loss_before = roundf(info.loss_before * 1e4f) / 1e4f;
+    entry.info.loss_after = roundf(info.loss_after * 1e4f) / 1e4f;
+    st = me_journal_format(&entry, line, sizeof line, &len);
+    if (st != ME_OK) {
+        printf("journal: %s\n", me_strerror(st));
+        return 1;
+    }
+    printf("journal record (%u bytes): %s", (unsigned)len, line);
     return memcmp(pred, again, sizeof pred) == 0 ? 0 : 1;
 }

@@ -46,7 +46,7 @@ extern "C" {
  * a public struct, a status code's meaning). me_api_version() is the library's (MAJOR << 16 | MINOR), to check a
  * shared library against the header a binding was written for. */
 #define ME_API_VERSION_MAJOR 1u
-#define ME_API_VERSION_MINOR 0u
+#define ME_API_VERSION_MINOR 1u
 #define ME_API_VERSION ((ME_API_VERSION_MAJOR << 16) | ME_API_VERSION_MINOR)
 
 #define ME_FORMAT_VERSION 3u  /* the newest model.mebin format this library reads (it reads 1 and 2 too) */
@@ -166,6 +166,32 @@ ME_API me_status me_predict(me_session *s, const float *x, uint32_t n, float *ou
 ME_API me_status me_support_loss(me_session *s, const float *x, const float *y, uint32_t n, float *loss);
 /* Classes in a prediction: out_dim, or the number of prototypes. */
 ME_API uint32_t me_classes(const me_session *s);
+
+/* One adaptation as a journal record (docs/journal.md): what me_journal_format writes. Strings are NUL-terminated
+ * UTF-8 of 1..512 bytes; the optional ones may be NULL (written as null). */
+typedef struct me_journal_entry {
+    const char *record_id;          /* unique per record (e.g. a uuid4's 32 hex digits): the idempotency key */
+    const char *unit;               /* the unit's id (serial number) */
+    const char *device_profile;     /* optional: the device profile, e.g. "cortex-m4" */
+    const char *host_id;            /* this device's id */
+    const char *manifest_sha256;    /* the bundle: sha256 hex of its manifest.json (fixed at build time) */
+    const char *signing_key_id;     /* optional: the key id of its manifest.sig */
+    const char *time;               /* ISO 8601 in UTC, e.g. "2026-12-01T09:42:01Z" */
+    const float *support_x;         /* (n, in_dim) support inputs, physical units */
+    const float *support_y;         /* (n, out_dim) support targets, physical units (class numbers) */
+    uint32_t n, in_dim, out_dim;    /* 1 <= n <= 10000 */
+    me_adapt_info info;             /* steps and support losses (me_adapt's info); non-finite losses: null */
+    const char *state_sha256;       /* optional: sha256 hex of the state written (e.g. by the host) */
+    const char *start_state_sha256; /* optional: that of the state the adaptation started from */
+} me_journal_entry;
+
+/* Format one JSON Lines adaptation record (schema "metaedge.journal/1", floats as %.9g, ending in '\n') into buf
+ * and NUL-terminate it; *len = the line's bytes (with the '\n', without the NUL). When cap < *len + 1: *len still
+ * holds the line's bytes, buf[0] = '\0' (when cap > 0) and ME_ERR_ARGUMENT. Also ME_ERR_NULL (entry, buf, len or
+ * a required string or array NULL), ME_ERR_ARGUMENT (an empty or over-long string, a zero size, n > 10000,
+ * steps_kept > steps_run) and ME_ERR_NONFINITE (NaN or infinity in the support). Never allocates; uses
+ * snprintf for the floats (newlib-nano: link with -u _printf_float). */
+ME_API me_status me_journal_format(const me_journal_entry *entry, char *buf, size_t cap, size_t *len);
 
 /* sizeof(me_model) and sizeof(me_session), for language bindings that allocate them */
 ME_API size_t me_sizeof_model(void);

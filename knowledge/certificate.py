@@ -217,11 +217,13 @@ def replay(model: Any, chain: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
     return Adapted(model, model.theta0).predict(xs), Adapted(model, theta).predict(xs)
 
 
-def build_certificate(kb: Any, unit: str, now: datetime | None = None) -> Certificate:
+def build_certificate(kb: Any, unit: str, now: datetime | None = None, trust: Sequence[Any] | None = None
+                      ) -> Certificate:
     """The certificate of ``unit``'s latest calibration, from the knowledge base ``kb`` and the bundle it records.
 
     Raises :class:`InputError` when the unit has no adaptation; the bundle loads as any bundle (a missing or
-    tampered one is refused with one sentence).
+    tampered one is refused with one sentence; ``trust``: the public keys it must be signed by, None:
+    ``METAEDGE_TRUST``'s).
     """
     from metaedge.runtime.model import Model
 
@@ -232,7 +234,7 @@ def build_certificate(kb: Any, unit: str, now: datetime | None = None) -> Certif
     chain = _chain(detail.adaptations)
     last = chain[-1]
     info = kb.bundle(last.bundle_id)
-    model = Model.load(info.path)
+    model = Model.load(info.path, trust=trust)
     before, after = replay(model, chain)
     m = model.bundle.manifest
     points = tuple(ReferencePoint(tuple(x), tuple(y), tuple(map(float, b)), tuple(map(float, a)))

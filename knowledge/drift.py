@@ -56,7 +56,7 @@ _MAD_TO_SIGMA = 1.482602218505602
 class DriftEvidence:
     """Why a detector alarmed (or did not): what a reviewer needs to judge a recalibration.
 
-    ``statistic`` ``(n,)``: the detector's statistic after each check (in units of sigma); ``residuals`` ``(n,)``:
+    ``statistics`` ``(n,)``: the detector's statistic after each check (in units of sigma); ``residuals`` ``(n,)``:
     the residuals it read, physical units; ``direction``: ``"up"`` (the unit reads low: reference above the
     prediction), ``"down"``, or None without alarm.
     """
@@ -67,7 +67,7 @@ class DriftEvidence:
     target: float
     threshold: float
     residuals: tuple[float, ...]
-    statistic: tuple[float, ...]
+    statistics: tuple[float, ...]
     direction: str | None
 
     def as_dict(self, last: int | None = None) -> dict:
@@ -75,7 +75,7 @@ class DriftEvidence:
         d = asdict(self)
         d["parameters"] = dict(self.parameters)
         if last is not None:
-            d["residuals"], d["statistic"] = list(self.residuals[-last:]), list(self.statistic[-last:])
+            d["residuals"], d["statistics"] = list(self.residuals[-last:]), list(self.statistics[-last:])
         return d
 
 

@@ -13,7 +13,7 @@ def test_cusum_golden_sequence():
     # k=0.5, h=2: S+ = 0, 0.5, 2.0 (not > 2), 3.5 -> alarm at index 3, upward
     res = drift.cusum([0.0, 1.0, 2.0, 2.0, -1.0], scale=1.0, k=0.5, h=2.0)
     assert res.alarm and res.index == 3 and res.statistic == pytest.approx(3.5)
-    assert res.evidence.statistic == pytest.approx((0.0, 0.5, 2.0, 3.5))
+    assert res.evidence.statistics == pytest.approx((0.0, 0.5, 2.0, 3.5))
     assert res.evidence.direction == "up" and res.evidence.residuals == (0.0, 1.0, 2.0, 2.0)
 
 
@@ -28,7 +28,7 @@ def test_page_hinkley_golden_sequence():
     # gains 0, 0, 1.5 (not > 1.5), 2.5 -> alarm at index 3
     res = drift.page_hinkley([0.0, 0.0, 3.0, 3.0], scale=1.0, delta=0.5, lam=1.5)
     assert res.alarm and res.index == 3 and res.statistic == pytest.approx(2.5)
-    assert res.evidence.statistic == pytest.approx((0.0, 0.0, 1.5, 2.5)) and res.evidence.direction == "up"
+    assert res.evidence.statistics == pytest.approx((0.0, 0.0, 1.5, 2.5)) and res.evidence.direction == "up"
 
 
 def test_threshold_golden_sequence():

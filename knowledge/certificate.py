@@ -7,11 +7,13 @@ unit's adapted state), the bundle, run and signing-key identity, the dates, and 
 How the errors are computed: the journal record holds the support points, not the predictions at them, so the
 certificate **replays the calibration with the runtime**: it loads the bundle at the path the knowledge base
 records (hash-checked, signature-checked against ``METAEDGE_TRUST`` as any load), predicts the reference points
-with ``theta0`` (before), and adapts on the same support points with the record's kept step count, continuing from
-the replayed earlier state where the record is a recalibration (``start_state_sha256``), then predicts again
-(after). Adaptation is a deterministic function of bundle, support points and steps, so this is the state the
-device computed (to float32 rounding across backends). In-service checks are shown as journaled (the device's own
-predictions beside the reference readings).
+with ``theta0`` (before), and adapts on the same support points with the record's step count (``steps_run``, else
+``steps_kept``), continuing from the replayed earlier state where the record is a recalibration
+(``start_state_sha256``), then predicts again (after). Adaptation is a deterministic function of bundle, support
+points and steps, so this is the state the device computed; the certificate checks it: the replayed state, written
+as the device writes it, must have the journaled state file's sha256 (the certificate says so when it does not,
+e.g. after another backend's float rounding, or a recalibration whose start state the knowledge base does not
+link). In-service checks are shown as journaled (the device's own predictions beside the reference readings).
 
 :class:`Certificate` is a frozen dataclass, so rendering (:func:`render_html`) is testable without a database;
 :func:`build_certificate` fills it from a :class:`~metaedge.knowledge.store.KnowledgeBase`.
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import html
 import math
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -73,6 +76,8 @@ class Certificate:
     state_sha256: str | None
     steps_kept: int
     recalibration: bool  # continued from an earlier adapted state of the unit
+    #: the replayed state's file sha256 equals the journaled one (None: the device wrote no state)
+    state_verified: bool | None
     points: tuple[ReferencePoint, ...]
     checks: tuple[CheckReading, ...] = ()
 
@@ -112,7 +117,8 @@ body{font-family:'DejaVu Sans',Arial,sans-serif;color:#111;margin:32px 40px;font
 h1{font-size:24px;margin:0 0 4px} h2{font-size:17px;margin:26px 0 8px;border-bottom:2px solid #234;padding-bottom:3px}
 .sub{color:#444;margin-bottom:18px} table{border-collapse:collapse;width:100%;margin:6px 0}
 th,td{border:1px solid #999;padding:4px 8px;text-align:right} th{background:#dde4ee}
-td.l,th.l{text-align:left} .id{font-family:'DejaVu Sans Mono',monospace;font-size:12px;word-break:break-all}
+td.l,th.l{text-align:left} td.l:not(.id){white-space:nowrap}
+.id{font-family:'DejaVu Sans Mono',monospace;font-size:12px;word-break:break-all}
 .summary td{font-weight:bold} .note{color:#333;font-size:12px;margin-top:24px}
 """
 
@@ -136,6 +142,10 @@ def render_html(cert: Certificate) -> str:
              ("Meta-learner", cert.algo or "-"),
              ("Signing key id", cert.signing_key_id or "unsigned bundle"),
              ("Adaptation record", cert.record_id), ("Adapted state sha256", cert.state_sha256 or "not written"),
+             ("Replay of the calibration", {True: "reproduces the journaled state (same sha256)",
+                                            False: "does NOT reproduce the journaled state: errors after are the "
+                                                   "replay's, not necessarily the device's",
+                                            None: "not checked (no state file journaled)"}[cert.state_verified]),
              ("Adaptation steps kept", str(cert.steps_kept))]
     parts = [
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
@@ -202,19 +212,34 @@ def _chain(adaptations: Sequence[Any]) -> list[Any]:
     return chain[::-1]
 
 
-def replay(model: Any, chain: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
-    """Prior and adapted predictions ``(k, n_outputs)`` at the last adaptation's support points.
+def replay(model: Any, chain: Sequence[Any]) -> tuple[np.ndarray, np.ndarray, Any]:
+    """Prior and adapted predictions ``(k, n_outputs)`` at the last adaptation's support points, and the replayed
+    :class:`~metaedge.runtime.model.Adapted`.
 
     ``model``: a :class:`metaedge.runtime.Model` of the adaptations' bundle; ``chain``: adaptation rows oldest
-    first, each continuing from the one before (the first from ``theta0``).
+    first, each continuing from the one before (the first from ``theta0``). Each is replayed with its
+    ``steps_run`` (the guard rolls back the same steps again), or ``steps_kept`` where the row has no step count
+    run.
     """
     from metaedge.runtime.model import Adapted
 
-    theta = None
+    adapted = None
     for a in chain:
-        theta = model.adapt(np.asarray(a.support_x), np.asarray(a.support_y), steps=a.steps_kept, start=theta).theta
+        steps = getattr(a, "steps_run", None)
+        adapted = model.adapt(np.asarray(a.support_x), np.asarray(a.support_y),
+                              steps=a.steps_kept if steps is None else steps,
+                              start=None if adapted is None else adapted.theta)
     xs = np.asarray(chain[-1].support_x)
-    return Adapted(model, model.theta0).predict(xs), Adapted(model, theta).predict(xs)
+    return Adapted(model, model.theta0).predict(xs), adapted.predict(xs), adapted
+
+
+def _reproduces(adapted: Any, state_sha256: str | None) -> bool | None:
+    """Whether the replayed state, written as the device writes it, has the journaled file digest."""
+    if not state_sha256:
+        return None
+    with tempfile.TemporaryDirectory(prefix="metaedge-replay-") as tmp:
+        adapted.save(Path(tmp) / "replayed.state")
+    return adapted.state_sha256 == state_sha256
 
 
 def build_certificate(kb: Any, unit: str, now: datetime | None = None, trust: Sequence[Any] | None = None
@@ -235,7 +260,7 @@ def build_certificate(kb: Any, unit: str, now: datetime | None = None, trust: Se
     last = chain[-1]
     info = kb.bundle(last.bundle_id)
     model = Model.load(info.path, trust=trust)
-    before, after = replay(model, chain)
+    before, after, adapted = replay(model, chain)
     m = model.bundle.manifest
     points = tuple(ReferencePoint(tuple(x), tuple(y), tuple(map(float, b)), tuple(map(float, a)))
                    for x, y, b, a in zip(last.support_x, last.support_y, before, after))
@@ -248,7 +273,8 @@ def build_certificate(kb: Any, unit: str, now: datetime | None = None, trust: Se
                        input_names=m.input.names, input_units=m.input.units, output_names=m.output.names,
                        output_units=m.output.units, bundle_id=last.bundle_id, run_id=info.run_id, algo=info.algo,
                        signing_key_id=info.signing_key_id, record_id=last.record_id, state_sha256=last.state_sha256,
-                       steps_kept=last.steps_kept, recalibration=len(chain) > 1, points=points, checks=checks)
+                       steps_kept=last.steps_kept, recalibration=len(chain) > 1,
+                       state_verified=_reproduces(adapted, last.state_sha256), points=points, checks=checks)
 
 
 def _device(device: Any) -> str:

@@ -148,6 +148,7 @@ def test_certificate_from_the_knowledge_base(fleet, small_bundle, tmp_path):
     assert np.sqrt(np.mean(cert.error_after**2)) < np.sqrt(np.mean(cert.error_before**2))
     assert cert.bundle_id == json.loads(json.dumps(model.bundle_ref().manifest_sha256))
     assert cert.state_sha256 == adapted["u2"].state_sha256 and cert.calibrated == T0.isoformat()
+    assert cert.state_verified is True  # the replay wrote the very bytes the device wrote
     assert len(cert.checks) == 2 * WEEKS and cert.issued.startswith("2026-06-01")
     out = CliRunner().invoke(main, ["kb", "certificate", "u2", "--db", url, "--out", str(tmp_path / "u2.html")])
     assert out.exit_code == 0, out.output

@@ -31,7 +31,8 @@ def _cert(**over) -> Certificate:
                 device="line-3 (cpu-x86_64)", input_names=("bridge_output", "temperature"), input_units=("mV", "degC"),
                 output_names=("pressure",), output_units=("kPa",), bundle_id="ab" * 32, run_id="cd" * 32,
                 algo="metasgd", signing_key_id="key-7f3a", record_id="0123456789abcdef0123456789abcdef",
-                state_sha256="ef" * 32, steps_kept=5, recalibration=False, points=points, checks=checks)
+                state_sha256="ef" * 32, steps_kept=5, recalibration=False, state_verified=True, points=points,
+                checks=checks)
     return Certificate(**{**base, **over})
 
 
@@ -49,6 +50,7 @@ def test_errors_and_summary_figures():
     assert "<script" not in page and "http" not in page.replace("http-equiv", "")  # no external assets
     assert "unsigned bundle" in render_html(_cert(signing_key_id=None, checks=()))
     assert "No in-service check" in render_html(_cert(checks=()))
+    assert "does NOT reproduce" in render_html(_cert(state_verified=False))
 
 
 def test_no_points_and_no_overwrite(tmp_path):
@@ -87,12 +89,12 @@ def test_replay_matches_the_device_state(small_bundle, tmp_path):
                      tuple(map(tuple, task.y_support.tolist())), 3, "s1")
     a2 = _Adaptation("2026-02-01T00:00:00+00:00", tuple(map(tuple, second.x_support.tolist())),
                      tuple(map(tuple, second.y_support.tolist())), 2, "s2", start_state_sha256="s1")
-    before, after = replay(model, [a1])
+    before, after, _ = replay(model, [a1])
     assert after == pytest.approx(device_1.predict(task.x_support), abs=1e-4)
     assert before == pytest.approx(Adapted(model, model.theta0).predict(task.x_support), abs=1e-6)
     assert _chain([a2, a1]) == [a1, a2] and _chain([replace(a2, start_state_sha256=None), a1]) == [
         replace(a2, start_state_sha256=None)]
-    _, after2 = replay(model, _chain([a1, a2]))
+    _, after2, _ = replay(model, _chain([a1, a2]))
     assert after2 == pytest.approx(device_2.predict(second.x_support), abs=1e-4)
 
 

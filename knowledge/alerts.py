@@ -109,6 +109,8 @@ def scan(kb: Any, detector: str = "cusum", warmup: int = 8, scale: float | None 
     """
     if detector not in DETECTORS:
         raise InputError(f"unknown drift detector {detector!r}; choose one of {', '.join(DETECTORS)}")
+    if warmup < 2:
+        raise InputError(f"warmup must be at least 2 checks (a scale needs one difference), got {warmup}")
     by_bundle: dict[str, list[ResidualSeries]] = defaultdict(list)
     for summary in kb.units():
         series = residual_series(kb.unit(summary.unit))

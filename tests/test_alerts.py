@@ -133,6 +133,8 @@ def test_kb_alerts_command(fleet):
     assert "u0" in text.output and "--start" in text.output
     bad = runner.invoke(main, ["kb", "alerts", "--db", url, "--scale", "-1"])
     assert bad.exit_code == 1 and "positive" in bad.output
+    bad = runner.invoke(main, ["kb", "alerts", "--db", url, "--warmup", "1"])
+    assert bad.exit_code == 1 and "warmup must be at least 2" in bad.output
 
 
 def test_certificate_from_the_knowledge_base(fleet, small_bundle, tmp_path):

@@ -260,6 +260,9 @@ def build_certificate(kb: Any, unit: str, now: datetime | None = None, trust: Se
     last = chain[-1]
     info = kb.bundle(last.bundle_id)
     model = Model.load(info.path, trust=trust)
+    if model.classification:
+        raise InputError(f"unit {unit} was adapted with a classification bundle; calibration certificates state "
+                         "errors in physical units, so they need a regression bundle")
     before, after, adapted = replay(model, chain)
     m = model.bundle.manifest
     points = tuple(ReferencePoint(tuple(x), tuple(y), tuple(map(float, b)), tuple(map(float, a)))

@@ -35,7 +35,10 @@ EVIDENCE_LAST = 8
 
 def _when(time: str) -> datetime:
     """An ISO 8601 time as an aware datetime (``Z`` accepted; naive times are taken as UTC)."""
-    t = datetime.fromisoformat(time.replace("Z", "+00:00"))
+    try:
+        t = datetime.fromisoformat(time.replace("Z", "+00:00"))
+    except ValueError as e:
+        raise InputError(f"record time {time!r} is not an ISO 8601 time; the journal that held it is damaged") from e
     return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
 
 

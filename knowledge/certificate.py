@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import html
 import math
+import subprocess
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -194,6 +195,20 @@ def write_certificate(cert: Certificate, out: str | Path) -> Path:
     if out.exists():
         raise ExistsError(f"{out} already exists; choose another --out or remove it first")
     return atomic_write_text(out, render_html(cert))
+
+
+#: headless Chromium flags for a reproducible, offline screenshot of a certificate (A4-ish portrait window)
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
+                  "--disable-component-update", "--disable-sync", "--window-size=1000,1400")
+
+
+def screenshot(html_path: str | Path, png_path: str | Path, profile_dir: str | Path) -> Path:
+    """Render ``html_path`` to ``png_path`` (1000 x 1400) with Debian's headless ``chromium``, using
+    ``profile_dir`` as its throw-away user-data folder; :class:`subprocess.CalledProcessError` when it fails."""
+    png_path = Path(png_path).resolve()
+    subprocess.run(["chromium", *CHROMIUM_FLAGS, f"--user-data-dir={profile_dir}", f"--screenshot={png_path}",
+                    Path(html_path).resolve().as_uri()], check=True, capture_output=True, timeout=120)
+    return png_path
 
 
 # --------------------------------------------------------------------------------------------- from the KB

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
 import tempfile
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -19,12 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from metaedge.knowledge import KnowledgeBase
-from metaedge.knowledge.certificate import build_certificate, write_certificate
+from metaedge.knowledge.certificate import build_certificate, screenshot, write_certificate
 from metaedge.runtime.journal import append
 from metaedge.runtime.model import Model
-
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
-                  "--disable-component-update", "--disable-sync", "--window-size=1000,1400")
 
 
 def _bundle(work: Path) -> Path:
@@ -67,9 +63,7 @@ def main() -> None:
     args.out.unlink(missing_ok=True)
     write_certificate(cert, args.out)
     png = args.out.with_suffix(".png")
-    subprocess.run(["chromium", *CHROMIUM_FLAGS, f"--user-data-dir={work / 'chromium'}",
-                    f"--screenshot={png.resolve()}", args.out.resolve().as_uri()],
-                   check=True, capture_output=True, timeout=120)
+    screenshot(args.out, png, work / "chromium")
     print(f"{args.out} and {png} written (bundle {bundle})")
     shutil.rmtree(work, ignore_errors=True)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -18,6 +17,7 @@ from metaedge.knowledge.certificate import (
     _chain,
     render_html,
     replay,
+    screenshot,
     write_certificate,
 )
 
@@ -98,16 +98,6 @@ def test_replay_matches_the_device_state(small_bundle, tmp_path):
     assert after2 == pytest.approx(device_2.predict(second.x_support), abs=1e-4)
 
 
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
-                  "--disable-component-update", "--disable-sync", "--window-size=1000,1400")
-
-
-def render_png(html_path, png_path, profile_dir) -> None:
-    """Screenshot ``html_path`` with headless Chromium into ``png_path``."""
-    subprocess.run(["chromium", *CHROMIUM_FLAGS, f"--user-data-dir={profile_dir}", f"--screenshot={png_path}",
-                    html_path.resolve().as_uri()], check=True, capture_output=True, timeout=120)
-
-
 def test_certificate_renders_in_headless_chromium(tmp_path):
     if shutil.which("chromium") is None:
         if os.environ.get("METAEDGE_REQUIRE_SERVICES") == "1":
@@ -116,7 +106,7 @@ def test_certificate_renders_in_headless_chromium(tmp_path):
     from PIL import Image
 
     html_path = write_certificate(_cert(), tmp_path / "cert.html")
-    render_png(html_path, tmp_path / "cert.png", tmp_path / "profile")
+    screenshot(html_path, tmp_path / "cert.png", tmp_path / "profile")
     img = np.asarray(Image.open(tmp_path / "cert.png").convert("L"), dtype=np.float64)
     assert img.shape == (1400, 1000)
     assert img.std() > 10  # not a blank page

@@ -94,17 +94,20 @@ class Alert:
                 "statistic": self.drift.statistic, **self.drift.evidence.as_dict(last=EVIDENCE_LAST)}
 
 
-def _first_alarm(series: ResidualSeries, scales: np.ndarray, detector: str) -> tuple[int, DriftResult] | None:
+def _first_alarm(series: ResidualSeries, scales: np.ndarray, detector: str, limit: float | None
+                 ) -> tuple[int, DriftResult] | None:
     """The earliest alarm over the series' outputs (``scales`` ``(n_outputs,)``): ``(output, result)``, or None."""
-    found = [(j, detect(series.residuals[:, j], float(scales[j]), detector)) for j in range(len(scales))]
+    found = [(j, detect(series.residuals[:, j], float(scales[j]), detector, limit)) for j in range(len(scales))]
     found = [(j, r) for j, r in found if r.alarm]
     return min(found, key=lambda jr: jr[1].index) if found else None
 
 
-def scan(kb: Any, detector: str = "cusum", warmup: int = 8, scale: float | None = None,
+def scan(kb: Any, detector: str = "cusum", warmup: int = 8, scale: float | None = None, limit: float | None = None,
          record: bool = True) -> list[Alert]:
     """Run ``detector`` (:data:`.drift.DETECTORS`) over every unit's checks since its latest calibration.
 
+    ``limit``: the detector's alarm threshold in units of the scale (None: its stated default; see
+    :func:`.drift.detect`).
     ``scale``: the residual scale in the outputs' physical units for every unit (None: each unit's own from its
     first ``warmup`` checks, shrunk toward its bundle's fleet value, :func:`.drift.unit_scales`; the units of a
     bundle none of whose units has 2 checks yet are skipped, logged). ``record``: store each new alert with
@@ -129,7 +132,7 @@ def scan(kb: Any, detector: str = "cusum", warmup: int = 8, scale: float | None 
                       bundle_id[:12], len(group))
             continue
         for series, unit_scale in zip(group, scales):
-            hit = _first_alarm(series, unit_scale, detector)
+            hit = _first_alarm(series, unit_scale, detector, limit)
             if hit is None:
                 continue
             output, result = hit

@@ -214,12 +214,17 @@ def _result(name: str, params: tuple[tuple[str, float], ...], scale: float, targ
     return DriftResult(False, None, float(stat.max()) if len(stat) else 0.0, evidence)
 
 
-def detect(residuals: np.ndarray, scale: float, detector: str = "cusum") -> DriftResult:
-    """Run the named detector (:data:`DETECTORS`) with its stated default parameters."""
+def detect(residuals: np.ndarray, scale: float, detector: str = "cusum", limit: float | None = None
+           ) -> DriftResult:
+    """Run the named detector (:data:`DETECTORS`) with its stated default parameters; ``limit`` replaces its alarm
+    threshold (CUSUM ``h``, Page-Hinkley ``lambda``, the fixed rule's ``k``; in units of the scale), e.g. one set
+    from a fleet's history for a wanted false-alarm rate (``benchmarks/drift.py`` shows how)."""
+    if limit is not None and not (np.isfinite(limit) and limit > 0):
+        raise InputError(f"the detector threshold must be a positive number of scale units, got {limit}")
     if detector == "cusum":
-        return cusum(residuals, scale)
+        return cusum(residuals, scale) if limit is None else cusum(residuals, scale, h=limit)
     if detector == "page-hinkley":
-        return page_hinkley(residuals, scale)
+        return page_hinkley(residuals, scale) if limit is None else page_hinkley(residuals, scale, lam=limit)
     if detector == "threshold":
-        return threshold(residuals, scale)
+        return threshold(residuals, scale) if limit is None else threshold(residuals, scale, k=limit)
     raise InputError(f"unknown drift detector {detector!r}; choose one of {', '.join(DETECTORS)}")

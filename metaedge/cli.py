@@ -649,16 +649,19 @@ def kb_export_units(out: Path, bundle_ref: str | None, min_points: int, db: str 
 @click.option("--warmup", default=8, show_default=True,
               help="First checks after each calibration that estimate the unit's residual scale.")
 @click.option("--scale", type=float, help="Residual scale in the output's unit for every unit. [estimated]")
+@click.option("--threshold", "limit", type=float,
+              help="Alarm threshold in scale units: CUSUM h, Page-Hinkley lambda, the rule's k. [5, 5, 3]")
 @click.option("--json", "as_json", is_flag=True, help="Print the alerts and their evidence as JSON.")
 @db_option
-def kb_alerts(detector: str, warmup: int, scale: float | None, as_json: bool, db: str | None) -> None:
+def kb_alerts(detector: str, warmup: int, scale: float | None, limit: float | None, as_json: bool,
+              db: str | None) -> None:
     """Units due for recalibration: a sequential change detector over each unit's in-service check residuals
     since its latest calibration; new alarms are stored with their evidence (a rescan adds nothing)."""
     from .drift_text import alert_dict, alerts_text
     from .knowledge.alerts import scan
 
     with _kb(db) as base:
-        found = scan(base, detector=detector, warmup=warmup, scale=scale)
+        found = scan(base, detector=detector, warmup=warmup, scale=scale, limit=limit)
         checked = sum(1 for u in base.units() if u.n_checks)
     click.echo(json.dumps([alert_dict(a) for a in found], indent=2) if as_json
                else alerts_text(found, detector, checked))

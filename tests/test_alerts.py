@@ -133,6 +133,15 @@ def test_kb_alerts_command(fleet):
     assert "u0" in text.output and "--start" in text.output
     bad = runner.invoke(main, ["kb", "alerts", "--db", url, "--scale", "-1"])
     assert bad.exit_code == 1 and "positive" in bad.output
+    # a threshold above the drifting unit's statistic silences it; the statistic is in the evidence
+    high = data[0]["statistic"] * 1.01
+    quiet = runner.invoke(main, ["kb", "alerts", "--db", url, "--detector", "page-hinkley", "--threshold",
+                                 str(high), "--json"])
+    assert quiet.exit_code == 0, quiet.output
+    later = json.loads(quiet.output)  # not at the step's check any more: later (the statistic keeps growing) or never
+    assert later == [] or later[0]["crossed_time"] > week(STEP_WEEK)
+    bad = runner.invoke(main, ["kb", "alerts", "--db", url, "--threshold", "0"])
+    assert bad.exit_code == 1 and "threshold must be a positive" in bad.output
     bad = runner.invoke(main, ["kb", "alerts", "--db", url, "--warmup", "1"])
     assert bad.exit_code == 1 and "warmup must be at least 2" in bad.output
 

@@ -103,6 +103,14 @@ def test_alarm_after_a_step(detector, max_mean_delay):
         assert 2 < np.mean(delays) < 5
 
 
+def test_detect_with_a_threshold():
+    # the golden CUSUM sequence: statistic 3.5 at index 3 crosses h=3 but not the default h=5
+    r = [0.0, 1.0, 2.0, 2.0, -1.0]
+    assert drift.detect(r, 1.0, "cusum", limit=3.0).index == 3 and not drift.detect(r, 1.0, "cusum").alarm
+    assert drift.detect([0.1, 0.35], 0.1, "threshold", limit=3.6).alarm is False
+    assert drift.detect([0.0, 0.0, 3.0, 3.0], 1.0, "page-hinkley", limit=1.5).index == 3
+
+
 def test_bad_input_is_one_sentence():
     with pytest.raises(InputError, match="NaN"):
         drift.cusum([0.0, np.nan], 1.0)

@@ -107,10 +107,6 @@ def _simulate(n_units: int, seed: int) -> list[SimUnit]:
     return units
 
 
-#: each detector with its threshold as the free argument (the other parameters at their stated defaults)
-RUNNERS = {"cusum": lambda r, s, h: drift.cusum(r, s, h=h),
-           "page-hinkley": lambda r, s, h: drift.page_hinkley(r, s, lam=h),
-           "threshold": lambda r, s, h: drift.threshold(r, s, k=h)}
 #: the stated default thresholds: CUSUM h, Page-Hinkley lambda, threshold k
 DEFAULTS = {"cusum": 5.0, "page-hinkley": 5.0, "threshold": 3.0}
 
@@ -119,7 +115,7 @@ def _alarms(residuals: np.ndarray, scale: float, detector: str, limit: float, st
     """Weeks of every alarm from ``start`` on, the detector restarting after each."""
     out = []
     while start < len(residuals):
-        res = RUNNERS[detector](residuals[start:], scale, limit)
+        res = drift.detect(residuals[start:], scale, detector, limit)
         if not res.alarm:
             break
         out.append(start + res.index)

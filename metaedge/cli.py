@@ -643,5 +643,48 @@ def kb_export_units(out: Path, bundle_ref: str | None, min_points: int, db: str 
                f"{', '.join(header)}); train on it with --family table --family-option path={path} "
                "--family-option group=unit and the input and target columns")
 
+
+@kb.command(name="alerts")
+@click.option("--detector", type=click.Choice(["cusum", "page-hinkley", "threshold"]), default="cusum",
+              show_default=True, help="Change detector over each unit's check residuals (docs/knowledge.md).")
+@click.option("--warmup", default=8, show_default=True,
+              help="First checks after each calibration that estimate the unit's residual scale.")
+@click.option("--scale", type=float, help="Residual scale in the output's unit for every unit. [estimated]")
+@click.option("--threshold", "limit", type=float,
+              help="Alarm threshold in scale units: CUSUM h, Page-Hinkley lambda, the rule's k. [5, 5, 3]")
+@click.option("--json", "as_json", is_flag=True, help="Print the alerts and their evidence as JSON.")
+@db_option
+def kb_alerts(detector: str, warmup: int, scale: float | None, limit: float | None, as_json: bool,
+              db: str | None) -> None:
+    """Units due for recalibration: a sequential change detector over each unit's in-service check residuals
+    since its latest calibration; new alarms are stored with their evidence (a rescan adds nothing)."""
+    from .drift_text import alert_dict, alerts_text
+    from .knowledge.alerts import scan
+
+    with _kb(db) as base:
+        found = scan(base, detector=detector, warmup=warmup, scale=scale, limit=limit)
+        checked = sum(1 for u in base.units() if u.n_checks)
+    click.echo(json.dumps([alert_dict(a) for a in found], indent=2) if as_json
+               else alerts_text(found, detector, checked))
+
+
+@kb.command(name="certificate")
+@click.argument("unit")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="HTML file to write.")
+@trust_option
+@db_option
+def kb_certificate(unit: str, out: Path, trust: tuple[Path, ...], db: str | None) -> None:
+    """A calibration certificate of UNIT's latest calibration as one self-contained HTML page: reference points,
+    errors before (the bundle's prior) and after adjustment, bundle/run/signing-key identity, dates, checks."""
+    from .knowledge.certificate import build_certificate, write_certificate
+
+    with _kb(db) as base:
+        cert = build_certificate(base, unit, trust=trust or None)
+    path = write_certificate(cert, out)
+    eb, ea = (float((e**2).mean() ** 0.5) for e in (cert.error_before, cert.error_after))
+    click.echo(f"certificate of unit {unit} written to {path}: {len(cert.points)} reference points, RMS error "
+               f"{eb:.4g} before and {ea:.4g} after adjustment, {len(cert.checks)} in-service check reading(s)")
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -234,6 +234,8 @@ def families() -> None:
 @click.option("--compile/--no-compile", "compile_", default=None,
               help="torch.compile the meta-gradient: much faster for small models after a 15-40 s compile.")
 @click.option("--threads", type=int, help="CPU threads for torch (0 = torch's default). [default: 1]")
+@click.option("--init-from", metavar="RUN", help="Start from this run's meta-parameters and normaliser (same "
+              "architecture), e.g. a champion being updated. [a fresh initialisation]")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run directory.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")

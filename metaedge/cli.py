@@ -17,6 +17,7 @@ import click
 
 from . import __version__
 from .errors import InputError, MetaedgeError
+from .update_cli import register_update_command
 
 #: exit status of a bug (an exception that is not a :class:`MetaedgeError`): EX_SOFTWARE of sysexits.h
 BUG_EXIT = 70
@@ -463,6 +464,14 @@ def bench(bundle: Path, shots: int, steps: int | None, predict_n: int, repeats: 
     for what in ("adapt_ms", "predict_ms"):
         click.echo(f"{what[:-3]:8s} " + "  ".join(f"{k} {v:.3f} ms" for k, v in result[what].items()))
     click.echo(f"peak RSS {result['peak_rss_mib']:.1f} MiB")
+
+
+@main.group()
+def kb() -> None:
+    """The knowledge base: what devices journaled, lineage, fleet units, model updates (`metaedge kb update`)."""
+
+
+register_update_command(kb)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -397,23 +397,84 @@ def devices(root: Path) -> None:
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--support", required=True, type=click.Path(path_type=Path),
               help="CSV with the bundle's input and output columns: the reference points.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Adapted state (.npz).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Adapted state to write.")
 @click.option("--steps", type=int, help="Adaptation steps. [the bundle's inner steps]")
+@click.option("--start", "start_state", type=click.Path(dir_okay=False, path_type=Path), metavar="STATE",
+              help="Continue from this unit's earlier state (a recalibration). [the meta-learned initial parameters]")
+@click.option("--journal", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="Append the adaptation's record to this journal (*.jsonl: JSON Lines, else SQLite); needs --unit.")
+@click.option("--unit", help="The unit's id in the journal (serial number).")
 @device_option
 @trust_option
-def adapt(bundle: Path, support: Path, out: Path, steps: int | None, device: str, backend: str,
-          trust: tuple[Path, ...]) -> None:
-    """Adapt a bundle to one unit from its support CSV (device side: no torch needed)."""
+def adapt(bundle: Path, support: Path, out: Path, steps: int | None, start_state: Path | None,
+          journal: Path | None, unit: str | None, device: str, backend: str, trust: tuple[Path, ...]) -> None:
+    """Adapt a bundle to one unit from its support CSV (device side: no torch needed).
+
+    \b
+    With --journal FILE --unit ID the state is written first, then one record (support points, steps, support
+    losses, the state's sha256, the bundle's identity) is appended to FILE: docs/journal.md.
+    """
+    from .runtime.model import Adapted
     from .runtime.tables import read_columns
 
+    if journal is not None and not unit:
+        raise click.UsageError("--journal needs --unit ID: the id of the unit being calibrated")
     model = _load_model(bundle, device, backend, trust=trust)
     m = model.bundle.manifest
     xs = read_columns(support, m.input.names)
     ys = read_columns(support, m.output.names)
-    adapted = model.adapt(xs, ys, steps=steps)
-    adapted.save(out)
+    start = Adapted.load(model, start_state) if start_state else None
+    adapted = model.adapt(xs, ys, steps=steps, start=start, save=out, journal=journal, unit=unit)
     click.echo(f"adapted on {len(xs)} samples: {adapted.steps_kept} of {adapted.steps_run} steps kept; "
-               f"state written to {out}")
+               f"state written to {out}" + (f"; journaled to {journal} (unit {unit})" if journal else ""))
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--state", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The unit's adapted state from `metaedge adapt`.")
+@click.option("--reference", required=True, type=click.Path(path_type=Path),
+              help="CSV with the bundle's input and output columns: in-service reference readings.")
+@click.option("--journal", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="Append the check's record to this journal (*.jsonl: JSON Lines, else SQLite); needs --unit.")
+@click.option("--unit", help="The unit's id in the journal (the one its adaptation was journaled under).")
+@device_option
+@trust_option
+def check(bundle: Path, state: Path, reference: Path, journal: Path | None, unit: str | None, device: str,
+          backend: str, trust: tuple[Path, ...]) -> None:
+    """Compare a unit's predictions with in-service reference readings: a table of reference, prediction and
+    error per reading and output, and the RMSE; with --journal the readings and predictions are journaled."""
+    from .runtime.model import Adapted
+    from .runtime.tables import read_columns
+
+    if journal is not None and not unit:
+        raise click.UsageError("--journal needs --unit ID: the id the unit's adaptation was journaled under")
+    model = _load_model(bundle, device, backend, trust=trust)
+    m = model.bundle.manifest
+    adapted = Adapted.load(model, state)
+    record = adapted.check(read_columns(reference, m.input.names), read_columns(reference, m.output.names),
+                           journal=journal, unit=unit)
+    click.echo(format_check(m.input.names, m.output.names, record))
+    if journal is not None:
+        click.echo(f"journaled to {journal} (unit {unit})")
+
+
+def format_check(inputs, outputs, record) -> str:
+    """The check table: one row per reading, the inputs then reference / predicted / error for each output, and
+    the RMSE of each output."""
+    import numpy as np
+
+    x, ref, pred = (np.asarray(a, np.float64) for a in (record.x, record.reference, record.predicted))
+    head = [*inputs] + [f"{o} {w}" for o in outputs for w in ("ref", "pred", "error")]
+    rows = [[f"{v:.6g}" for v in xi] + [f"{v:.6g}" for j in range(len(outputs))
+                                        for v in (ri[j], pi[j], pi[j] - ri[j])]
+            for xi, ri, pi in zip(x, ref, pred)]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(head, widths))]
+    lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows]
+    rmse = np.sqrt(np.mean((pred - ref) ** 2, axis=0))
+    lines.append(f"RMSE over {len(x)} readings: " + ", ".join(f"{o} {v:.6g}" for o, v in zip(outputs, rmse)))
+    return "\n".join(lines)
 
 
 @main.command()

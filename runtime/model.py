@@ -9,12 +9,18 @@ data is refused with one sentence; with the guard a step that raises the support
 ``adapted.predict(x)`` runs the forward pass; ``adapted.save(path)`` writes the adapted state atomically (temp
 file, fsync, rename), so a power cut leaves the old state or the new one.
 
+Journaling (:mod:`.journal`, ``docs/journal.md``): ``model.adapt(xs, ys, journal="j.db", unit="A17",
+save="a17.state")`` saves the state first and then appends one ``AdaptationRecord`` whose ``state_sha256`` is the
+digest of the file just written (a record never names a state that does not exist); ``adapted.check(x, reference,
+journal=..., unit=...)`` appends a ``CheckRecord`` of in-service readings beside the predictions.
+
 The backends (:mod:`metaedge.runtime.backends`) only run graphs or the C library; validation, normalisation and
 the guard flag stay here.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -27,10 +33,13 @@ if TYPE_CHECKING:
 import numpy as np
 
 from ..errors import InputError
+from .atomic import atomic_write_bytes
 from .backends import Backend, Plan, Samples, backend_names, get_backend
 from .bundle import Bundle, BundleError
+from .journal import append, as_rows, file_sha256, host_id, new_record_id, utc_now
+from .journal_records import AdaptationRecord, BundleRef, CheckRecord, DeviceInfo
 from .manifest import Layout
-from .state import BundleIdentity, StateFile, read_state, write_state
+from .state import BundleIdentity, StateFile, read_state
 
 _log = logging.getLogger("metaedge.runtime")
 
@@ -199,13 +208,20 @@ class Model:
         return self.bundle.manifest.adaptation.prototypes
 
     # --- adaptation ---------------------------------------------------------------------------------------
-    def adapt(self, xs: np.ndarray, ys: np.ndarray, steps: int | None = None, start: np.ndarray | None = None
-              ) -> Adapted:
+    def adapt(self, xs: np.ndarray, ys: np.ndarray, steps: int | None = None,
+              start: np.ndarray | Adapted | None = None, *, journal: str | Path | None = None,
+              unit: str | None = None, save: str | Path | None = None) -> Adapted:
         """Adapt on a support set ``xs`` ``(k, *input_shape)``, ``ys`` ``(k, out)`` in physical units (or labels).
 
-        ``start`` (default: the meta-learned ``theta0``) continues from an earlier adapted state's ``theta``
-        ``(P,)``, e.g. when a unit gets more reference points later.
+        ``start`` (default: the meta-learned ``theta0``) continues from an earlier adapted state: its ``theta``
+        ``(P,)``, or an :class:`Adapted` (e.g. ``Adapted.load(model, "old.state")``, whose file digest the journal
+        record then names as ``start_state_sha256``), e.g. when a unit is recalibrated.
+        ``save``: write the adapted state there (:meth:`Adapted.save`). ``journal`` (with ``unit``, the unit's id):
+        append one adaptation record to that journal (:meth:`Adapted.journal`), after ``save`` so that the record
+        carries the saved file's digest.
         """
+        if journal is not None and not unit:
+            raise InputError("journaling an adaptation needs the unit's id (unit=..., --unit ID)")
         steps = self.bundle.manifest.adaptation.inner_steps if steps is None else int(steps)
         if steps < 0:
             raise InputError(f"steps must be >= 0, got {steps}")
@@ -217,13 +233,51 @@ class Model:
             if missing:
                 raise InputError(f"support has no sample of class(es) {missing}; give every class at least one")
             theta, _ = self.runner.adapt(None, x, y, 0, self.guard)
-            return Adapted(self, theta, steps_run=0, steps_kept=0)
-        if start is not None and (np.shape(start) != self.theta0.shape or not np.isfinite(start).all()):
-            raise InputError(f"start must be a finite adapted state of {self.theta0.size} values, got shape "
-                             f"{np.shape(start)}; pass an Adapted.theta of this bundle")
-        theta, kept = self.runner.adapt(None if start is None else np.asarray(start, np.float32), x, y, steps,
-                                        self.guard)
-        return Adapted(self, theta, steps_run=steps, steps_kept=kept)
+            adapted = Adapted(self, theta, steps_run=0, steps_kept=0, support=Support(x, y, None))
+        else:
+            origin = start.state_sha256 if isinstance(start, Adapted) else None
+            begin = start.theta if isinstance(start, Adapted) else start
+            if begin is not None and (np.shape(begin) != self.theta0.shape or not np.isfinite(begin).all()):
+                raise InputError(f"start must be a finite adapted state of {self.theta0.size} values, got shape "
+                                 f"{np.shape(begin)}; pass an Adapted (or its theta) of this bundle")
+            begin = None if begin is None else np.asarray(begin, np.float32)
+            theta, kept = self.runner.adapt(begin, x, y, steps, self.guard)
+            adapted = Adapted(self, theta, steps_run=steps, steps_kept=kept,
+                              support=Support(x, y, self.theta0 if begin is None else begin, origin))
+        if save is not None:
+            adapted.save(save)
+        if journal is not None:
+            adapted.journal(journal, unit)
+        return adapted
+
+    def support_loss(self, theta: np.ndarray, x: Samples, y: Samples) -> float:
+        """The loss the guard compares, at ``theta``: regression: mean squared error over all support values in the
+        bundle's standardised units (``(y - y_mean) / y_std``, so outputs of any scale weigh alike); classification:
+        mean softmax cross-entropy. Float64 arithmetic on the backend's float32 outputs."""
+        out = np.asarray(self.runner.outputs(theta, x), np.float64)
+        if self.classification:
+            z = out - out.max(1, keepdims=True)
+            lse = np.log(np.exp(z).sum(1))
+            return float(np.mean(lse - z[np.arange(len(z)), y.standard]))
+        if self._physical_outputs:
+            out = (out - self._y_mean) / self._y_std
+        return float(np.mean((out - y.standard) ** 2))
+
+    def bundle_ref(self) -> BundleRef:
+        """The bundle's identity in journal records: sha256 hex of ``manifest.json`` and the key id its
+        ``manifest.sig`` names (None when unsigned)."""
+        from .signing import MAX_KEY_BYTES, SIGNATURE_FILE, Signature
+
+        key = None
+        sig = self.bundle.path / SIGNATURE_FILE
+        if sig.is_file() and not sig.is_symlink():
+            with sig.open("rb") as f:
+                key = Signature.parse(f.read(MAX_KEY_BYTES), str(sig)).key_id
+        return BundleRef(_identity(self).manifest_sha256.hex(), key)
+
+    def device_info(self) -> DeviceInfo:
+        """Where records are made: this model's device profile and :func:`~.journal.host_id`."""
+        return DeviceInfo(self.device, host_id())
 
     # --- prediction ---------------------------------------------------------------------------------------
     def _raw(self, theta: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -239,14 +293,32 @@ class Model:
         return out if self._physical_outputs else out * self._y_std + self._y_mean
 
 
+@dataclass(frozen=True)
+class Support:
+    """What an adaptation started from: the checked support set and the start state ``(P,)`` (None for
+    prototypes), and the digest of the state file it came from (a recalibration; None otherwise)."""
+
+    x: Samples
+    y: Samples
+    start: np.ndarray | None
+    start_state_sha256: str | None = None
+
+
 @dataclass
 class Adapted:
-    """A model adapted to one unit: its flat parameter vector and how many steps were kept."""
+    """A model adapted to one unit: its flat parameter vector and how many steps were kept.
+
+    ``support``: what :meth:`Model.adapt` adapted from (None for a state read from a file); ``state_sha256``: the
+    sha256 hex of the state file this was loaded from or last saved to (None until then).
+    """
 
     model: Model
     theta: np.ndarray
     steps_run: int = 0
     steps_kept: int = 0
+    support: Support | None = field(default=None, repr=False)
+    state_sha256: str | None = None
+    _losses: tuple[float, float] | None = field(default=None, repr=False)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Regression: predictions ``(n, out)`` in physical units; classification: labels ``(n,)``."""
@@ -262,12 +334,68 @@ class Adapted:
         e = np.exp(z - z.max(1, keepdims=True))
         return e / e.sum(1, keepdims=True)
 
+    @property
+    def losses(self) -> tuple[float, float]:
+        """Support loss before (at the start state) and after adaptation (:meth:`Model.support_loss`), computed
+        on first use; NaN where unknown (a state read from a file; before, for prototypes)."""
+        if self._losses is None:
+            s = self.support
+            if s is None:
+                self._losses = (np.nan, np.nan)
+            else:
+                before = np.nan if s.start is None else self.model.support_loss(s.start, s.x, s.y)
+                self._losses = (before, self.model.support_loss(self.theta, s.x, s.y))
+        return self._losses
+
     def save(self, path: str | Path) -> None:
         """Write the adapted state atomically (temp file, fsync, rename) in state format 2 (:mod:`.state`: the C
-        library's layout, with this bundle's identity)."""
+        library's layout, with this bundle's identity, the steps and the support losses); sets
+        :attr:`state_sha256`."""
         identity = _identity(self.model)
-        write_state(path, StateFile(self.theta, identity.manifest_sha256, identity.model_crc, self.steps_run,
-                                    self.steps_kept))
+        before, after = self.losses
+        data = StateFile(self.theta, identity.manifest_sha256, identity.model_crc, self.steps_run,
+                         self.steps_kept, before, after).to_bytes()
+        atomic_write_bytes(path, data)
+        self.state_sha256 = hashlib.sha256(data).hexdigest()
+
+    def record(self, unit: str) -> AdaptationRecord:
+        """This adaptation as a journal record (a new ``record_id``, now as its time); :class:`InputError` for an
+        Adapted that does not come from :meth:`Model.adapt`."""
+        s = self.support
+        if s is None:
+            raise InputError("only an adaptation made by Model.adapt can be journaled (this state was read from a "
+                             "file, so its support points are unknown)")
+        before, after = self.losses
+        m = self.model
+        return AdaptationRecord(new_record_id(), unit, m.device_info(), m.bundle_ref(), utc_now(),
+                                as_rows(s.x.physical), as_rows(s.y.physical), self.steps_run, self.steps_kept,
+                                before, after, self.state_sha256, s.start_state_sha256)
+
+    def journal(self, path: str | Path, unit: str) -> AdaptationRecord:
+        """Append :meth:`record` to the journal at ``path``; call it after :meth:`save` so the record names the
+        saved state's digest. Returns the record appended."""
+        record = self.record(unit)
+        append(path, record)
+        return record
+
+    def check(self, x: np.ndarray, reference: np.ndarray, journal: str | Path | None = None,
+              unit: str | None = None) -> CheckRecord:
+        """In-service check: predict at ``x`` ``(m, *input_shape)`` and set the predictions beside the
+        ``reference`` readings ``(m, out)`` (physical units) in a :class:`CheckRecord`, appended to ``journal``
+        when given (``unit`` then required; without it the record says unit ``unknown``). Regression bundles only."""
+        if self.model.classification:
+            raise InputError("in-service checks compare physical readings, so they need a regression bundle")
+        if journal is not None and not unit:
+            raise InputError("journaling a check needs the unit's id (unit=..., --unit ID)")
+        inputs = self.model._inputs(x, "check inputs")
+        ref = self.model._targets(reference, len(inputs.physical)).physical
+        predicted = self.predict(inputs.physical)
+        m = self.model
+        record = CheckRecord(new_record_id(), unit or "unknown", m.device_info(), m.bundle_ref(), utc_now(),
+                             as_rows(inputs.physical), as_rows(ref), as_rows(predicted), self.state_sha256)
+        if journal is not None:
+            append(journal, record)
+        return record
 
     @classmethod
     def load(cls, model: Model, path: str | Path) -> Adapted:
@@ -276,7 +404,8 @@ class Adapted:
         dim = model.bundle.manifest.adaptation.embedding_dim or 0
         state = read_state(path, _identity(model), n_theta=None if model.prototypes else model.theta0.size,
                            prototype_dim=dim if model.prototypes else None)
-        return cls(model, state.theta, steps_run=state.steps_run, steps_kept=state.steps_kept)
+        return cls(model, state.theta, steps_run=state.steps_run, steps_kept=state.steps_kept,
+                   state_sha256=file_sha256(path), _losses=(state.loss_before, state.loss_after))
 
 
 def _identity(model: Model) -> BundleIdentity:

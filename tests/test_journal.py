@@ -213,3 +213,133 @@ def test_record_json_is_the_contract():
     line = adaptation(3).to_json()
     assert json.loads(line)["schema"] == "metaedge.journal/1"
     assert parse_record(line) == adaptation(3)
+
+
+# --- Model.adapt(journal=...), Adapted.check, and the CLI -------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def model(small_bundle):
+    from metaedge.runtime.model import Model
+
+    return Model.load(small_bundle, backend="native")
+
+
+def _support(model, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``k`` physical points around the bundle's normalisation (inputs and a linear target)."""
+    norm = model.bundle.manifest.normalization
+    rng = np.random.default_rng(seed)
+    x = (np.asarray(norm.x_mean) + np.asarray(norm.x_std) * rng.standard_normal((k, len(norm.x_mean))))
+    y = np.asarray(norm.y_mean) + np.asarray(norm.y_std) * (0.3 + 0.5 * rng.standard_normal((k, len(norm.y_mean))))
+    return x.astype(np.float32), y.astype(np.float32)
+
+
+def _standardised_mse(model, theta, x, y) -> float:
+    """Reference support loss: predictions in physical units, standardised in float64 here."""
+    from metaedge.runtime.model import Adapted
+
+    norm = model.bundle.manifest.normalization
+    mean, std = np.asarray(norm.y_mean, np.float64), np.asarray(norm.y_std, np.float64)
+    pred = Adapted(model, theta).predict(x).astype(np.float64)
+    return float(np.mean(((pred - mean) / std - (y - mean) / std) ** 2))
+
+
+def test_adapt_journals_after_saving(model, tmp_path):
+    import hashlib
+
+    x, y = _support(model, 3, 0)
+    state, journal = tmp_path / "u1.state", tmp_path / "j.db"
+    adapted = model.adapt(x, y, steps=4, journal=journal, unit="SN-001", save=state)
+    (record,) = read_journal(journal)
+    assert record.unit == "SN-001" and record.device.profile == model.device and record.device.host_id == host_id()
+    assert record.state_sha256 == hashlib.sha256(state.read_bytes()).hexdigest() == adapted.state_sha256
+    assert record.bundle.manifest_sha256 == hashlib.sha256(
+        (model.bundle.path / "manifest.json").read_bytes()).hexdigest() and record.bundle.signing_key_id is None
+    np.testing.assert_array_equal(np.float32(record.support_x), x)
+    np.testing.assert_array_equal(np.float32(record.support_y), y)
+    assert (record.steps_run, record.steps_kept) == (4, adapted.steps_kept) and record.start_state_sha256 is None
+    before = _standardised_mse(model, model.theta0, x, y)
+    after = _standardised_mse(model, adapted.theta, x, y)
+    assert record.loss_before == pytest.approx(before, rel=1e-5) and record.loss_after == pytest.approx(after, rel=1e-5)
+    # the C library's own guard losses (me_adapt_info), float32
+    info = model.runner._model._info
+    assert record.loss_before == pytest.approx(info.loss_before, rel=1e-4)
+    assert record.loss_after == pytest.approx(info.loss_after, rel=1e-4)
+    if adapted.steps_kept:
+        assert record.loss_after <= record.loss_before
+
+
+def test_recalibration_names_the_start_state(model, tmp_path):
+    from metaedge.runtime.journal import file_sha256
+    from metaedge.runtime.model import Adapted
+
+    x, y = _support(model, 3, 1)
+    first = tmp_path / "first.state"
+    model.adapt(x, y, save=first)
+    old = Adapted.load(model, first)
+    x2, y2 = _support(model, 2, 2)
+    again = model.adapt(x2, y2, start=old, journal=tmp_path / "j.jsonl", unit="SN-002", save=tmp_path / "2.state")
+    (record,) = read_journal(tmp_path / "j.jsonl")
+    assert record.start_state_sha256 == file_sha256(first) != record.state_sha256
+    assert record.loss_before == pytest.approx(_standardised_mse(model, old.theta, x2, y2), rel=1e-5)
+    assert record.state_sha256 == again.state_sha256
+
+
+def test_journal_needs_a_unit_and_a_fresh_adaptation(model, tmp_path):
+    from metaedge.errors import InputError
+    from metaedge.runtime.model import Adapted
+
+    x, y = _support(model, 3, 0)
+    with pytest.raises(InputError, match="needs the unit's id"):
+        model.adapt(x, y, journal=tmp_path / "j.db")
+    with pytest.raises(InputError, match="only an adaptation made by Model.adapt"):
+        Adapted(model, model.theta0).journal(tmp_path / "j.db", "SN-1")
+    assert not (tmp_path / "j.db").exists()
+
+
+def test_check_records_predictions_beside_references(model, tmp_path):
+    from metaedge.runtime.model import Adapted
+
+    x, y = _support(model, 3, 0)
+    model.adapt(x, y, save=tmp_path / "s.state")
+    loaded = Adapted.load(model, tmp_path / "s.state")
+    xc, yc = _support(model, 5, 9)
+    record = loaded.check(xc, yc, journal=tmp_path / "j.db", unit="SN-003")
+    assert list(read_journal(tmp_path / "j.db")) == [record]
+    np.testing.assert_array_equal(np.float32(record.predicted), loaded.predict(xc))
+    np.testing.assert_array_equal(np.float32(record.reference), yc)
+    assert record.state_sha256 == loaded.state_sha256 and record.unit == "SN-003"
+
+
+def test_cli_adapt_and_check_with_a_journal(small_bundle, model, tmp_path):
+    from click.testing import CliRunner
+
+    from metaedge.cli import main
+    from metaedge.runtime.tables import write_columns
+
+    m = model.bundle.manifest
+    cols = [*m.input.names, *m.output.names]
+    x, y = _support(model, 3, 4)
+    write_columns(tmp_path / "s.csv", cols, np.hstack([x, y]))
+    xc, yc = _support(model, 4, 5)
+    write_columns(tmp_path / "c.csv", cols, np.hstack([xc, yc]))
+    journal = tmp_path / "device.db"
+    run = CliRunner().invoke
+    common = ["--backend", "native"]
+    r = run(main, ["adapt", str(small_bundle), "--support", str(tmp_path / "s.csv"), "--out", str(tmp_path / "a.st"),
+                   "--journal", str(journal), "--unit", "SN-9", *common])
+    assert r.exit_code == 0, r.output
+    r = run(main, ["adapt", str(small_bundle), "--support", str(tmp_path / "s.csv"), "--out", str(tmp_path / "b.st"),
+                   "--start", str(tmp_path / "a.st"), "--journal", str(journal), "--unit", "SN-9", *common])
+    assert r.exit_code == 0, r.output
+    r = run(main, ["check", str(small_bundle), "--state", str(tmp_path / "b.st"), "--reference",
+                   str(tmp_path / "c.csv"), "--journal", str(journal), "--unit", "SN-9", *common])
+    assert r.exit_code == 0, r.output
+    first, second, checked = read_journal(journal)
+    assert second.start_state_sha256 == first.state_sha256 and checked.state_sha256 == second.state_sha256
+    pred = np.float64(checked.predicted)
+    rmse = np.sqrt(np.mean((pred - np.float64(checked.reference)) ** 2, axis=0))
+    assert f"RMSE over 4 readings: {m.output.names[0]} {rmse[0]:.6g}" in r.output
+    assert len([line for line in r.output.splitlines() if line.strip()]) >= 6  # header + 4 readings + RMSE
+    r = run(main, ["adapt", str(small_bundle), "--support", str(tmp_path / "s.csv"), "--out", str(tmp_path / "c.st"),
+                   "--journal", str(journal), *common])
+    assert r.exit_code != 0 and "--journal needs --unit" in r.output

@@ -53,7 +53,7 @@ def test_layout_is_the_documented_one(adapted, tmp_path):
     assert n == model_n(state) and len(data) == HEADER_BYTES + 4 * n + 4 == 80 + 4 * n + 4
     assert data[:4] == b"MEST" and struct.unpack_from("<HHIII", data, 4) == (2, 80, len(data), _crc(state.model), n)
     assert struct.unpack_from("<II", data, 20) == (state.steps_run, state.steps_kept)
-    assert all(math.isnan(v) for v in struct.unpack_from("<ff", data, 28))  # losses unknown on this path
+    assert struct.unpack_from("<ff", data, 28) == tuple(np.float32(state.losses))  # the support losses
     assert data[36:48] == bytes(12)
     assert data[48:80] == hashlib.sha256((state.model.bundle.path / "manifest.json").read_bytes()).digest()
     np.testing.assert_array_equal(np.frombuffer(data, "<f4", n, 80), state.theta)

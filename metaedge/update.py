@@ -52,11 +52,13 @@ class UpdateSettings:
     fine-tuning step), cosine-decayed; each task is a fleet unit with probability ``weight``; ``test_fraction`` of
     the fleet's units (at least one) are held out by ``split_seed``; judged on ``eval_tasks`` tasks of each kind
     drawn from ``eval_seed``; ``margin``: how much worse (relative) the candidate may be on the original family.
+    The defaults are scenario 1's (``benchmarks/fleet_update.py``): with half the tasks from the fleet the
+    candidate learned lot B but lost 15-40% on lot A; one in ten kept lot A within its CI.
     """
 
-    iterations: int = 1500
+    iterations: int = 3000
     meta_lr: float | None = None
-    weight: float = 0.5
+    weight: float = 0.1
     test_fraction: float = 0.25
     split_seed: int = 0
     margin: float = 0.05

@@ -17,9 +17,9 @@ def register_update_command(kb: click.Group) -> click.Command:
                   help="The bundle to start from: an alias or a bundle id (prefix).")
     @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
                   help="Folder for the candidate's run, bundle and fleet table. [updates/<UTC time>]")
-    @click.option("--iterations", default=1500, show_default=True, help="Meta-iterations from the champion.")
+    @click.option("--iterations", default=3000, show_default=True, help="Meta-iterations from the champion.")
     @click.option("--meta-lr", type=float, help="Outer step size. [a third of the champion's]")
-    @click.option("--weight", default=0.5, show_default=True, help="Share of training tasks that are fleet units.")
+    @click.option("--weight", default=0.1, show_default=True, help="Share of training tasks that are fleet units.")
     @click.option("--test-fraction", default=0.25, show_default=True,
                   help="Share of the fleet's units held out (whole) to judge the candidate.")
     @click.option("--margin", default=0.05, show_default=True,

@@ -44,28 +44,39 @@ class Comparison:
         return {**asdict(self), "relative_change": self.relative_change}
 
 
-def compare_runs(candidate: Run, champion: Run, family: TaskFamily, tasks: int = 500, shots: int = 3,
-                 queries: int = 20, split: str = "test", seed: int = 1234, chunk: int = 250) -> Comparison:
-    """Adapt both runs on ``tasks`` tasks of ``family``'s ``split`` (``shots`` support, ``queries`` query points
-    each, drawn once from ``seed``) and pair their per-task errors."""
+def paired_errors(candidate: Run, champion: Run, family: TaskFamily, tasks: int = 500, shots: int = 3,
+                  queries: int = 20, split: str = "test", seed: int = 1234, chunk: int = 250
+                  ) -> tuple[np.ndarray, np.ndarray, int]:
+    """Per-task headline errors ``(tasks,)`` of the candidate and of the champion, each adapted on the same
+    ``shots`` support points of the same tasks of ``family``'s ``split`` (drawn once from ``seed``), scored on
+    their ``queries`` query points; and the number of distinct units they came from (0: a generative family)."""
     if family.task_kind != "regression":
         raise InputError(f"compare_runs scores regression runs; {family.name} is a {family.task_kind} family")
     if tasks < 2:
         raise InputError(f"tasks={tasks}: a paired 95% CI needs at least 2 tasks")
-    rows, rng, units = Rows(family.metric), np.random.default_rng(seed), set()
-    runs = {"candidate": candidate, "champion": champion}
-    done = 0
+    errors: dict[str, list[np.ndarray]] = {"candidate": [], "champion": []}
+    rng, units, done = np.random.default_rng(seed), set(), 0
     while done < tasks:
         batch = family.sample_batch(rng, min(chunk, tasks - done), shots, queries, split=split)
         units.update(str(i["unit"]) for i in batch.info if "unit" in i)
-        for label, run in runs.items():
+        for label, run in (("candidate", candidate), ("champion", champion)):
             steps = run.learner.inner_steps if run.learner.has_inner_loop else 0
             xs, ys, xq, _ = to_tensors(run.normalizer.batch(batch))
             pred = run.learner.predictions_after_steps(run.state, xs, ys, xq, [steps])[steps]
             physical = run.normalizer.y_inverse(pred.detach().cpu().numpy())
-            rows.add(label, None, shots, 0, task_metrics("regression", physical, batch.y_query))
+            errors[label].append(task_metrics("regression", physical, batch.y_query)[family.metric])
         done += len(batch)
+    return np.concatenate(errors["candidate"]), np.concatenate(errors["champion"]), len(units)
+
+
+def compare_runs(candidate: Run, champion: Run, family: TaskFamily, tasks: int = 500, shots: int = 3,
+                 queries: int = 20, split: str = "test", seed: int = 1234, chunk: int = 250) -> Comparison:
+    """Adapt both runs on ``tasks`` tasks of ``family``'s ``split`` (``shots`` support, ``queries`` query points
+    each, drawn once from ``seed``) and pair their per-task errors (:func:`paired_errors`)."""
+    cand, champ, units = paired_errors(candidate, champion, family, tasks, shots, queries, split, seed, chunk)
+    rows = Rows(family.metric)
+    rows.add("candidate", None, shots, 0, {family.metric: cand})
+    rows.add("champion", None, shots, 0, {family.metric: champ})
     paired = rows.paired("candidate", 0)[0]
-    values = {label: mean_ci(np.concatenate(rows.by_setting[(None, shots)][(label, shots, 0)])) for label in runs}
-    return Comparison(family.metric, tasks, len(units), *values["candidate"], *values["champion"],
-                      paired["difference"], paired["difference_ci"])
+    return Comparison(family.metric, tasks, units, *mean_ci(cand), *mean_ci(champ), paired["difference"],
+                      paired["difference_ci"])

@@ -72,6 +72,20 @@ def test_update_trains_judges_registers_and_stores_the_decision(fleet_kb):
     assert cfg["family_options"]["base"] == "sensor-pressure" and cfg["family_options"]["min_rows"] == 4
 
 
+def test_an_update_of_an_updated_champion_keeps_the_original_family(fleet_kb):
+    kb, _, root, champion_id = fleet_kb
+    first = update_from_kb(kb, root / "chain1", settings=SETTINGS)
+    kb.set_alias("champion", first.candidate_id)  # as if promoted
+    try:
+        second = update_from_kb(kb, root / "chain2", settings=SETTINGS)
+    finally:
+        kb.set_alias("champion", champion_id)
+    options = __import__("json").loads((second.candidate_run / "config.json").read_text())["train"]["family_options"]
+    assert second.champion_id == first.candidate_id
+    assert options["base"] == "sensor-pressure" and options["base_options"] == {}  # not the first update's mixture
+    assert second.decision.original.split == "test"
+
+
 def test_cli_update_prints_the_decision(fleet_kb):
     _, url, root, _ = fleet_kb
     result = CliRunner().invoke(main, ["kb", "update", "--db", url, "--out", str(root / "update2"), "--iterations",

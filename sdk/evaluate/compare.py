@@ -34,6 +34,8 @@ class Comparison:
     champion_ci: float
     difference: float
     difference_ci: float
+    #: the family's split the tasks came from
+    split: str = "test"
 
     @property
     def relative_change(self) -> float:
@@ -79,4 +81,4 @@ def compare_runs(candidate: Run, champion: Run, family: TaskFamily, tasks: int =
     rows.add("champion", None, shots, 0, {family.metric: champ})
     paired = rows.paired("candidate", 0)[0]
     return Comparison(family.metric, tasks, units, *mean_ci(cand), *mean_ci(champ), paired["difference"],
-                      paired["difference_ci"])
+                      paired["difference_ci"], split)

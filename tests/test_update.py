@@ -46,9 +46,15 @@ def fleet_kb(tmp_path_factory):
     return kb, url, root, champion_id
 
 
-def test_update_trains_judges_registers_and_stores_the_decision(fleet_kb):
+@pytest.fixture(scope="module")
+def first_update(fleet_kb):
+    kb, _, root, _ = fleet_kb
+    return update_from_kb(kb, root / "update1", settings=SETTINGS)
+
+
+def test_update_trains_judges_registers_and_stores_the_decision(fleet_kb, first_update):
     kb, _, root, champion_id = fleet_kb
-    outcome = update_from_kb(kb, root / "update1", settings=SETTINGS)
+    outcome = first_update
     assert outcome.champion_id == champion_id and outcome.fleet_units == 6
     # the fleet table holds only the audited units (23 points each), copied into the candidate's folder
     with open(root / "update1" / "fleet.csv") as f:
@@ -72,9 +78,9 @@ def test_update_trains_judges_registers_and_stores_the_decision(fleet_kb):
     assert cfg["family_options"]["base"] == "sensor-pressure" and cfg["family_options"]["min_rows"] == 4
 
 
-def test_an_update_of_an_updated_champion_keeps_the_original_family(fleet_kb):
+def test_an_update_of_an_updated_champion_keeps_the_original_family(fleet_kb, first_update):
     kb, _, root, champion_id = fleet_kb
-    first = update_from_kb(kb, root / "chain1", settings=SETTINGS)
+    first = first_update
     kb.set_alias("champion", first.candidate_id)  # as if promoted
     try:
         second = update_from_kb(kb, root / "chain2", settings=SETTINGS)

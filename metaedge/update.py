@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,6 +35,9 @@ from .sdk.evaluate import Comparison, compare_runs
 from .sdk.run import Run
 from .sdk.tasks.table import TableFamily, read_table
 from .sdk.train import train
+
+if TYPE_CHECKING:
+    from .knowledge import KnowledgeBase
 
 #: the fleet table's unit column (``kb export-units`` writes it)
 UNIT_COLUMN = "unit"
@@ -177,8 +180,9 @@ def judge(candidate_run: str | Path, champion_run: str | Path, settings: UpdateS
     return Decision(better and kept, reason, s.margin, fleet, original)
 
 
-def update_from_kb(kb: Any, out: str | Path, ref: str = "champion", settings: UpdateSettings = UpdateSettings(),
-                   sign_key: str | Path | None = None, progress: bool = False) -> UpdateOutcome:
+def update_from_kb(kb: KnowledgeBase, out: str | Path, ref: str = "champion",
+                   settings: UpdateSettings = UpdateSettings(), sign_key: str | Path | None = None,
+                   progress: bool = False) -> UpdateOutcome:
     """The whole update against a :class:`metaedge.knowledge.KnowledgeBase` ``kb``: candidate trained into
     ``out/run``, exported to ``out/bundle``, registered as ``candidate``, judged, promoted to ``champion`` if it
     earned it, and the evaluation stored."""

@@ -17,6 +17,7 @@ import click
 
 from . import __version__
 from .errors import InputError, MetaedgeError
+from .update_cli import register_update_command
 
 #: exit status of a bug (an exception that is not a :class:`MetaedgeError`): EX_SOFTWARE of sysexits.h
 BUG_EXIT = 70
@@ -235,6 +236,8 @@ def families() -> None:
 @click.option("--compile/--no-compile", "compile_", default=None,
               help="torch.compile the meta-gradient: much faster for small models after a 15-40 s compile.")
 @click.option("--threads", type=int, help="CPU threads for torch (0 = torch's default). [default: 1]")
+@click.option("--init-from", metavar="RUN", help="Start from this run's meta-parameters and normaliser (same "
+              "architecture), e.g. a champion being updated. [a fresh initialisation]")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run directory.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
@@ -684,6 +687,9 @@ def kb_certificate(unit: str, out: Path, trust: tuple[Path, ...], db: str | None
     eb, ea = (float((e**2).mean() ** 0.5) for e in (cert.error_before, cert.error_after))
     click.echo(f"certificate of unit {unit} written to {path}: {len(cert.points)} reference points, RMS error "
                f"{eb:.4g} before and {ea:.4g} after adjustment, {len(cert.checks)} in-service check reading(s)")
+
+
+register_update_command(kb)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -48,6 +48,9 @@ class TrainConfig:
     compile: bool = False
     log_every: int = 100
     checkpoint_every: int = 1000
+    #: a run directory whose meta-parameters (weights and learned rates) and normaliser this run starts from,
+    #: e.g. the champion of a model update; its architecture (algo, model, adaptation) must be this run's
+    init_from: str | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
@@ -68,6 +71,8 @@ class TrainConfig:
                 raise InputError(f"{name} must be a positive integer, got {getattr(self, name)}")
         if self.lr_schedule not in ("constant", "cosine"):
             raise InputError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
+        if self.init_from is not None and (not isinstance(self.init_from, str) or not self.init_from):
+            raise InputError(f"init_from must be the path of a run directory, got {self.init_from!r}")
         for name in ("inner_lr", "meta_lr"):
             value = float(getattr(self, name))
             if not np.isfinite(value) or value <= 0:

@@ -22,7 +22,7 @@ from ..errors import DivergedError, ExistsError, InputError
 from . import checkpoint as ckpt
 from .config import TrainConfig
 from .distributed import World, close_world, init_world
-from .learners import MetaState
+from .learners import Learner, MetaState
 from .normalize import Normalizer
 from .progress import progress as progress_bar
 from .run import Run, RunRecord, build_learner, model_config, sample_options, task_rng, to_tensors
@@ -78,9 +78,11 @@ def _train(config, out, resume, progress, on_log, world: World) -> Path:
                 raise InputError(f"cannot resume {out}: its {key} is {saved[key]!r}, not {config.to_dict()[key]!r}")
         state, normalizer = run.state, run.normalizer
         start = int(ckpt.read_json(out / "state.json")["iteration"])
+    elif (out / "config.json").exists():
+        raise ExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    elif config.init_from:
+        state, normalizer = start_from(config, family, learner)
     else:
-        if (out / "config.json").exists():
-            raise ExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
         state = learner.init_state()
         normalizer = Normalizer.fit(family, np.random.default_rng([config.seed, 2**31 - 1]))
     state = {g: {k: v.to(config.device) for k, v in d.items()} for g, d in state.items()}
@@ -134,6 +136,34 @@ def _train(config, out, resume, progress, on_log, world: World) -> Path:
             _checkpoint(out, state, optimizer, done)
     bar.close()
     return out
+
+
+def start_from(config: TrainConfig, family, learner: Learner) -> tuple[MetaState, Normalizer]:
+    """The meta-state (weights and learned rates) and normaliser of the run ``config.init_from``, for a run of the
+    same architecture.
+
+    The normaliser is kept, not refitted: the meta-parameters live in the starting run's standardised
+    coordinates, and a bundle exported from this run must map physical units as its predecessor did.
+    """
+    start = Run.load(config.init_from, config.device)
+    record = RunRecord.parse(ckpt.read_json(start.path / "config.json"), start.path / "config.json")
+    ours = {"algo": config.algo, "model": model_config(config, family), "loss": learner.loss_name,
+            "adapted parameters": list(learner.adapted)}
+    theirs = {"algo": start.config.algo, "model": record.model, "loss": start.learner.loss_name,
+              "adapted parameters": list(start.learner.adapted)}
+    for what in ours:
+        if ours[what] != theirs[what]:
+            raise InputError(f"cannot start from {config.init_from}: its {what} ({theirs[what]!r}) are not this "
+                             f"run's ({ours[what]!r}); train with the same architecture or drop init_from")
+    fresh = learner.init_state()
+    for group, tensors in fresh.items():
+        for name, t in tensors.items():
+            theirs_t = start.state.get(group, {}).get(name)
+            if theirs_t is None or tuple(theirs_t.shape) != tuple(t.shape):
+                raise InputError(f"cannot start from {config.init_from}: its {group} {name} is missing or of another "
+                                 "shape; train with the same architecture or drop init_from")
+    state = {g: {n: start.state[g][n].detach().clone() for n in d} for g, d in fresh.items()}
+    return state, start.normalizer
 
 
 def _compiled(fn: Callable) -> Callable:

@@ -120,3 +120,37 @@ def test_compiled_meta_gradient_matches_eager(tmp_path, recwarn):
     we, wc = _weights(eager), _weights(compiled)
     for k in we:
         assert (we[k] - wc[k]).abs().max().item() < 1e-5, k
+
+
+def _pressure(**kw) -> TrainConfig:
+    base = dict(family="sensor-pressure", algo="ridge", shots=3, queries=5, meta_batch=4, iterations=3,
+                hidden=[8, 8], activation="tanh", skip=True, log_every=3, checkpoint_every=3)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_init_from_starts_at_the_champions_meta_parameters_and_keeps_its_normaliser(tmp_path):
+    champion = train(_pressure(), tmp_path / "champion", progress=False)
+    # another lot, another seed: a fresh run would fit another normaliser and draw other initial weights
+    cfg = _pressure(family_options={"lot": "B"}, seed=5, iterations=1, meta_lr=1e-9, init_from=str(champion))
+    candidate = train(cfg, tmp_path / "candidate", progress=False)
+    fresh = train(_pressure(family_options={"lot": "B"}, seed=5, iterations=1, meta_lr=1e-9), tmp_path / "fresh",
+                  progress=False)
+    wc, wn, wf = _weights(champion), _weights(candidate), _weights(fresh)
+    assert set(wn) == set(wc)
+    for k in wc:  # one Adam step of 1e-9 away from the champion, far from a fresh initialisation
+        assert (wn[k] - wc[k]).abs().max() < 1e-6
+    assert max((wf[k] - wc[k]).abs().max().item() for k in wc) > 1e-2
+    norm = {p: json.loads((p / "config.json").read_text())["normalization"] for p in (champion, candidate, fresh)}
+    assert norm[candidate] == norm[champion] != norm[fresh]
+    assert Run.load(candidate).config.init_from == str(champion)
+
+
+def test_init_from_refuses_another_architecture_in_one_sentence(tmp_path):
+    champion = train(_pressure(), tmp_path / "champion", progress=False)
+    with pytest.raises(ValueError, match=r"cannot start from .*champion: its model .* are not this run's"):
+        train(_pressure(hidden=[8, 4], init_from=str(champion)), tmp_path / "other", progress=False)
+    with pytest.raises(ValueError, match="its algo"):
+        train(_pressure(algo="metasgd", init_from=str(champion)), tmp_path / "other2", progress=False)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        train(_pressure(init_from=str(tmp_path / "nowhere")), tmp_path / "other3", progress=False)

@@ -22,18 +22,28 @@ sensor-loadcell bridge_signal [mV/V],             load [kg]    0 .. 50 kg       
 sensor-pressure bridge_output [mV],               pressure     0 .. 100 kPa     -20 .. 85 degC
                 temperature [degC]                [kPa]
 =============== ================================= ============ ================ ==================
+
+Production lots: every family takes a ``lot`` option (``make_family("sensor-pressure", lot="B")``, or
+``--family-option lot=B``). Lot ``A`` (the default) is the spread of the datasheets below; lot ``B`` is a second
+supplier of the same part class, whose units differ systematically (span, temperature coefficients,
+nonlinearity): the situation a model update from fleet records exists for. Each family's ``LOTS`` table holds
+the numbers and why they are plausible.
 """
 
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 
+from ...errors import InputError
 from .base import Split, Task, TaskFamily, register_family
 
 _T0 = 273.15  # 0 degC in kelvin
+Range = tuple[float, float]
+Triangle = tuple[float, float, float]  # (min, typ, max) of a datasheet
 
 
 class _SensorFamily(TaskFamily):
@@ -54,6 +64,14 @@ class _SensorFamily(TaskFamily):
     aux_ranges: tuple[tuple[float, float], ...] = ()
     #: rms noise of the measured secondary inputs (the reference temperature sensor)
     aux_noise: float = 0.0
+    #: manufacturing spreads per production lot (a frozen dataclass per family); ``"A"`` is the default
+    LOTS: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, lot: str = "A") -> None:
+        if lot not in self.LOTS:
+            raise InputError(f"unknown lot {lot!r} for {self.name}; choose one of {', '.join(sorted(self.LOTS))}")
+        self.lot = lot
+        self.spread = self.LOTS[lot]
 
     @abstractmethod
     def draw_unit(self, rng: np.random.Generator) -> dict[str, float]:
@@ -84,6 +102,9 @@ class _SensorFamily(TaskFamily):
         y = y[:, None].astype(np.float32)
         return Task(x[:shots], y[:shots], x[shots:], y[shots:], info)
 
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "lot": self.lot}
+
     def curve(self, info: dict[str, Any], x: np.ndarray) -> np.ndarray:
         """Noiseless true output ``(n, 1)`` float32 of this unit for raw inputs ``x (n, n_inputs)``."""
         x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
@@ -95,6 +116,19 @@ class _SensorFamily(TaskFamily):
 #: the Vishay NTCLE100E3 10 kOhm, B25/85 = 3977 K material (Vishay NTCLE100E3 datasheet).
 _NTC_SH = np.array([3.354016e-3, 2.569850e-4, 2.620131e-6, 6.383091e-8])
 _NTC_B = 3977.0
+
+
+@dataclass(frozen=True)
+class NTCLot:
+    """Per-unit spreads of one NTC production lot: relative tolerances ``U(low, high)`` around the nominal values,
+    ADC errors in LSB."""
+
+    r25: Range
+    b_value: Range
+    r_fix: Range
+    adc_gain_lsb: Range
+    adc_offset_lsb: Range
+    noise_lsb: Range
 
 
 def _ntc_ln_ratio(t_kelvin: np.ndarray) -> np.ndarray:
@@ -132,7 +166,19 @@ class NTCThermistor(_SensorFamily):
     ADC noise           U(0.5, 1.5) LSB rms           typical of MCU SAR ADCs on a real board (assumed)
     self-heating        neglected                     <= 0.27 mW vs 7 mW/K dissipation factor: < 0.05 K
     =================== ============================= ===================================================
+
+    Lot ``B``: a second supplier's 10 kOhm / 3977 K part in the wider +-5 % R25 grade (the NTCLE100E3 grades
+    are +-2/3/5 %), whose B-value sits high in its band, U(+0.25, +1.75) % (the +-0.75 % band of one
+    supplier moved by another's material batch; assumed), on a board with 5 % divider resistors: every unit
+    reads systematically cold at the hot end.
     """
+
+    LOTS = {
+        "A": NTCLot(r25=(-0.02, 0.02), b_value=(-0.0075, 0.0075), r_fix=(-0.01, 0.01), adc_gain_lsb=(-3.0, 3.0),
+                    adc_offset_lsb=(-2.5, 2.5), noise_lsb=(0.5, 1.5)),
+        "B": NTCLot(r25=(-0.05, 0.05), b_value=(0.0025, 0.0175), r_fix=(-0.05, 0.05), adc_gain_lsb=(-3.0, 3.0),
+                    adc_offset_lsb=(-2.5, 2.5), noise_lsb=(0.5, 1.5)),
+    }
 
     name = "sensor-ntc"
     input_shape = (1,)
@@ -144,13 +190,14 @@ class NTCThermistor(_SensorFamily):
     bits = 12
 
     def draw_unit(self, rng: np.random.Generator) -> dict[str, float]:
+        lot = self.spread
         return {
-            "r25_ohm": 10e3 * (1 + rng.uniform(-0.02, 0.02)),
-            "b25_85_k": _NTC_B * (1 + rng.uniform(-0.0075, 0.0075)),
-            "r_fix_ohm": 10e3 * (1 + rng.uniform(-0.01, 0.01)),
-            "adc_gain": 1 + rng.uniform(-3.0, 3.0) / 2**self.bits,
-            "adc_offset_lsb": rng.uniform(-2.5, 2.5),
-            "noise": rng.uniform(0.5, 1.5),
+            "r25_ohm": 10e3 * (1 + rng.uniform(*lot.r25)),
+            "b25_85_k": _NTC_B * (1 + rng.uniform(*lot.b_value)),
+            "r_fix_ohm": 10e3 * (1 + rng.uniform(*lot.r_fix)),
+            "adc_gain": 1 + rng.uniform(*lot.adc_gain_lsb) / 2**self.bits,
+            "adc_offset_lsb": rng.uniform(*lot.adc_offset_lsb),
+            "noise": rng.uniform(*lot.noise_lsb),
             "bits": float(self.bits),
         }
 
@@ -193,6 +240,27 @@ class NTCThermistor(_SensorFamily):
 
 
 # ------------------------------------------------------------------------------ bridge sensors
+@dataclass(frozen=True)
+class BridgeLot:
+    """Per-unit spreads of one bridge-sensor production lot, in the raw units of :class:`_BridgeSensor`'s model.
+
+    ``span`` and ``zero`` are ``Tri(min, typ, max)`` (pressure) or relative ``U(low, high)`` of the rated output
+    (load cell, see the family); ``tcs`` in 1/degC, ``tc_zero`` in raw units per degC (or relative to RO),
+    ``nonlinearity`` as a fraction of span.
+    """
+
+    span: Range | Triangle
+    zero: Range | Triangle
+    tcs: Range
+    tc_zero: Range
+    nonlinearity: Range
+
+
+def _draw(rng: np.random.Generator, spread: Range | Triangle) -> float:
+    """``U(low, high)`` for a pair, ``Tri(min, typ, max)`` for a triple."""
+    return float(rng.triangular(*spread)) if len(spread) == 3 else float(rng.uniform(*spread))
+
+
 class _BridgeSensor(_SensorFamily):
     """Wheatstone-bridge sensor with temperature cross-sensitivity; inputs (raw, temperature).
 
@@ -248,7 +316,19 @@ class LoadCell(_BridgeSensor):
                                                    (assumed; bench tests report 14-16 noise-free bits)
     temperature sensor 0.1 degC rms scatter        assumed
     ================== =========================== =========================================================
+
+    Lot ``B``: a second supplier's untrimmed cell of the lower OIML C1 class (tolerances about three times
+    C3's): rated output 2.0 mV/V U(-0.5, +0.1) % (untrimmed cells ship low), zero balance U(+-5 % RO), TC of span
+    U(-0.008, -0.002) %/degC (uncompensated: one sign), TC of zero U(+-0.008 % RO/degC), nonlinearity
+    U(+0.02, +0.06) % RO (a systematic bow of a softer spring element). Assumed, typical of C1 datasheets.
     """
+
+    LOTS = {
+        "A": BridgeLot(span=(-1e-3, 1e-3), zero=(-0.02, 0.02), tcs=(-2e-5, 2e-5), tc_zero=(-3e-5, 3e-5),
+                       nonlinearity=(-2e-4, 2e-4)),
+        "B": BridgeLot(span=(-5e-3, 1e-3), zero=(-0.05, 0.05), tcs=(-8e-5, -2e-5), tc_zero=(-8e-5, 8e-5),
+                       nonlinearity=(2e-4, 6e-4)),
+    }
 
     name = "sensor-loadcell"
     input_names = ("bridge_signal", "temperature")
@@ -261,13 +341,13 @@ class LoadCell(_BridgeSensor):
     rated_output = 2.0  # mV/V
 
     def draw_unit(self, rng: np.random.Generator) -> dict[str, float]:
-        ro = self.rated_output
+        ro, lot = self.rated_output, self.spread
         return {
-            "zero": ro * rng.uniform(-0.02, 0.02),
-            "tc_zero": ro * rng.uniform(-3e-5, 3e-5),
-            "span": ro * (1 + rng.uniform(-1e-3, 1e-3)),
-            "tcs": rng.uniform(-2e-5, 2e-5),
-            "nonlinearity": rng.uniform(-2e-4, 2e-4),
+            "zero": ro * _draw(rng, lot.zero),
+            "tc_zero": ro * _draw(rng, lot.tc_zero),
+            "span": ro * (1 + _draw(rng, lot.span)),
+            "tcs": _draw(rng, lot.tcs),
+            "nonlinearity": _draw(rng, lot.nonlinearity),
             "noise": 3e-5,
         }
 
@@ -292,7 +372,30 @@ class PiezoPressure(_BridgeSensor):
     ADC noise         10 uV rms                    assumed: ~1 LSB of TI ADS1115 at +-0.256 V range
     temp. sensor      0.1 degC rms scatter         assumed
     ================= ============================ =========================================================
+
+    Lot ``B``: a second supplier's die with lower-doped piezoresistors on a thinner diaphragm. Lower doping
+    raises both the piezoresistive coefficient's temperature dependence and the sheet resistance (Kanda, IEEE
+    Trans. Electron Devices 29(1), 1982: the p-type coefficient falls about 0.25-0.3 %/degC near 1e18 cm^-3
+    against about 0.15-0.2 %/degC near 1e19-1e20), and a thin diaphragm bends with membrane stiffening, a
+    same-sign bow of several tenths of a percent:
+
+    ================= ============================ =========================================================
+    parameter         lot B spread                 why plausible
+    ================= ============================ =========================================================
+    full-scale span   Tri(35, 45, 60) mV           other die and bridge resistance (assumed)
+    offset            Tri(-15, 0, 15) mV           a laser-untrimmed bridge of another process (assumed)
+    TC of span        U(-0.30, -0.24) %/degC       lower doping (Kanda 1982; see above)
+    TC of offset      U(0, +40) uV/degC            a one-sided bridge mismatch (assumed)
+    nonlinearity      U(+0.3, +0.8) % of span      thin-diaphragm membrane stiffening (assumed)
+    ================= ============================ =========================================================
     """
+
+    LOTS = {
+        "A": BridgeLot(span=(45.0, 60.0, 90.0), zero=(0.0, 20.0, 35.0), tcs=(-0.0022, -0.0016),
+                       tc_zero=(-0.015, 0.015), nonlinearity=(-0.0025, 0.0025)),
+        "B": BridgeLot(span=(35.0, 45.0, 60.0), zero=(-15.0, 0.0, 15.0), tcs=(-0.0030, -0.0024),
+                       tc_zero=(0.0, 0.040), nonlinearity=(0.003, 0.008)),
+    }
 
     name = "sensor-pressure"
     input_names = ("bridge_output", "temperature")
@@ -304,11 +407,12 @@ class PiezoPressure(_BridgeSensor):
     t_ref = 25.0
 
     def draw_unit(self, rng: np.random.Generator) -> dict[str, float]:
+        lot = self.spread
         return {
-            "zero": rng.triangular(0.0, 20.0, 35.0),
-            "tc_zero": rng.uniform(-0.015, 0.015),
-            "span": rng.triangular(45.0, 60.0, 90.0),
-            "tcs": rng.uniform(-0.0022, -0.0016),
-            "nonlinearity": rng.uniform(-0.0025, 0.0025),
+            "zero": _draw(rng, lot.zero),
+            "tc_zero": _draw(rng, lot.tc_zero),
+            "span": _draw(rng, lot.span),
+            "tcs": _draw(rng, lot.tcs),
+            "nonlinearity": _draw(rng, lot.nonlinearity),
             "noise": 0.01,
         }

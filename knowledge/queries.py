@@ -43,7 +43,7 @@ def _loss(value: float | None) -> float:
 def adaptation_row(r: Row) -> AdaptationRow:
     return AdaptationRow(r.record_id, r.unit, r.bundle_id, r.host_id, r.time, _matrix(r.support_x),
                          _matrix(r.support_y), r.steps_kept, _loss(r.loss_before), _loss(r.loss_after),
-                         r.state_sha256)
+                         r.state_sha256, r.steps_run, r.start_state_sha256)
 
 
 def check_row(r: Row) -> CheckRow:

@@ -48,6 +48,8 @@ class AdaptationRow(_Row):
     loss_before: float  # nan: not finite on the device
     loss_after: float
     state_sha256: str | None
+    steps_run: int | None = None
+    start_state_sha256: str | None = None  # the state a recalibration continued from
 
 
 @dataclass(frozen=True)

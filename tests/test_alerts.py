@@ -7,7 +7,7 @@ import json
 import subprocess
 import sys
 import textwrap
-from dataclasses import fields, replace
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -19,7 +19,7 @@ pytest.importorskip("sqlalchemy", reason="the knowledge base needs the kb extra 
 
 from metaedge.cli import main  # noqa: E402
 from metaedge.errors import InputError  # noqa: E402
-from metaedge.knowledge import AdaptationRow, KnowledgeBase  # noqa: E402
+from metaedge.knowledge import KnowledgeBase  # noqa: E402
 from metaedge.knowledge.alerts import residual_series, scan  # noqa: E402
 from metaedge.knowledge.certificate import build_certificate  # noqa: E402
 from metaedge.runtime.journal import append  # noqa: E402
@@ -199,12 +199,6 @@ def test_drift_modules_never_import_torch_sdk_or_export():
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
 
 
-_ROW_FIELDS = {f.name for f in fields(AdaptationRow)}
-
-
-@pytest.mark.xfail("start_state_sha256" not in _ROW_FIELDS, strict=True,
-                   reason="AdaptationRow does not carry start_state_sha256 (stored by ingest) yet, so a recalibration "
-                          "is replayed from the prior")
 def test_certificate_of_a_recalibration_replays_the_chain(fleet, tmp_path):
     url, root, model, adapted = fleet
     db = tmp_path / "kb.db"

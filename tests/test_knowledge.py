@@ -245,9 +245,10 @@ def test_show_returns_every_record_of_the_unit_exactly(kb, tmp_path):
     assert detail.summary == UnitSummary("u1", 2, 1, "2026-11-15T08:00:00+00:00", OTHER_BUNDLE)
     assert detail.adaptations == (
         AdaptationRow("a1", "u1", OTHER_BUNDLE, "line-1", "2026-11-01T08:00:00+00:00",
-                      ((1.0, 20.0), (2.0, 21.0), (3.0, 22.0)), ((10.0,), (20.0,), (30.0,)), 4, 2.5, 0.25, "ab" * 32),
+                      ((1.0, 20.0), (2.0, 21.0), (3.0, 22.0)), ((10.0,), (20.0,), (30.0,)), 4, 2.5, 0.25, "ab" * 32,
+                      steps_run=5),
         AdaptationRow("a2", "u1", OTHER_BUNDLE, "line-1", "2026-11-08T08:00:00+00:00", ((3.0, 22.0), (4.0, 23.0)),
-                      ((30.0,), (41.0,)), 4, 2.5, 0.25, "ab" * 32))
+                      ((30.0,), (41.0,)), 4, 2.5, 0.25, "ab" * 32, steps_run=5))
     assert detail.checks == (CheckRow("c1", "u1", OTHER_BUNDLE, "2026-11-15T08:00:00+00:00", ((5.0, 24.0),),
                                       ((52.0,),), ((50.5,),), "ab" * 32),)
     as_json = json.loads(json.dumps(detail.to_dict()))

@@ -420,19 +420,39 @@ def adapt(bundle: Path, support: Path, out: Path, steps: int | None, device: str
 @click.option("--input", "input_csv", required=True, type=click.Path(path_type=Path),
               help="CSV with the bundle's input columns.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write predictions here. [stdout]")
+@click.option("--interval", type=float,
+              help="Also write the central predictive interval at this level (e.g. 0.95) as <name>_lower and "
+                   "<name>_upper columns (regression; needs --support).")
+@click.option("--support", type=click.Path(path_type=Path),
+              help="Support CSV the unit was adapted on (inputs and outputs); without --state it is adapted on "
+                   "here. Intervals need it: a state file holds parameters only.")
 @device_option
 @trust_option
-def predict(bundle: Path, state: Path | None, input_csv: Path, out: Path | None, device: str, backend: str,
-            trust: tuple[Path, ...]) -> None:
+def predict(bundle: Path, state: Path | None, input_csv: Path, out: Path | None, interval: float | None,
+            support: Path | None, device: str, backend: str, trust: tuple[Path, ...]) -> None:
     """Predict with an adapted state (device side: no torch needed)."""
+    import numpy as np
+
     from .runtime.model import Adapted
     from .runtime.tables import read_columns, write_columns
 
+    if interval is not None and support is None:
+        raise click.UsageError("--interval needs --support CSV (the reference points the unit was adapted on)")
     model = _load_model(bundle, device, backend, trust=trust)
     m = model.bundle.manifest
-    adapted = Adapted.load(model, state) if state else Adapted(model, model.theta0)
-    y = adapted.predict(read_columns(input_csv, m.input.names))
-    text = write_columns(out, m.output.names, y)
+    points = (read_columns(support, m.input.names), read_columns(support, m.output.names)) if support else None
+    if state:
+        adapted = Adapted.load(model, state, support=points)
+    else:
+        adapted = model.adapt(*points) if points else Adapted(model, model.theta0)
+    x = read_columns(input_csv, m.input.names)
+    if interval is None:
+        text = write_columns(out, m.output.names, adapted.predict(x))
+    else:
+        iv = adapted.predict(x, interval=interval)
+        names = [f"{n}{end}" for n in m.output.names for end in ("", "_lower", "_upper")]
+        values = np.stack([iv.prediction, iv.lower, iv.upper], axis=-1).reshape(len(x), -1)
+        text = write_columns(out, names, values)
     click.echo(f"predictions written to {out}" if out else text.rstrip("\n"))
 
 

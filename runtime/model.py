@@ -391,13 +391,19 @@ class Adapted:
                                     self.steps_kept))
 
     @classmethod
-    def load(cls, model: Model, path: str | Path) -> Adapted:
+    def load(cls, model: Model, path: str | Path, support: tuple[np.ndarray, np.ndarray] | None = None) -> Adapted:
         """Read a state written by :meth:`save` (format 2, or format 1 ``.npz``) or by firmware for this bundle;
-        :class:`BundleError` when it is corrupt, truncated, another bundle's or the wrong size."""
+        :class:`BundleError` when it is corrupt, truncated, another bundle's or the wrong size. ``support``
+        (``xs``, ``ys``, physical units): the support set it was adapted on, which intervals need (a state file
+        holds the parameters only)."""
         dim = model.bundle.manifest.adaptation.embedding_dim or 0
         state = read_state(path, _identity(model), n_theta=None if model.prototypes else model.theta0.size,
                            prototype_dim=dim if model.prototypes else None)
-        return cls(model, state.theta, steps_run=state.steps_run, steps_kept=state.steps_kept)
+        checked = None
+        if support is not None:
+            x = model._inputs(support[0], "support inputs")
+            checked = (x, model._targets(support[1], len(x.physical)))
+        return cls(model, state.theta, steps_run=state.steps_run, steps_kept=state.steps_kept, support=checked)
 
 
 def _identity(model: Model) -> BundleIdentity:

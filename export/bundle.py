@@ -214,6 +214,24 @@ def run_checks(run: Run, folder: Path, manifest: Manifest, tolerance: float = 1e
     return manifest
 
 
+def with_intervals(run: Run, folder: Path, manifest: Manifest, solver: DeviceSolver) -> Manifest:
+    """Fit the staged regression bundle's predictive intervals (:func:`fit_uncertainty`) and add them to the
+    manifest; a Gauss-Newton bundle's ``model.mebin`` is rewritten with them (format 4's interval section, for
+    ``me_predict_interval``), its hashes and footprint updated: the network in it is unchanged."""
+    uncertainty = fit_uncertainty(run, folder)
+    manifest = replace(manifest, uncertainty=uncertainty)
+    if not manifest.has_mebin or solver.kind != "gauss-newton":
+        return manifest
+    from .firmware import write_firmware
+
+    paths = write_firmware(run, folder, inner_steps=solver.steps, uncertainty=uncertainty)
+    files = {**manifest.files, **{p.name: sha256(p) for p in paths}}
+    manifest = replace(manifest, files=files, footprint=footprint(folder, manifest.graphs, manifest.firmware,
+                                                                  shots=run.config.shots))
+    fits = checked_devices(manifest, load_profiles())
+    return replace(manifest, devices={name: DeviceFit(f.fits, f.problems, f.memory_bytes) for name, f in fits.items()})
+
+
 def refuse_existing(out: Path) -> None:
     """Refuse an output path that exists: export never overwrites."""
     if out.exists() or out.is_symlink():
@@ -293,7 +311,7 @@ def export_bundle(run_path: str | Path, out: str | Path, opset: int = 18, check:
             manifest = run_checks(run, tmp, manifest, tolerance)
             write_manifest(tmp, manifest)
         if intervals and not manifest.classification:
-            write_manifest(tmp, replace(manifest, uncertainty=fit_uncertainty(run, tmp)))
+            write_manifest(tmp, with_intervals(run, tmp, manifest, solver))
         if profile is not None:
             from .tensorrt import export_tensorrt
 

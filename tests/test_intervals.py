@@ -210,3 +210,32 @@ def test_cli_predict_writes_lower_and_upper_columns(ridge_bundle, tmp_path):
     result = runner.invoke(main, ["predict", str(ridge_bundle), "--input", str(tmp_path / "x.csv"),
                                   "--interval", "0.95"])
     assert result.exit_code == 2 and "--interval needs --support" in result.output
+
+
+def test_c_library_equals_the_python_runtime(ridge_bundle):
+    """me_predict_interval and me_suggest (format-4 model.mebin) against the Python runtime (ONNX Runtime's exact
+    Jacobian), to 1e-5 relative to the values' scale."""
+    from metaedge.runtime.native import NativeModel
+
+    c_model = NativeModel((ridge_bundle / "model.mebin").read_bytes())
+    assert c_model.header.format_version == 4
+    model = Model.load(ridge_bundle, backend="onnxruntime")
+    batch = _units(3, q=30)
+    worst = 0.0
+    for i in range(3):
+        xs, ys, xq = batch.x_support[i], batch.y_support[i], batch.x_query[i]
+        adapted = model.adapt(xs, ys)
+        for level in (0.8, 0.95, 0.9):
+            iv = adapted.predict(xq, interval=level)
+            out, lo, hi = c_model.predict_interval(adapted.theta, xs, xq, level)
+            scale = max(1.0, float(np.abs(iv.upper).max()))
+            worst = max(worst, *(float(np.abs(a - b).max()) / scale
+                                 for a, b in ((out, iv.prediction), (lo, iv.lower), (hi, iv.upper))))
+        for support in (xs, None):
+            ours = model.suggest(xq, support=support)
+            best, scores = c_model.suggest(model.theta0, support, xq)
+            assert best == ours.index
+            np.testing.assert_allclose(scores, ours.scores, rtol=1e-5, atol=1e-5 * float(ours.scores.max()))
+    assert worst <= 1e-5, worst
+    with pytest.raises(InputError, match="invalid argument"):
+        c_model.predict_interval(model.theta0, batch.x_support[0], batch.x_query[0], 0.999)

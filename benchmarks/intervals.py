@@ -3,7 +3,7 @@
 For each family it meta-trains (or resumes) a ``ridge`` run from ``configs/sensor-<name>.json`` (algo forced to
 ridge, one Gauss-Newton step, skip path; ``--iterations`` overrides the config's count: short trainings are fine
 for coverage, which the export calibrates on meta-validation tasks), exports it (the export fits the intervals on
-500 meta-validation tasks of the ``val`` split), then, with the torch-free runtime, on held-out units of the
+2000 meta-validation tasks of the ``val`` split), then, with the torch-free runtime, on held-out units of the
 ``test`` split (seed 1234, never seen by training or the fit):
 
 1. coverage of nominal 95% and 80% intervals over 500 units x 50 query points after 3 reference points, with the

@@ -25,8 +25,9 @@ from ..sdk.run import Run, task_rng
 
 #: the levels the multipliers are fitted for; the runtime interpolates between them
 LEVELS = (0.5, 0.68, 0.8, 0.9, 0.95, 0.98, 0.99)
-#: meta-validation tasks and query points per task
-TASKS = 500
+#: meta-validation tasks and query points per task (units differ in residual scale: 500 tasks left the 95% level
+#: of a load cell at 92.2% on held-out units, 2000 at 94.0%)
+TASKS = 2000
 QUERIES = 20
 
 

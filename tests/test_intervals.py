@@ -42,7 +42,7 @@ def _units(n, k=3, q=40, seed=1234):
 
 def test_ridge_manifest_states_the_gaussian_posterior_fit(ridge_bundle):
     u = Model.load(ridge_bundle).uncertainty
-    assert u.method == "gaussian-posterior" and u.shots == 3 and u.tasks == 500
+    assert u.method == "gaussian-posterior" and u.shots == 3 and u.tasks == 2000
     assert u.levels == (0.5, 0.68, 0.8, 0.9, 0.95, 0.98, 0.99) and len(u.noise_scale) == 1
     assert all(b > a for a, b in zip(u.factors, u.factors[1:]))
     # the calibration factor (multiplier / z) of a near-Gaussian posterior predictive is close to 1

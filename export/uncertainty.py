@@ -21,7 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from ..runtime.manifest import Uncertainty
+from ..sdk.evaluate.evaluator import IntervalMetrics
 from ..sdk.run import Run, task_rng
+from ..sdk.tasks import TaskBatch
 
 #: the levels the multipliers are fitted for; the runtime interpolates between them
 LEVELS = (0.5, 0.68, 0.8, 0.9, 0.95, 0.98, 0.99)
@@ -69,3 +71,23 @@ def fit_uncertainty(run: Run, folder: Path, tasks: int = TASKS, queries: int = Q
     factors = tuple(conformal_quantile(scores, level) for level in levels)
     return Uncertainty(method=model.interval_method, noise_scale=tuple(float(v) for v in noise), levels=levels,
                        factors=factors, tasks=tasks, shots=shots)
+
+
+def interval_metrics(bundle: str | Path, level: float) -> IntervalMetrics:
+    """The evaluator's per-task ``coverage`` (share of query values inside the interval) and ``interval_width``
+    (mean ``upper - lower``, physical units) of the runtime on ``bundle`` at ``level``."""
+    from ..runtime.model import Model
+
+    model = Model.load(bundle)
+
+    def metrics(batch: TaskBatch, shots: int) -> dict[str, np.ndarray]:
+        cover, width = [], []
+        for i in range(len(batch.x_support)):
+            adapted = model.adapt(batch.x_support[i][:shots], batch.y_support[i][:shots])
+            iv = adapted.predict(batch.x_query[i], interval=level)
+            y = batch.y_query[i].reshape(iv.lower.shape)
+            cover.append(float(((y >= iv.lower) & (y <= iv.upper)).mean()))
+            width.append(float((iv.upper - iv.lower).mean()))
+        return {"coverage": np.asarray(cover), "interval_width": np.asarray(width)}
+
+    return metrics

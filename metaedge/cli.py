@@ -289,10 +289,17 @@ def train(config_path: Path | None, family_options: tuple[str, ...], out: Path, 
 @click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Also write report.json, report.md and PNG plots to this directory.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+@click.option("--interval", type=float,
+              help="Regression: the meta-learned rows at the run's steps gain coverage and interval_width of the "
+                   "runtime's intervals at this level (e.g. 0.95).")
+@click.option("--bundle", type=click.Path(path_type=Path),
+              help="Bundle of the run whose intervals --interval measures. [exported to a temporary folder]")
 def evaluate(run: Path, tasks: int, shots: str, ways: str, queries: int | None, steps: str, baseline_shots: str,
              baselines: bool, pretrain_steps: int, split: str | None, seed: int, as_json: bool,
-             report_dir: Path | None, progress: bool) -> None:
+             report_dir: Path | None, progress: bool, interval: float | None, bundle: Path | None) -> None:
     """Evaluate a run on held-out tasks: mean and 95% CI per setting and step count, beside baselines."""
+    import tempfile
+
     from .sdk.evaluate import EvalSettings, format_table
     from .sdk.evaluate import evaluate as run_evaluation
     from .sdk.run import Run
@@ -303,7 +310,16 @@ def evaluate(run: Path, tasks: int, shots: str, ways: str, queries: int | None, 
         baseline_shots=_int_list(baseline_shots, "--baseline-shots") or [], baselines=baselines,
         pretrain_steps=pretrain_steps, split=split, seed=seed,
     )
-    report = run_evaluation(Run.load(run), settings, progress=progress)
+    with tempfile.TemporaryDirectory() as tmp:
+        intervals = None
+        if interval is not None:
+            from .export.bundle import export_bundle
+            from .export.uncertainty import interval_metrics
+
+            if bundle is None:
+                bundle = export_bundle(run, Path(tmp) / "bundle", check=False)
+            intervals = interval_metrics(bundle, interval)
+        report = run_evaluation(Run.load(run), settings, progress=progress, intervals=intervals)
     if report_dir is not None:
         from .sdk.evaluate.report import write_report
 

@@ -239,3 +239,23 @@ def test_c_library_equals_the_python_runtime(ridge_bundle):
     assert worst <= 1e-5, worst
     with pytest.raises(InputError, match="invalid argument"):
         c_model.predict_interval(model.theta0, batch.x_support[0], batch.x_query[0], 0.999)
+
+
+def test_eval_interval_rows_are_the_runtime_coverage_on_the_same_tasks(ridge_bundle):
+    result = CliRunner().invoke(main, ["eval", str(ridge_bundle.parent / "run"), "--tasks", "60", "--shots", "3",
+                                       "--steps", "0,1", "--no-baselines", "--interval", "0.9", "--bundle",
+                                       str(ridge_bundle), "--json", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    rows = {r["steps"]: r for r in json.loads(result.output[result.output.index("{"):])["rows"]}
+    assert "coverage" not in rows[0]
+    # the evaluator's held-out tasks (seed 1234, test split, 100 queries), recomputed with the runtime
+    batch = make_family("sensor-pressure").sample_batch(np.random.default_rng(1234), 60, 3, 100, split="test")
+    model = Model.load(ridge_bundle)
+    cover, width = [], []
+    for i in range(60):
+        iv = model.adapt(batch.x_support[i], batch.y_support[i]).predict(batch.x_query[i], interval=0.9)
+        y = batch.y_query[i].reshape(iv.lower.shape)
+        cover.append(((y >= iv.lower) & (y <= iv.upper)).mean())
+        width.append((iv.upper - iv.lower).mean())
+    assert rows[1]["coverage"] == pytest.approx(np.mean(cover), abs=1e-9)
+    assert rows[1]["interval_width"] == pytest.approx(np.mean(width), rel=1e-6)

@@ -61,11 +61,15 @@ def multiplier(uncertainty: Uncertainty, level: float) -> float:
     """The fitted half-width multiplier at ``level`` (linear between fitted levels); :class:`InputError` for a level
     outside the fitted range."""
     levels = uncertainty.levels
-    if not isinstance(level, (int, float)) or not levels[0] <= level <= levels[-1]:
+    try:
+        value = float(level)  # numpy scalars too; NaN fails the range check below
+    except (TypeError, ValueError):
+        value = float("nan")
+    if isinstance(level, bool) or not levels[0] <= value <= levels[-1]:
         fitted = ", ".join(f"{v:g}" for v in levels)
         raise InputError(f"interval level must be a number between {levels[0]:g} and {levels[-1]:g} (the bundle's "
                          f"intervals were fitted for {fitted}), got {level!r}")
-    return float(np.interp(level, levels, uncertainty.factors))
+    return float(np.interp(value, levels, uncertainty.factors))
 
 
 def posterior_covariance(j_support: np.ndarray, damping: np.ndarray) -> np.ndarray:

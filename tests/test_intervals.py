@@ -176,6 +176,11 @@ def test_refusals_are_one_sentence(ridge_bundle, tmp_path):
     adapted = model.adapt(batch.x_support[0], batch.y_support[0])
     with pytest.raises(InputError, match=r"between 0.5 and 0.99 .* got 0.999"):
         adapted.predict(batch.x_query[0], interval=0.999)
+    for bad in (float("nan"), "high", True):
+        with pytest.raises(InputError, match="interval level must be a number between 0.5 and 0.99"):
+            adapted.predict(batch.x_query[0], interval=bad)
+    np.testing.assert_allclose(adapted.predict(batch.x_query[0], interval=np.float32(0.95)).upper,
+                               adapted.predict(batch.x_query[0], interval=0.95).upper, rtol=1e-6)
     adapted.save(tmp_path / "state.bin")
     with pytest.raises(InputError, match="has no support set"):
         Adapted.load(model, tmp_path / "state.bin").predict(batch.x_query[0], interval=0.95)

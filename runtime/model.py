@@ -214,7 +214,9 @@ class Model:
         """Adapt on a support set ``xs`` ``(k, *input_shape)``, ``ys`` ``(k, out)`` in physical units (or labels).
 
         ``start`` (default: the meta-learned ``theta0``) continues from an earlier adapted state's ``theta``
-        ``(P,)``, e.g. when a unit gets more reference points later.
+        ``(P,)``, e.g. when a unit gets more reference points later. The result keeps this support set for
+        ``predict(x, interval=...)``, whose posterior is that of these points alone: pass every reference point
+        taken so far.
         """
         steps = self.bundle.manifest.adaptation.inner_steps if steps is None else int(steps)
         if steps < 0:

@@ -3,7 +3,8 @@
 The adapted parameters travel as one flat float32 vector whose layout (name, shape, offset) the manifest
 records; frozen parameters are constants inside the graphs. :func:`export_bundle` is a short pipeline of named
 steps, each a function of its own: :func:`write_graphs`, :func:`write_firmware_files`, :func:`write_parameters`,
-:func:`build_manifest`, :func:`run_checks` and :func:`commit`. Every step but the last writes into a temporary
+:func:`build_manifest`, :func:`run_checks`, :func:`~metaedge.export.uncertainty.fit_uncertainty` (regression)
+and :func:`commit`. Every step but the last writes into a temporary
 sibling folder of the output (:func:`staging`); :func:`commit` renames it into place, so a failed export leaves
 nothing half-written.
 """
@@ -11,6 +12,7 @@ nothing half-written.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import shutil
 import subprocess
 import tempfile
@@ -49,6 +51,9 @@ from ..sdk.tasks import TaskBatch
 from .footprint import footprint
 from .graphs import export_embedding, export_graphs
 from .ops import ops_report
+from .uncertainty import NoCalibrationTasks, fit_uncertainty
+
+_log = logging.getLogger("metaedge.export")
 
 #: what ``metaedge export --format`` accepts; ``auto`` is ``all`` where the C library supports the model, else ``onnx``
 FORMATS = ("auto", "onnx", "c", "all", "tensorrt")
@@ -212,6 +217,28 @@ def run_checks(run: Run, folder: Path, manifest: Manifest, tolerance: float = 1e
     return manifest
 
 
+def with_intervals(run: Run, folder: Path, manifest: Manifest, solver: DeviceSolver) -> Manifest:
+    """Fit the staged regression bundle's predictive intervals (:func:`fit_uncertainty`) and add them to the
+    manifest; a Gauss-Newton bundle's ``model.mebin`` is rewritten with them (format 4's interval section, for
+    ``me_predict_interval``), its hashes and footprint updated: the network in it is unchanged."""
+    try:
+        uncertainty = fit_uncertainty(run, folder)
+    except NoCalibrationTasks as e:
+        _log.warning("exported without predictive intervals: %s", e)
+        return manifest
+    manifest = replace(manifest, uncertainty=uncertainty)
+    if not manifest.has_mebin or solver.kind != "gauss-newton":
+        return manifest
+    from .firmware import write_firmware
+
+    paths = write_firmware(run, folder, inner_steps=solver.steps, uncertainty=uncertainty)
+    files = {**manifest.files, **{p.name: sha256(p) for p in paths}}
+    manifest = replace(manifest, files=files, footprint=footprint(folder, manifest.graphs, manifest.firmware,
+                                                                  shots=run.config.shots))
+    fits = checked_devices(manifest, load_profiles())
+    return replace(manifest, devices={name: DeviceFit(f.fits, f.problems, f.memory_bytes) for name, f in fits.items()})
+
+
 def refuse_existing(out: Path) -> None:
     """Refuse an output path that exists: export never overwrites."""
     if out.exists() or out.is_symlink():
@@ -243,7 +270,8 @@ def commit(staged: Path, out: Path) -> Path:
 
 def export_bundle(run_path: str | Path, out: str | Path, opset: int = 18, check: bool = True,
                   tolerance: float = 1e-5, inner_steps: int | None = None, adapt: str | None = None,
-                  formats: str = "auto", device: str | None = None, sign_key: str | Path | None = None) -> Path:
+                  formats: str = "auto", device: str | None = None, sign_key: str | Path | None = None,
+                  intervals: bool = True) -> Path:
     """Export the run at ``run_path`` to the bundle directory ``out`` (which must not exist yet); an ``out``
     ending in ``.zip`` gets a zip of the bundle directory instead.
 
@@ -257,6 +285,8 @@ def export_bundle(run_path: str | Path, out: str | Path, opset: int = 18, check:
     The manifest records the bundle's memory footprint and, for every device profile, whether it fits.
     ``sign_key``: an Ed25519 private key (``metaedge keygen``) that signs the final ``manifest.json`` into
     ``manifest.sig`` before the bundle is moved into place (see :mod:`metaedge.runtime.signing`).
+    ``intervals``: regression bundles get predictive intervals meta-fitted on meta-validation tasks
+    (:func:`~metaedge.export.uncertainty.fit_uncertainty`, the manifest's ``uncertainty``).
     """
     if formats not in FORMATS:
         raise InputError(f"unknown bundle format {formats!r}; choose one of {', '.join(FORMATS)}")
@@ -270,7 +300,7 @@ def export_bundle(run_path: str | Path, out: str | Path, opset: int = 18, check:
     out = Path(out)
     if out.suffix == ".zip":
         return _zipped(run_path, out, opset=opset, check=check, tolerance=tolerance, inner_steps=inner_steps,
-                       adapt=adapt, formats=formats, device=device, sign_key=sign_key)
+                       adapt=adapt, formats=formats, device=device, sign_key=sign_key, intervals=intervals)
     run = Run.load(run_path)
     if adapt:
         run = run.with_adaptation(adapt)
@@ -285,7 +315,10 @@ def export_bundle(run_path: str | Path, out: str | Path, opset: int = 18, check:
         manifest = build_manifest(run, run_path, tmp, solver, example, layout, graphs, firmware, skipped, files)
         write_manifest(tmp, manifest)
         if check:
-            write_manifest(tmp, run_checks(run, tmp, manifest, tolerance))
+            manifest = run_checks(run, tmp, manifest, tolerance)
+            write_manifest(tmp, manifest)
+        if intervals and not manifest.classification:
+            write_manifest(tmp, with_intervals(run, tmp, manifest, solver))
         if profile is not None:
             from .tensorrt import export_tensorrt
 

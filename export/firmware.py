@@ -19,14 +19,16 @@ from torch import nn
 
 from ..errors import InputError
 from ..runtime import native
+from ..runtime.manifest import Uncertainty
 from ..sdk.atomic import atomic_write_bytes, atomic_write_text
 from ..sdk.models.conv import ConvNet
 from ..sdk.models.mlp import MLP
 from ..sdk.run import Run
 
 #: newest model.mebin format version this exporter writes (the C library's ME_FORMAT_VERSION); each file gets the
-#: lowest version that holds it: 3 for Gauss-Newton (its min_damping field), 2 for conv / pool layers, else 1
-FORMAT_VERSION = 3
+#: lowest version that holds it: 4 for Gauss-Newton with fitted intervals (the interval section), 3 for other
+#: Gauss-Newton files (their min_damping field), 2 for conv / pool layers, else 1
+FORMAT_VERSION = 4
 MAGIC = b"MEBN"
 HEADER_BYTES = 64
 LAYER_BYTES = 16
@@ -163,8 +165,9 @@ def _conv_layers(run: Run) -> list[_Layer]:
     return layers
 
 
-def firmware_bytes(run: Run, inner_steps: int | None = None) -> bytes:
-    """The ``model.mebin`` image of ``run`` (see docs/firmware.md for the layout)."""
+def firmware_bytes(run: Run, inner_steps: int | None = None, uncertainty: Uncertainty | None = None) -> bytes:
+    """The ``model.mebin`` image of ``run`` (see docs/firmware.md for the layout); ``uncertainty`` (Gauss-Newton
+    only): the fitted intervals, written as the format-4 interval section."""
     learner, state, family = run.learner, run.state, run.family
     layers = _layers(run)
     solver = learner.device_solver
@@ -203,7 +206,10 @@ def firmware_bytes(run: Run, inner_steps: int | None = None) -> bytes:
     # the lowest version that holds the model: MLP files stay readable by version-1 firmware; Gauss-Newton files
     # carry the solver's damping floor (version 3), so the C library does not hard-code it
     gauss_newton = solver.kind == "gauss-newton"
-    version = 3 if gauss_newton else 2 if any(layer.kind in ("conv1d", "maxpool1d") for layer in layers) else 1
+    if uncertainty is not None and not gauss_newton:
+        raise InputError("the C library's intervals are for Gauss-Newton (ridge) models only")
+    version = (4 if uncertainty is not None else 3) if gauss_newton else \
+        2 if any(layer.kind in ("conv1d", "maxpool1d") for layer in layers) else 1
     damping = struct.pack("<f", solver.min_damping) if gauss_newton else bytes(4)
     rates = [state["rates"][n].detach().cpu().numpy().astype(np.float32).ravel() for n in adapted]
     steps = solver.steps if inner_steps is None or solver.kind == "prototypes" else int(inner_steps)
@@ -221,11 +227,17 @@ def firmware_bytes(run: Run, inner_steps: int | None = None) -> bytes:
     off_norm = off_layers + LAYER_BYTES * len(table)
     off_params = off_norm + len(norm_bytes)
     off_rates = off_params + len(param_bytes)
-    total = off_rates + len(rate_bytes)
+    unc_bytes = b""
+    if uncertainty is not None:
+        unc_bytes = struct.pack("<I", len(uncertainty.levels)) + floats(
+            [np.asarray(v, np.float32) for v in (uncertainty.noise_scale, uncertainty.levels, uncertainty.factors)])
+    off_unc = off_rates + len(rate_bytes) if unc_bytes else 0
+    total = off_rates + len(rate_bytes) + len(unc_bytes)
     loss = LOSSES[learner.loss_name]
     rest = struct.pack("<BBBBHHIIIIIIII", TASKS[task], loss, SOLVERS[solver.kind], 0, len(table), steps, in_dim,
-                       out_dim, n_params, n_theta, off_layers, off_norm, off_params, off_rates) + damping + bytes(4)
-    payload = rest + b"".join(table) + norm_bytes + param_bytes + rate_bytes
+                       out_dim, n_params, n_theta, off_layers, off_norm, off_params, off_rates) + damping + \
+        struct.pack("<I", off_unc)
+    payload = rest + b"".join(table) + norm_bytes + param_bytes + rate_bytes + unc_bytes
     head = MAGIC + struct.pack("<HHII", version, HEADER_BYTES, total, zlib.crc32(payload) & 0xFFFFFFFF)
     data = head + payload
     assert len(data) == total
@@ -245,7 +257,7 @@ def c_array(data: bytes, name: str = "me_model_data") -> str:
 
 
 def write_firmware(run: Run, out_dir: str | Path, adapt: str | None = None,
-                   inner_steps: int | None = None) -> list[Path]:
+                   inner_steps: int | None = None, uncertainty: Uncertainty | None = None) -> list[Path]:
     """Write ``model.mebin`` and ``model_data.h`` (the same bytes as a C array) for ``run`` into ``out_dir``.
 
     Args:
@@ -253,6 +265,7 @@ def write_firmware(run: Run, out_dir: str | Path, adapt: str | None = None,
         out_dir: an existing or new directory.
         adapt: adaptation spec override (``all``, ``head``, ``biases`` or name patterns), as the learner's ``adapt``.
         inner_steps: default step count stored in the file (default: the run's inner steps).
+        uncertainty: fitted intervals of a Gauss-Newton model (format 4's interval section).
 
     Returns:
         ``[model.mebin, model_data.h]`` paths. Raises ``InputError`` naming the layer, activation or learner the
@@ -260,7 +273,7 @@ def write_firmware(run: Run, out_dir: str | Path, adapt: str | None = None,
     """
     if adapt:
         run = run.with_adaptation(adapt)
-    data = firmware_bytes(run, inner_steps)
+    data = firmware_bytes(run, inner_steps, uncertainty)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     mebin, header = out_dir / "model.mebin", out_dir / "model_data.h"

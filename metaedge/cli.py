@@ -293,10 +293,17 @@ def train(config_path: Path | None, family_options: tuple[str, ...], out: Path, 
 @click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Also write report.json, report.md and PNG plots to this directory.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+@click.option("--interval", type=float,
+              help="Regression: the meta-learned rows at the run's steps gain coverage and interval_width of the "
+                   "runtime's intervals at this level (e.g. 0.95).")
+@click.option("--bundle", type=click.Path(path_type=Path),
+              help="Bundle of the run whose intervals --interval measures. [exported to a temporary folder]")
 def evaluate(run: Path, tasks: int, shots: str, ways: str, queries: int | None, steps: str, baseline_shots: str,
              baselines: bool, pretrain_steps: int, split: str | None, seed: int, as_json: bool,
-             report_dir: Path | None, progress: bool) -> None:
+             report_dir: Path | None, progress: bool, interval: float | None, bundle: Path | None) -> None:
     """Evaluate a run on held-out tasks: mean and 95% CI per setting and step count, beside baselines."""
+    import tempfile
+
     from .sdk.evaluate import EvalSettings, format_table
     from .sdk.evaluate import evaluate as run_evaluation
     from .sdk.run import Run
@@ -307,7 +314,16 @@ def evaluate(run: Path, tasks: int, shots: str, ways: str, queries: int | None, 
         baseline_shots=_int_list(baseline_shots, "--baseline-shots") or [], baselines=baselines,
         pretrain_steps=pretrain_steps, split=split, seed=seed,
     )
-    report = run_evaluation(Run.load(run), settings, progress=progress)
+    with tempfile.TemporaryDirectory() as tmp:
+        intervals = None
+        if interval is not None:
+            from .export.bundle import export_bundle
+            from .export.uncertainty import interval_metrics
+
+            if bundle is None:
+                bundle = export_bundle(run, Path(tmp) / "bundle", check=False)
+            intervals = interval_metrics(bundle, interval)
+        report = run_evaluation(Run.load(run), settings, progress=progress, intervals=intervals)
     if report_dir is not None:
         from .sdk.evaluate.report import write_report
 
@@ -485,19 +501,39 @@ def format_check(inputs, outputs, record) -> str:
 @click.option("--input", "input_csv", required=True, type=click.Path(path_type=Path),
               help="CSV with the bundle's input columns.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write predictions here. [stdout]")
+@click.option("--interval", type=float,
+              help="Also write the central predictive interval at this level (e.g. 0.95) as <name>_lower and "
+                   "<name>_upper columns (regression; needs --support).")
+@click.option("--support", type=click.Path(path_type=Path),
+              help="Support CSV the unit was adapted on (inputs and outputs); without --state it is adapted on "
+                   "here. Intervals need it: a state file holds parameters only.")
 @device_option
 @trust_option
-def predict(bundle: Path, state: Path | None, input_csv: Path, out: Path | None, device: str, backend: str,
-            trust: tuple[Path, ...]) -> None:
+def predict(bundle: Path, state: Path | None, input_csv: Path, out: Path | None, interval: float | None,
+            support: Path | None, device: str, backend: str, trust: tuple[Path, ...]) -> None:
     """Predict with an adapted state (device side: no torch needed)."""
+    import numpy as np
+
     from .runtime.model import Adapted
     from .runtime.tables import read_columns, write_columns
 
+    if interval is not None and support is None:
+        raise click.UsageError("--interval needs --support CSV (the reference points the unit was adapted on)")
     model = _load_model(bundle, device, backend, trust=trust)
     m = model.bundle.manifest
-    adapted = Adapted.load(model, state) if state else Adapted(model, model.theta0)
-    y = adapted.predict(read_columns(input_csv, m.input.names))
-    text = write_columns(out, m.output.names, y)
+    points = (read_columns(support, m.input.names), read_columns(support, m.output.names)) if support else None
+    if state:
+        adapted = Adapted.load(model, state, support=points)
+    else:
+        adapted = model.adapt(*points) if points else Adapted(model, model.theta0)
+    x = read_columns(input_csv, m.input.names)
+    if interval is None:
+        text = write_columns(out, m.output.names, adapted.predict(x))
+    else:
+        iv = adapted.predict(x, interval=interval)
+        names = [f"{n}{end}" for n in m.output.names for end in ("", "_lower", "_upper")]
+        values = np.stack([iv.prediction, iv.lower, iv.upper], axis=-1).reshape(len(x), -1)
+        text = write_columns(out, names, values)
     click.echo(f"predictions written to {out}" if out else text.rstrip("\n"))
 
 

@@ -37,6 +37,8 @@ FORMAT_VERSION = 1
 Solver = Literal["sgd", "gauss-newton", "prototypes"]
 SOLVERS: tuple[str, ...] = get_args(Solver)
 TaskKind = Literal["regression", "classification"]
+#: how a regression bundle's predictive intervals are formed (see :class:`Uncertainty`)
+IntervalMethod = Literal["gaussian-posterior", "scaled-conformal"]
 #: roles of a bundle's ONNX graphs
 GRAPH_ROLES = ("forward", "adapt_step", "adapt_steps", "gauss_newton")
 _REEXPORT = "re-export the bundle with `metaedge export`"
@@ -338,6 +340,43 @@ class Adaptation(_Part):
 
 
 @dataclass(frozen=True)
+class Uncertainty(_Part):
+    """What a device needs for predictive intervals, meta-fitted at export on meta-validation tasks
+    (``export/uncertainty.py``); the runtime's formulas are in :mod:`metaedge.runtime.intervals`.
+
+    The half-width of the interval at ``level`` for output ``o`` is, in physical units,
+    ``factor(level) * y_std[o] * spread[o](x)`` with
+
+    - ``gaussian-posterior`` (ridge): ``spread = noise_scale[o] * sqrt(1 + j^T (J^T J + Lambda)^-1 j)``, the
+      posterior predictive standard deviation of Bayesian linear regression in standardised units, and
+      ``factor = calibration * z(level)`` (``calibration`` = ``factors[i] / z(levels[i])``, 1 for exact Gaussians);
+    - ``scaled-conformal`` (gradient learners): ``spread = sqrt(support_mse[o] + noise_scale[o]^2)``, the task's
+      support residual after adaptation, and ``factor`` the split-conformal quantile of ``|y - f| / spread``.
+
+    ``factors`` hold one multiplier per fitted level (increasing); other levels between them interpolate linearly.
+    """
+
+    method: IntervalMethod
+    #: sigma (gaussian-posterior) or the residual floor (scaled-conformal), per output, standardised units
+    noise_scale: tuple[float, ...]
+    levels: tuple[float, ...]
+    factors: tuple[float, ...]
+    #: meta-validation tasks and support points per task the factors were fitted on
+    tasks: int
+    shots: int
+
+    def _problems(self) -> Iterator[tuple[str, str]]:
+        if not _positive(self.noise_scale):
+            yield "noise_scale", "must hold positive finite numbers"
+        if not self.levels or len(self.factors) != len(self.levels):
+            yield "factors", f"must hold one number per level ({len(self.levels)}), got {len(self.factors)}"
+        elif not all(0 < v < 1 for v in self.levels) or any(b <= a for a, b in zip(self.levels, self.levels[1:])):
+            yield "levels", "must be increasing numbers strictly between 0 and 1"
+        elif not _positive(self.factors):
+            yield "factors", "must hold positive finite numbers"
+
+
+@dataclass(frozen=True)
 class Graphs(_Part):
     """The ONNX graph file of each role (None: not exported)."""
 
@@ -495,6 +534,8 @@ class Manifest(_Part):
     parity_max_relative_difference: float | None = None
     native_parity: NativeParity | None = None
     tensorrt: dict[str, TensorRTEngines] = field(default_factory=dict)
+    #: regression bundles: predictive intervals (None: exported before they existed, or not fitted)
+    uncertainty: Uncertainty | None = None
 
     @classmethod
     def parse(cls, data: Any) -> Manifest:
@@ -530,6 +571,8 @@ class Manifest(_Part):
         graphs = self.graphs.files()
         if graphs and self.graphs.forward is None:
             yield "graphs.forward", f"is missing ({', '.join(f'graphs.{r}' for r in graphs)} need it)"
+        if self.uncertainty is not None and len(self.uncertainty.noise_scale) != self.output.dim:
+            yield "uncertainty.noise_scale", f"must hold one number per output ({self.output.dim})"
         step = {"sgd": "adapt_step", "gauss-newton": "gauss_newton"}.get(self.adaptation.solver)
         if graphs and step and getattr(self.graphs, step) is None:
             yield f"graphs.{step}", f"is missing (the {self.adaptation.solver} solver needs it)"

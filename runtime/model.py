@@ -36,9 +36,19 @@ from ..errors import InputError
 from .atomic import atomic_write_bytes
 from .backends import Backend, Plan, Samples, backend_names, get_backend
 from .bundle import Bundle, BundleError
+from .intervals import (
+    Interval,
+    Suggestion,
+    conformal_spread,
+    farthest_candidate,
+    multiplier,
+    posterior_covariance,
+    posterior_spread,
+    variance_reduction,
+)
 from .journal import append, as_rows, file_sha256, host_id, new_record_id, unit_id, utc_now
 from .journal_records import AdaptationRecord, BundleRef, CheckRecord, DeviceInfo
-from .manifest import Layout
+from .manifest import Layout, Uncertainty
 from .state import BundleIdentity, StateFile, read_state
 
 _log = logging.getLogger("metaedge.runtime")
@@ -219,6 +229,8 @@ class Model:
         ``save``: write the adapted state there (:meth:`Adapted.save`). ``journal`` (with ``unit``, the unit's id):
         append one adaptation record to that journal (:meth:`Adapted.journal`), after ``save`` so that the record
         carries the saved file's digest.
+        The result keeps this support set for ``predict(x, interval=...)``, whose posterior is that of these
+        points alone: pass every reference point taken so far.
         """
         if journal is not None:
             unit = unit_id(unit)  # checked before anything is written
@@ -292,6 +304,82 @@ class Model:
             return out.argmax(1)
         return out if self._physical_outputs else out * self._y_std + self._y_mean
 
+    def _standard(self, theta: np.ndarray, x: Samples) -> np.ndarray:
+        """Regression outputs ``(n, out)`` in standardised units, float64."""
+        out = self.runner.outputs(theta, x).astype(np.float64)
+        return (out - self._y_mean) / self._y_std if self._physical_outputs else out
+
+    # --- uncertainty and guided reference points (runtime/intervals.py) ----------------------------------------
+    #: step of the central differences: exact where the adapted parameters enter linearly (a ridge head, the skip
+    #: path), and far above float32 rounding of the outputs (~1e-7)
+    JACOBIAN_STEP = 0.01
+
+    def _jacobian(self, theta: np.ndarray, x: Samples) -> np.ndarray:
+        """``d outputs / d theta`` ``(n, out, P)`` (standardised outputs) at ``theta``: the backend's own where it
+        has one (ONNX Runtime: ``gauss_newton.onnx``), else central differences of its forward pass, so every
+        backend (the C library included) serves it."""
+        exact = getattr(self.runner, "jacobian", None)
+        if exact is not None and (jac := exact(theta, x)) is not None:
+            return jac
+        h = self.JACOBIAN_STEP
+        cols = []
+        for i in range(theta.size):
+            up, down = theta.copy(), theta.copy()
+            up[i] += h
+            down[i] -= h
+            cols.append((self._standard(up, x) - self._standard(down, x)) / (2 * h))
+        return np.stack(cols, axis=-1)
+
+    @property
+    def uncertainty(self) -> Uncertainty | None:
+        """The bundle's fitted predictive-interval parameters (None: exported without them)."""
+        return self.bundle.manifest.uncertainty
+
+    @property
+    def interval_method(self) -> str | None:
+        """How this bundle's intervals are formed: ``gaussian-posterior`` (gauss-newton solver, ridge),
+        ``scaled-conformal`` (gradient steps), None (classification)."""
+        if self.classification:
+            return None
+        return "gaussian-posterior" if self.bundle.manifest.adaptation.solver == "gauss-newton" else "scaled-conformal"
+
+    def _damping(self) -> np.ndarray:
+        """The prior precisions ``exp(rates) + min_damping`` ``(P,)`` float64 (gauss-newton bundles)."""
+        return np.exp(self.rates.astype(np.float64)) + float(self.bundle.manifest.adaptation.min_damping)
+
+    def suggest(self, candidates: np.ndarray, support: np.ndarray | None = None) -> Suggestion:
+        """The next reference point to set among ``candidates`` ``(m, *input_shape)`` (the points the user can
+        actually apply), given the inputs of the reference points taken so far, ``support`` ``(k, *input_shape)``
+        (None: none yet).
+
+        Ridge (gauss-newton) bundles: the candidate whose reading most lowers the integrated posterior predictive
+        variance over the candidate set (the unit's operating range), ``sum_c sum_o var_o(c)`` in physical units
+        (:func:`~metaedge.runtime.intervals.variance_reduction`; the readings themselves do not enter: the
+        posterior covariance depends on inputs only). Gradient learners: a stated heuristic, the candidate
+        farthest (standardised inputs) from every support point, to fill the range.
+        """
+        if self.classification:
+            raise InputError("suggest picks reference points for regression bundles; this bundle classifies")
+        c = self._inputs(candidates, "candidates")
+        s = None if support is None else self._inputs(support, "support inputs")
+        if self.interval_method != "gaussian-posterior":
+            scores = farthest_candidate(c.standard, None if s is None else s.standard)
+            method = "farthest-from-support"
+        else:
+            covariance = self._posterior(self.theta0, s)
+            sigma = np.asarray(self.uncertainty.noise_scale) if self.uncertainty else np.ones(len(self._y_std))
+            weights = (sigma * self._y_std.astype(np.float64)) ** 2
+            scores = variance_reduction(self._jacobian(self.theta0, c), covariance, weights)
+            method = "posterior-variance-reduction"
+        best = int(np.argmax(scores))
+        return Suggestion(best, c.physical[best].copy(), scores, method)
+
+    def _posterior(self, theta: np.ndarray, support: Samples | None) -> np.ndarray:
+        """``(J^T J + Lambda)^-1`` ``(P, P)`` for the support inputs (None: the prior ``Lambda^-1``)."""
+        p = theta.size
+        j = np.zeros((0, p)) if support is None else self._jacobian(theta, support).reshape(-1, p)
+        return posterior_covariance(j, self._damping())
+
 
 @dataclass(frozen=True)
 class Support:
@@ -320,9 +408,46 @@ class Adapted:
     state_sha256: str | None = None
     _losses: tuple[float, float] | None = field(default=None, init=False, repr=False)
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        """Regression: predictions ``(n, out)`` in physical units; classification: labels ``(n,)``."""
-        return self.model._predict(self.theta, x)
+    def predict(self, x: np.ndarray, interval: float | None = None) -> np.ndarray | Interval:
+        """Regression: predictions ``(n, out)`` in physical units; classification: labels ``(n,)``.
+
+        ``interval`` (e.g. 0.95, regression only): an :class:`~metaedge.runtime.intervals.Interval` with the
+        prediction and the bounds of the central predictive interval at that level, physical units ``(n, out)``
+        (method and fitted parameters: the manifest's ``uncertainty``; formulas: :mod:`metaedge.runtime.intervals`).
+        """
+        if interval is None:
+            return self.model._predict(self.theta, x)
+        m = self.model
+        if m.classification:
+            raise InputError("predictive intervals are for regression bundles; this bundle classifies")
+        if m.uncertainty is None:
+            raise InputError(f"{m.bundle.path} holds no fitted predictive intervals (exported before they "
+                             "existed); re-export it with `metaedge export`")
+        factor = multiplier(m.uncertainty, interval)
+        prediction = m._predict(self.theta, x)
+        half = factor * self.spread(x) * m._y_std.astype(np.float64)
+        return Interval(prediction, (prediction - half).astype(np.float32), (prediction + half).astype(np.float32),
+                        float(interval))
+
+    def spread(self, x: np.ndarray, noise_scale: np.ndarray | None = None) -> np.ndarray:
+        """The predictive spread ``(n, out)`` in standardised units before the level's multiplier (see
+        :class:`~metaedge.runtime.manifest.Uncertainty`): ridge ``sigma * sqrt(1 + j^T (J^T J + Lambda)^-1 j)``,
+        gradient learners ``sqrt(support_mse + tau^2)``. ``noise_scale`` (``sigma`` or ``tau`` ``(out,)``) defaults
+        to the bundle's fitted one (the exporter passes its own while fitting)."""
+        m = self.model
+        if self.support is None:
+            raise InputError("this adapted state has no support set (it was loaded from a file); adapt again with "
+                             "model.adapt(xs, ys) to get intervals")
+        if noise_scale is None:
+            if m.uncertainty is None:
+                raise InputError(f"{m.bundle.path} holds no fitted predictive intervals; re-export it")
+            noise_scale = np.asarray(m.uncertainty.noise_scale)
+        q = m._inputs(x, "inputs")
+        xs, ys = self.support.x, self.support.y
+        if m.interval_method == "gaussian-posterior":
+            return posterior_spread(m._jacobian(self.theta, q), m._posterior(self.theta, xs), noise_scale)
+        support_mse = ((m._standard(self.theta, xs) - ys.standard) ** 2).mean(0)
+        return conformal_spread(support_mse, noise_scale, len(q.physical))
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         """Raw model outputs ``(n, out)`` (standardised for regression, logits for classification)."""
@@ -406,15 +531,20 @@ class Adapted:
         return record
 
     @classmethod
-    def load(cls, model: Model, path: str | Path) -> Adapted:
+    def load(cls, model: Model, path: str | Path, support: tuple[np.ndarray, np.ndarray] | None = None) -> Adapted:
         """Read a state written by :meth:`save` (format 2, or format 1 ``.npz``) or by firmware for this bundle;
-        :class:`BundleError` when it is corrupt, truncated, another bundle's or the wrong size."""
+        :class:`BundleError` when it is corrupt, truncated, another bundle's or the wrong size. ``support``
+        (``xs``, ``ys``, physical units): the support set it was adapted on, which intervals need (a state file
+        holds the parameters only)."""
         dim = model.bundle.manifest.adaptation.embedding_dim or 0
         state = read_state(path, _identity(model), n_theta=None if model.prototypes else model.theta0.size,
                            prototype_dim=dim if model.prototypes else None)
         adapted = cls(model, state.theta, steps_run=state.steps_run, steps_kept=state.steps_kept,
                       state_sha256=file_sha256(path))
         adapted._losses = (state.loss_before, state.loss_after)  # as the adaptation that wrote it measured them
+        if support is not None:
+            x = model._inputs(support[0], "support inputs")
+            adapted.support = Support(x, model._targets(support[1], len(x.physical)), None)
         return adapted
 
 

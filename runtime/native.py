@@ -103,6 +103,8 @@ def _declare(lib: ctypes.CDLL) -> None:
         "me_adapt": (ctypes.c_int, [c_vp, _FLOAT_P, _FLOAT_P, c_u32, c_u32, c_u32, c_vp]),
         "me_predict": (ctypes.c_int, [c_vp, _FLOAT_P, c_u32, _FLOAT_P]),
         "me_journal_format": (ctypes.c_int, [c_vp, c_vp, c_size, ctypes.POINTER(c_size)]),
+        "me_predict_interval": (ctypes.c_int, [c_vp, c_vp, c_u32, c_vp, c_u32, ctypes.c_float, c_vp, c_vp, c_vp]),
+        "me_suggest": (ctypes.c_int, [c_vp, c_vp, c_u32, c_vp, c_u32, ctypes.POINTER(c_u32), c_vp]),
     }
     for name, (res, args) in sigs.items():
         fn = getattr(lib, name)
@@ -410,3 +412,36 @@ class NativeModel:
     def logits(self, theta: np.ndarray, x: np.ndarray) -> np.ndarray:
         """Class logits ``(n, classes)`` for classification; for regression the predictions ``(n, out_dim)``."""
         return self.outputs(theta, x)
+
+    def _support_inputs(self, xs: np.ndarray | None, extra: int = 0) -> tuple[np.ndarray, int]:
+        """Support inputs ``(k, in_dim)`` (None: none, k = 0), the arena grown to hold them and ``extra`` rows."""
+        x = np.zeros((0, self.header.in_dim), np.float32) if xs is None else self._inputs(xs, "support inputs")
+        if max(len(x), extra) > self.max_shots:
+            self._init(max(len(x), extra))
+        return x, len(x)
+
+    def predict_interval(self, theta: np.ndarray, xs: np.ndarray | None, x: np.ndarray, level: float
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``me_predict_interval``: predictions, lower and upper bounds ``(n, out_dim)`` (physical units) at state
+        ``theta`` adapted on the support inputs ``xs`` ``(k, in_dim)``; ridge models with fitted intervals."""
+        s, k = self._support_inputs(xs)
+        x = self._inputs(x, "inputs")
+        state = self._state(theta)
+        self._check(self._fn["me_set_theta"](self._s, state.ctypes.data, state.size), "state")
+        out, lo, hi = (np.empty((x.shape[0], self.header.out_dim), np.float32) for _ in range(3))
+        self._check(_LIB.me_predict_interval(self._s, s.ctypes.data if k else None, k, x.ctypes.data, x.shape[0],
+                                             float(level), out.ctypes.data, lo.ctypes.data, hi.ctypes.data),
+                    "interval")
+        return out, lo, hi
+
+    def suggest(self, theta: np.ndarray, xs: np.ndarray | None, candidates: np.ndarray) -> tuple[int, np.ndarray]:
+        """``me_suggest``: the index of the candidate ``(m, in_dim)`` that most lowers the integrated predictive
+        variance given the support inputs ``xs`` (None: none), and every candidate's reduction ``(m,)``."""
+        c = self._inputs(candidates, "candidates")
+        s, k = self._support_inputs(xs, extra=len(c))
+        state = self._state(theta)
+        self._check(self._fn["me_set_theta"](self._s, state.ctypes.data, state.size), "state")
+        best, scores = ctypes.c_uint32(0), np.empty(len(c), np.float32)
+        self._check(_LIB.me_suggest(self._s, s.ctypes.data if k else None, k, c.ctypes.data, len(c),
+                                    ctypes.byref(best), scores.ctypes.data), "suggest")
+        return int(best.value), scores

@@ -53,6 +53,7 @@ class OnnxRuntimeBackend:
         self._solver = m.adaptation.solver
         self._classification = m.classification
         self._default_steps = m.adaptation.inner_steps
+        self._out_dim = m.output.dim
         self._theta0 = theta0
         self._rates = self._layout.split(rates, "rate.")  # per-call constants, prepared once: a device's hot path
         if self._solver == "gauss-newton":
@@ -130,6 +131,16 @@ class OnnxRuntimeBackend:
             z = pred - pred.max(1, keepdims=True)
             return float((np.log(np.exp(z).sum(1)) - z[np.arange(len(y)), y]).mean())
         return float(((pred - y) ** 2).mean())
+
+    def jacobian(self, theta: np.ndarray, x: Samples) -> np.ndarray | None:
+        """``d outputs / d theta`` ``(n, out, P)`` (standardised outputs) from ``gauss_newton.onnx`` (Gauss-Newton
+        bundles; None for others: the caller differentiates numerically)."""
+        if self._gauss_newton is None:
+            return None
+        n = len(x.standard)
+        zeros = np.zeros((n, self._out_dim), np.float32)
+        jac, _ = self._gauss_newton.run(None, {"xs": x.standard, "ys": zeros, **self._layout.split(theta, "theta.")})
+        return jac.reshape(n, self._out_dim, -1).astype(np.float64)
 
     # --- prediction --------------------------------------------------------------------------------------------
     def _embed(self, x: np.ndarray) -> np.ndarray:

@@ -13,6 +13,7 @@ classic calibration for regression; nearest neighbour and pretrain-then-new-head
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -22,6 +23,7 @@ import torch
 from ...errors import InputError
 from ..progress import progress as progress_bar
 from ..run import Run, to_tensors
+from ..tasks import TaskBatch
 from . import baselines
 from .stats import mean_ci
 
@@ -112,8 +114,18 @@ def task_metrics(kind: str, pred: np.ndarray, target: np.ndarray) -> dict[str, n
     return {"mse": mse, "rmse": np.sqrt(mse)}
 
 
-def evaluate(run: Run, settings: EvalSettings, progress: bool = False) -> dict[str, Any]:
-    """Evaluate ``run`` on held-out tasks; returns a JSON-able report (see :func:`format_table`)."""
+#: per-task predictive-interval metrics of a batch of held-out tasks from their first ``shots`` support points:
+#: ``(batch, shots) -> {"coverage": (T,), "interval_width": (T,)}`` (the CLI builds one from the exported bundle,
+#: ``metaedge.export.uncertainty.interval_metrics``: the evaluator itself never imports the runtime)
+IntervalMetrics = Callable[[TaskBatch, int], dict[str, np.ndarray]]
+
+
+def evaluate(run: Run, settings: EvalSettings, progress: bool = False,
+             intervals: IntervalMetrics | None = None) -> dict[str, Any]:
+    """Evaluate ``run`` on held-out tasks; returns a JSON-able report (see :func:`format_table`).
+
+    ``intervals`` (regression): the meta-learned method's rows at its own step count gain ``coverage`` and
+    ``interval_width`` on the very same tasks."""
     fam, learner, norm, s = run.family, run.learner, run.normalizer, settings
     if run.config.threads > 0:
         torch.set_num_threads(run.config.threads)
@@ -156,7 +168,10 @@ def evaluate(run: Run, settings: EvalSettings, progress: bool = False) -> dict[s
                     step_list = sorted(set(s.steps)) if learner.has_inner_loop else [0]
                     preds = learner.predictions_after_steps(run.state, xs, ys, xq, step_list)
                     for st, p in preds.items():
-                        rows.add(method, ways, shots, st, task_metrics(kind, output(p), target))
+                        metrics = task_metrics(kind, output(p), target)
+                        if intervals is not None and not classification and st == learner.inner_steps:
+                            metrics.update(intervals(batch, shots))
+                        rows.add(method, ways, shots, st, metrics)
                     if not examples and not classification:
                         examples = _examples(batch, shots, output(preds[max(preds)]), s.keep_examples)
                     beyond = sorted(st for st in s.steps if st > learner.inner_steps)
@@ -236,7 +251,9 @@ def format_table(report: dict[str, Any]) -> str:
         steps = "-" if r["steps"] is None else str(r["steps"])
         shots = "-" if r["shots"] == 0 else str(r["shots"])
         value, ci = r[metric] * scale, r[metric + "_ci"] * scale
-        lines.append(f"{r['method']:40s} {ways:>4s} {shots:>5s} {steps:>5s} {value:>12.4f} ± {ci:.4f}")
+        extra = (f"   interval coverage {r['coverage']:.3f}, width {r['interval_width']:.4g}" if "coverage" in r
+                 else "")
+        lines.append(f"{r['method']:40s} {ways:>4s} {shots:>5s} {steps:>5s} {value:>12.4f} ± {ci:.4f}{extra}")
     paired = report.get("paired", [])
     if paired:
         ref = paired[0]

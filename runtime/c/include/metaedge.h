@@ -49,12 +49,13 @@ extern "C" {
 #define ME_API_VERSION_MINOR 1u
 #define ME_API_VERSION ((ME_API_VERSION_MAJOR << 16) | ME_API_VERSION_MINOR)
 
-#define ME_FORMAT_VERSION 3u  /* the newest model.mebin format this library reads (it reads 1 and 2 too) */
+#define ME_FORMAT_VERSION 4u  /* the newest model.mebin format this library reads (it reads 1 to 3 too) */
 #define ME_STATE_VERSION 2u   /* the adapted-state format me_state_write writes and me_state_read reads */
 #define ME_STATE_HEADER_BYTES 80u /* a state is the header, 4 bytes per float of the state, then a CRC-32 */
 #define ME_MAX_LAYERS 32u     /* layer table entries */
 #define ME_MAX_DIM 65536u     /* widest layer */
 #define ME_MAX_SHOTS 65536u   /* largest support set an arena may be sized for */
+#define ME_MAX_LEVELS 16u     /* interval levels a model.mebin may carry */
 
 typedef enum me_status {
     ME_OK = 0,
@@ -193,6 +194,20 @@ typedef struct me_journal_entry {
  * snprintf for the floats (newlib-nano: link with -u _printf_float). */
 ME_API me_status me_journal_format(const me_journal_entry *entry, char *buf, size_t cap, size_t *len);
 
+/* Predictive intervals and guided reference points (API 1.1): Gauss-Newton (ridge) models exported with fitted
+ * intervals (format 4; others: ME_ERR_UNSUPPORTED). xs: the k support inputs (physical units) the session was
+ * adapted on (k <= max_shots; 0 allowed: the prior). Standardised units inside, as the Python runtime
+ * (metaedge.runtime.intervals): spread = sigma_o * sqrt(1 + j(x)^T (J^T J + diag(exp(rates) + min_damping))^-1
+ * j(x)), half-width = factor(level) * y_std_o * spread, with J, j the Jacobians at the session's state.
+ * me_predict_interval: out, lower, upper (n, out_dim); level within the fitted ones (else ME_ERR_ARGUMENT).
+ * me_suggest: for each of the m candidates (m <= max_shots; single-output models), the reduction of the integrated
+ * predictive variance over the candidates (physical units squared) into scores[m] (may be NULL), and the index of
+ * the largest into *best. */
+ME_API me_status me_predict_interval(me_session *s, const float *xs, uint32_t k, const float *x, uint32_t n,
+                                     float level, float *out, float *lower, float *upper);
+ME_API me_status me_suggest(me_session *s, const float *xs, uint32_t k, const float *candidates, uint32_t m,
+                            uint32_t *best, float *scores);
+
 /* sizeof(me_model) and sizeof(me_session), for language bindings that allocate them */
 ME_API size_t me_sizeof_model(void);
 ME_API size_t me_sizeof_session(void);
@@ -227,6 +242,7 @@ struct me_model {
     uint32_t n_params, n_theta, n_layers, max_width;
     me_layer layers[ME_MAX_LAYERS];
     uint32_t off_norm, off_params, off_rates;
+    uint32_t off_uncertainty, n_levels; /* format 4: the interval section (0, 0: none) */
 };
 
 /* Working state in the caller's arena (pointers into it). */

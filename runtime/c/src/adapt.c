@@ -63,6 +63,34 @@ me_status me_adapt_sgd(me_session *s, uint32_t n, uint32_t steps, uint32_t flags
     return ME_OK;
 }
 
+void me_jacobian_rows(me_session *s, uint32_t n, float *jac)
+{
+    const me_model *m = s->model;
+    const uint32_t p = m->n_theta;
+    memset(jac, 0, sizeof(float) * (size_t)n * m->out_dim * p);
+    for (uint32_t r = 0; r < n; r++)
+        for (uint32_t o = 0; o < m->out_dim; o++) {
+            memset(s->d0, 0, sizeof(float) * m->out_dim);
+            s->d0[o] = 1.f;
+            me_network_backward(s, r, 1u, s->d0, jac + ((size_t)r * m->out_dim + o) * p);
+        }
+}
+
+void me_normal_matrix(me_session *s, uint32_t rows)
+{
+    const me_model *m = s->model;
+    const uint32_t p = m->n_theta;
+    for (uint32_t i = 0; i < p; i++) {
+        for (uint32_t j = 0; j <= i; j++) {
+            double h = 0.0;
+            for (uint32_t q = 0; q < rows; q++)
+                h += (double)s->jac[(size_t)q * p + i] * (double)s->jac[(size_t)q * p + j];
+            s->hess[(size_t)i * p + j] = h;
+        }
+        s->hess[(size_t)i * p + i] += (double)(expf(s->rates[i]) + m->min_damping);
+    }
+}
+
 /* Damped Gauss-Newton for MSE (the `ridge` learner):
  *   J = d outputs / d theta (n*out, p), r = f(theta) - y
  *   theta -= (J^T J + diag(exp(rates) + min_damping))^-1 J^T r   (rates: log prior precisions; min_damping:
@@ -78,26 +106,14 @@ me_status me_adapt_gauss_newton(me_session *s, uint32_t n, uint32_t steps, uint3
     info->loss_before = loss;
     for (uint32_t k = 0; k < steps; k++) {
         info->steps_run++;
-        memset(s->jac, 0, sizeof(float) * (size_t)rows * p);
-        for (uint32_t r = 0; r < n; r++)
-            for (uint32_t o = 0; o < m->out_dim; o++) {
-                memset(s->d0, 0, sizeof(float) * m->out_dim);
-                s->d0[o] = 1.f;
-                me_network_backward(s, r, 1u, s->d0, s->jac + ((size_t)r * m->out_dim + o) * p);
-            }
+        me_jacobian_rows(s, n, s->jac);
         for (uint32_t i = 0; i < p; i++) {
             double g = 0.0;
             for (uint32_t q = 0; q < rows; q++)
                 g += (double)s->jac[(size_t)q * p + i] * (double)(out[q] - s->ys[q]);
             s->rhs[i] = g;
-            for (uint32_t j = 0; j <= i; j++) {
-                double h = 0.0;
-                for (uint32_t q = 0; q < rows; q++)
-                    h += (double)s->jac[(size_t)q * p + i] * (double)s->jac[(size_t)q * p + j];
-                s->hess[(size_t)i * p + j] = h;
-            }
-            s->hess[(size_t)i * p + i] += (double)(expf(s->rates[i]) + m->min_damping);
         }
+        me_normal_matrix(s, rows);
         if (me_cholesky_solve(s->hess, s->rhs, p) != 0) return ME_ERR_SINGULAR;
         for (uint32_t i = 0; i < p; i++) s->backup[i] = s->theta[i] - (float)s->rhs[i];
         if (!take_step(s, n, flags, &loss, &out)) break;

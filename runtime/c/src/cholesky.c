@@ -3,7 +3,7 @@
 
 #include "internal.h"
 
-int me_cholesky_solve(double *a, double *b, uint32_t p)
+int me_cholesky_factor(double *a, uint32_t p)
 {
     for (uint32_t j = 0; j < p; j++) { /* a = L L^T, L in the lower triangle (row-major) */
         double *aj = a + (size_t)j * p;
@@ -18,12 +18,23 @@ int me_cholesky_solve(double *a, double *b, uint32_t p)
             ai[j] = v / aj[j];
         }
     }
+    return 0;
+}
+
+void me_cholesky_lower_solve(const double *l, double *b, uint32_t p)
+{
     for (uint32_t i = 0; i < p; i++) { /* L z = b */
-        const double *ai = a + (size_t)i * p;
+        const double *li = l + (size_t)i * p;
         double v = b[i];
-        for (uint32_t k = 0; k < i; k++) v -= ai[k] * b[k];
-        b[i] = v / ai[i];
+        for (uint32_t k = 0; k < i; k++) v -= li[k] * b[k];
+        b[i] = v / li[i];
     }
+}
+
+int me_cholesky_solve(double *a, double *b, uint32_t p)
+{
+    if (me_cholesky_factor(a, p) != 0) return -1;
+    me_cholesky_lower_solve(a, b, p);
     for (uint32_t i = p; i-- > 0;) { /* L^T x = z */
         double v = b[i];
         for (uint32_t k = i + 1u; k < p; k++) v -= a[(size_t)k * p + i] * b[k];

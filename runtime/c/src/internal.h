@@ -93,9 +93,19 @@ me_status me_load_targets(me_session *s, const float *y, uint32_t n, uint32_t cl
 /* adapt.c, newton.c, prototypes.c: the three solvers */
 me_status me_adapt_sgd(me_session *s, uint32_t n, uint32_t steps, uint32_t flags, me_adapt_info *info);
 me_status me_adapt_gauss_newton(me_session *s, uint32_t n, uint32_t steps, uint32_t flags, me_adapt_info *info);
+/* J (n * out_dim, p) = d outputs / d theta of the n rows of the last forward pass, one backward pass per output */
+void me_jacobian_rows(me_session *s, uint32_t n, float *jac);
+/* s->hess (lower triangle) = J^T J + diag(exp(rates) + min_damping) over the first `rows` rows of s->jac */
+void me_normal_matrix(me_session *s, uint32_t rows);
+/* intervals.c: the fitted interval multiplier at `level` (linear between fitted levels); -1 outside them */
+float me_interval_factor(const me_model *m, float level);
 /* Cholesky factorisation of the symmetric positive definite a (p, p) in place (lower triangle), then solve
  * a x = b in place of b; returns 0, or -1 when a is not positive definite */
 int me_cholesky_solve(double *a, double *b, uint32_t p);
+/* a (p, p) = L L^T in place (L in the lower triangle; only the lower triangle of a is read); 0 on success */
+int me_cholesky_factor(double *a, uint32_t p);
+/* b = L^-1 b for the factor L of me_cholesky_factor */
+void me_cholesky_lower_solve(const double *l, double *b, uint32_t p);
 /* check x (n, in_dim) and the labels y (n), then embed one sample at a time into the class sums */
 me_status me_prototypes_build(me_session *s, const float *x, const float *y, uint32_t n);
 /* logits (n, ways) = minus squared Euclidean distance of the embeddings z (n, dim) to the prototypes */

@@ -105,6 +105,31 @@ static me_status parse_layers(me_model *m, const unsigned char *table, uint32_t 
     return ME_OK;
 }
 
+/* version 4: u32 n_levels, f32 noise_scale[out_dim], f32 levels[n_levels] (increasing, in (0, 1)),
+ * f32 factors[n_levels] (positive), after the rates; Gauss-Newton regression models only */
+static me_status parse_uncertainty(me_model *m, uint32_t off, uint32_t total)
+{
+    if (m->solver != ME_SOLVER_GAUSS_NEWTON) return ME_ERR_FORMAT;
+    if (!section_ok(off, 4u, total)) return ME_ERR_TRUNCATED;
+    const uint32_t n = me_read_u32(m->buf + off);
+    if (n == 0u || n > ME_MAX_LEVELS) return ME_ERR_FORMAT;
+    if ((uint64_t)off < (uint64_t)m->off_rates + 4ull * m->n_theta) return ME_ERR_FORMAT;
+    if (!section_ok(off, 4ull + 4ull * (m->out_dim + 2ull * n), total)) return ME_ERR_TRUNCATED;
+    m->off_uncertainty = off;
+    m->n_levels = n;
+    const unsigned char *noise = m->buf + off + 4u; /* then the levels and the factors */
+    float prev = 0.f;
+    for (uint32_t i = 0; i < m->out_dim + 2u * n; i++) {
+        float v;
+        me_read_f32(&v, noise + 4u * i, 1u);
+        if (!me_all_finite(&v, 1u) || !(v > 0.f)) return ME_ERR_FORMAT;
+        const int is_level = i >= m->out_dim && i < m->out_dim + n;
+        if (is_level && (!(v < 1.f) || !(v > prev))) return ME_ERR_FORMAT;
+        if (is_level) prev = v;
+    }
+    return ME_OK;
+}
+
 static me_status check_solver(const me_model *m)
 {
     const int regression = m->task == ME_TASK_REGRESSION;
@@ -125,7 +150,7 @@ me_status me_model_load(me_model *m, const void *buffer, size_t len)
     if (len < HEADER_BYTES) return ME_ERR_TRUNCATED;
     if (memcmp(p, "MEBN", 4) != 0) return ME_ERR_MAGIC;
     const uint32_t version = me_read_u16(p + 4);
-    /* 1 (MLPs), 2 (+ conv1d), 3 (+ min_damping) */
+    /* 1 (MLPs), 2 (+ conv1d), 3 (+ min_damping), 4 (+ the interval section) */
     if (version == 0u || version > ME_FORMAT_VERSION) return ME_ERR_VERSION;
     const uint32_t total = me_read_u32(p + 8);
     if (me_read_u16(p + 6) != HEADER_BYTES || total < HEADER_BYTES) return ME_ERR_FORMAT;
@@ -151,7 +176,9 @@ me_status me_model_load(me_model *m, const void *buffer, size_t len)
     m->off_rates = me_read_u32(p + 52);
     if (m->task > ME_TASK_CLASSIFICATION || m->loss > ME_LOSS_CROSS_ENTROPY || m->solver > ME_SOLVER_PROTOTYPES)
         return ME_ERR_UNSUPPORTED;
-    if (p[19] != 0u || me_read_u32(p + 60) != 0u) return ME_ERR_FORMAT;
+    /* offset 60: reserved (0) before version 4, then the offset of the interval section (0: none) */
+    const uint32_t off_unc = me_read_u32(p + 60);
+    if (p[19] != 0u || (version < 4u && off_unc != 0u)) return ME_ERR_FORMAT;
     /* offset 56: reserved (0) before version 3, then the Gauss-Newton damping floor (0 for other solvers) */
     m->min_damping = 0.f;
     if (version >= 3u) {
@@ -183,6 +210,7 @@ me_status me_model_load(me_model *m, const void *buffer, size_t len)
 
     me_status st = parse_layers(m, p + off_layers, version);
     if (st == ME_OK) st = check_solver(m);
+    if (st == ME_OK && off_unc != 0u) st = parse_uncertainty(m, off_unc, total);
     if (st != ME_OK) return st;
     const unsigned char *norm = p + m->off_norm;
     if (!floats_finite(norm, m->in_dim, 0) || !floats_finite(norm + 4u * m->in_dim, m->in_dim, 1) ||

@@ -1,0 +1,130 @@
+"""Predictive intervals and guided reference points on the built-in sensor families (issue 13).
+
+For each family it meta-trains (or resumes) a ``ridge`` run from ``configs/sensor-<name>.json`` (algo forced to
+ridge, one Gauss-Newton step, skip path; ``--iterations`` overrides the config's count: short trainings are fine
+for coverage, which the export calibrates on meta-validation tasks), exports it (the export fits the intervals on
+2000 meta-validation tasks of the ``val`` split), then, with the torch-free runtime, on held-out units of the
+``test`` split (seed 1234, never seen by training or the fit):
+
+1. coverage of nominal 95% and 80% intervals over 500 units x 50 query points after 3 reference points, with the
+   mean interval width beside the RMSE (physical units);
+2. error against the number of reference points 1..8, each unit offering a pool of 40 settable points over its
+   range (pool-based: the simulator knows each point's reading) and scored on 50 other points: *guided*
+   (``Model.suggest`` picks each next point from the pool given the points so far), *random* (a random order of
+   the pool), and the *best classic* fit (the best of 2-point linear / LS polynomial / multilinear on the same
+   random points, picked per k in hindsight: it flatters the baseline).
+
+    python benchmarks/intervals.py [--families pressure,ntc,loadcell] [--iterations 500] [--units 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from common import train_or_resume, write_result
+
+from metaedge.export.bundle import export_bundle
+from metaedge.runtime.model import Model
+from metaedge.sdk.config import TrainConfig
+from metaedge.sdk.evaluate.classic import classic_predictions
+from metaedge.sdk.tasks import make_family
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def ridge_config(family: str, iterations: int) -> TrainConfig:
+    cfg = json.loads((CONFIGS / f"sensor-{family}.json").read_text())
+    cfg.update(algo="ridge", inner_steps=1, inner_lr=0.1, skip=True, iterations=iterations,
+               checkpoint_every=max(iterations, 1))
+    return TrainConfig(**cfg)
+
+
+def coverage(model: Model, fam, units: int, shots: int = 3) -> dict:
+    batch = fam.sample_batch(np.random.default_rng(1234), units, shots, 50, split="test")
+    out: dict = {"units": units, "shots": shots, "queries": 50}
+    sq = []
+    for level in (0.95, 0.8):
+        hits, widths = [], []
+        for i in range(units):
+            iv = model.adapt(batch.x_support[i], batch.y_support[i]).predict(batch.x_query[i], interval=level)
+            y = batch.y_query[i].reshape(iv.lower.shape)
+            hits.append(((y >= iv.lower) & (y <= iv.upper)).mean())
+            widths.append(float((iv.upper - iv.lower).mean()))
+            if level == 0.95:
+                sq.append(float(((y - iv.prediction) ** 2).mean()))
+        out[f"coverage_{int(level * 100)}"] = float(np.mean(hits))
+        out[f"width_{int(level * 100)}"] = float(np.mean(widths))
+    out["rmse"] = float(np.sqrt(np.mean(sq)))
+    return out
+
+
+def selection_curve(model: Model, fam, units: int, max_points: int = 8, pool: int = 40) -> dict:
+    batch = fam.sample_batch(np.random.default_rng(4321), units, pool, 50, split="test")
+    rng = np.random.default_rng(7)
+    err = {"guided": np.zeros((units, max_points)), "random": np.zeros((units, max_points)),
+           "best classic": np.full((units, max_points), np.nan)}
+    classic: dict[int, dict[str, list[float]]] = {k: {} for k in range(1, max_points + 1)}
+    for i in range(units):
+        cx, cy, xq, yq = batch.x_support[i], batch.y_support[i], batch.x_query[i], batch.y_query[i]
+        yq = yq.reshape(len(xq), -1)
+        chosen: list[int] = []
+        for k in range(max_points):
+            s = model.suggest(cx, support=cx[chosen] if chosen else None)
+            chosen.append(s.index)
+            pred = model.adapt(cx[chosen], cy[chosen]).predict(xq)
+            err["guided"][i, k] = np.sqrt(((pred - yq) ** 2).mean())
+        order = rng.permutation(pool)[:max_points]
+        for k in range(1, max_points + 1):
+            idx = order[:k]
+            pred = model.adapt(cx[idx], cy[idx]).predict(xq)
+            err["random"][i, k - 1] = np.sqrt(((pred - yq) ** 2).mean())
+            fits = classic_predictions(cx[idx][None], cy[idx].reshape(1, k, -1), xq[None])
+            for name, p in fits.items():
+                classic[k].setdefault(name, []).append(float(np.sqrt(((p[0] - yq) ** 2).mean())))
+    curve = {m: [float(v) for v in e.mean(0)] for m, e in err.items() if m != "best classic"}
+    best = [min(classic[k].items(), key=lambda kv: np.mean(kv[1])) for k in range(1, max_points + 1)]
+    curve["best classic"] = [float(np.mean(v)) for _, v in best]
+    curve["best classic method"] = [name for name, _ in best]
+    return {"units": units, "pool": pool, "points": list(range(1, max_points + 1)), "rmse": curve}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--families", default="pressure,ntc,loadcell")
+    ap.add_argument("--iterations", type=int, default=500)
+    ap.add_argument("--units", type=int, default=500)
+    ap.add_argument("--curve-units", type=int, default=100)
+    ap.add_argument("--work", type=Path, default=Path("runs/bench-intervals"))
+    args = ap.parse_args()
+    results = {}
+    for name in args.families.split(","):
+        t0 = time.perf_counter()
+        cfg = ridge_config(name, args.iterations)
+        run, train_s = train_or_resume(cfg, args.work / f"{name}-ridge-{args.iterations}", progress=False)
+        bundle = args.work / f"{name}-ridge-{args.iterations}.meb"
+        if not bundle.exists():
+            export_bundle(run, bundle, check=False)
+        model = Model.load(bundle)
+        fam = make_family(cfg.family)
+        cov = coverage(model, fam, args.units)
+        curve = selection_curve(model, fam, args.curve_units)
+        results[name] = {"iterations": args.iterations, "train_seconds": train_s, "uncertainty":
+                         {"noise_scale": model.uncertainty.noise_scale, "levels": model.uncertainty.levels,
+                          "factors": model.uncertainty.factors}, "coverage": cov, "selection": curve,
+                         "seconds": time.perf_counter() - t0}
+        units = fam.output_units[0]
+        print(f"{name}: coverage 95% {cov['coverage_95']:.3f} (mean width {cov['width_95']:.3g} {units}), "
+              f"80% {cov['coverage_80']:.3f} (width {cov['width_80']:.3g}); RMSE {cov['rmse']:.3g} {units}")
+        print("  points        " + " ".join(f"{k:>7d}" for k in curve["points"]))
+        for m in ("guided", "random", "best classic"):
+            print(f"  {m:13s} " + " ".join(f"{v:7.3g}" for v in curve["rmse"][m]))
+    path = write_result("intervals", {"families": results})
+    print(f"written {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,266 @@
+"""Predictive intervals and guided reference points: the ridge posterior predictive against a float64 PyTorch
+reference, Woodbury variance reductions against recomputed posteriors, coverage on held-out units, the manifest
+part, the CLI columns, and one-sentence refusals."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from metaedge.cli import main
+from metaedge.errors import InputError
+from metaedge.export.bundle import export_bundle
+from metaedge.export.uncertainty import conformal_quantile
+from metaedge.runtime.intervals import posterior_covariance, variance_reduction
+from metaedge.runtime.manifest import Manifest, ManifestError
+from metaedge.runtime.model import Adapted, Model
+from metaedge.sdk.config import TrainConfig
+from metaedge.sdk.run import Run
+from metaedge.sdk.tasks import make_family
+from metaedge.sdk.train import train
+
+
+@pytest.fixture(scope="module")
+def ridge_bundle(tmp_path_factory):
+    """A sensor-pressure ridge bundle (tanh MLP features + skip path, 150 meta-iterations), ONNX graphs and mebin."""
+    root = tmp_path_factory.mktemp("ridge-intervals")
+    run = train(TrainConfig(family="sensor-pressure", algo="ridge", shots=3, queries=10, meta_batch=8,
+                            iterations=150, hidden=[16, 16], activation="tanh", skip=True, inner_steps=1),
+                root / "run", progress=False)
+    return export_bundle(run, root / "ridge.meb", check=False)
+
+
+def _units(n, k=3, q=40, seed=1234):
+    """Held-out units of the family's test split (the export fitted on its val split with another seed)."""
+    return make_family("sensor-pressure").sample_batch(np.random.default_rng(seed), n, k, q, split="test")
+
+
+def test_ridge_manifest_states_the_gaussian_posterior_fit(ridge_bundle):
+    u = Model.load(ridge_bundle).uncertainty
+    assert u.method == "gaussian-posterior" and u.shots == 3 and u.tasks == 2000
+    assert u.levels == (0.5, 0.68, 0.8, 0.9, 0.95, 0.98, 0.99) and len(u.noise_scale) == 1
+    assert all(b > a for a, b in zip(u.factors, u.factors[1:]))
+    # the calibration factor (multiplier / z) of a near-Gaussian posterior predictive is close to 1
+    from statistics import NormalDist
+
+    calibration = u.factors[u.levels.index(0.95)] / NormalDist().inv_cdf(0.975)
+    assert 0.8 < calibration < 1.3, calibration
+
+
+def test_ridge_spread_is_the_posterior_predictive_of_a_float64_reference(ridge_bundle):
+    """sigma * sqrt(1 + j^T (J^T J + Lambda)^-1 j) with J, j from PyTorch's Jacobian (GaussNewtonLoop.system)."""
+    model = Model.load(ridge_bundle, backend="onnxruntime")
+    run = Run.load(ridge_bundle.parent / "run")
+    batch = _units(2)
+    for i in range(2):
+        xs, ys, xq = batch.x_support[i], batch.y_support[i], batch.x_query[i]
+        adapted = model.adapt(xs, ys)
+        nb = run.normalizer
+        fast, frozen = run.learner.split(run.state["params"])
+        theta = {n: torch.from_numpy(v.copy()).double() for n, v in model.layout.split(adapted.theta).items()}
+        frozen64 = {n: v.double() for n, v in frozen.items()}
+        loop = run.learner.inner
+        with torch.no_grad():
+            js, _ = loop.system(theta, frozen64, torch.as_tensor(nb.x(xs)).double(), torch.as_tensor(nb.y(ys)).double())
+            jq, _ = loop.system(theta, frozen64, torch.as_tensor(nb.x(xq)).double(),
+                                torch.zeros(len(xq), 1, dtype=torch.float64))
+        rates = torch.cat([run.state["rates"][n].reshape(-1) for n in fast]).double()
+        lam = rates.exp() + model.bundle.manifest.adaptation.min_damping
+        cov = torch.linalg.inv(js.T @ js + torch.diag(lam))
+        sigma = model.uncertainty.noise_scale[0]
+        ref = sigma * torch.sqrt(1 + torch.einsum("np,pq,nq->n", jq, cov, jq)).numpy()
+        np.testing.assert_allclose(adapted.spread(xq)[:, 0], ref, rtol=2e-4)
+        iv = adapted.predict(xq, interval=0.95)
+        half = model.uncertainty.factors[4] * ref * model.bundle.manifest.normalization.y_std[0]
+        np.testing.assert_allclose(iv.upper[:, 0] - iv.prediction[:, 0], half, rtol=3e-4)
+        np.testing.assert_allclose(iv.prediction, adapted.predict(xq), rtol=0, atol=0)
+
+
+def test_backends_give_the_same_intervals_and_suggestions(ridge_bundle):
+    batch = _units(1)
+    native, onnx = (Model.load(ridge_bundle, backend=b) for b in ("native", "onnxruntime"))
+    a, b = (m.adapt(batch.x_support[0], batch.y_support[0]).predict(batch.x_query[0], interval=0.9)
+            for m in (native, onnx))
+    np.testing.assert_allclose(a.lower, b.lower, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(a.upper, b.upper, rtol=1e-5, atol=1e-4)
+    sa, sb = (m.suggest(batch.x_query[0], support=batch.x_support[0]) for m in (native, onnx))
+    assert sa.index == sb.index
+    np.testing.assert_allclose(sa.scores, sb.scores, rtol=1e-3)
+
+
+@pytest.mark.parametrize("which", ["ridge", "metasgd"])
+def test_coverage_on_held_out_units_is_near_nominal(which, ridge_bundle, small_bundle):
+    """300 held-out units x 40 points: nominal 95% and 80% intervals cover within a few points of nominal."""
+    model = Model.load(ridge_bundle if which == "ridge" else small_bundle)
+    assert model.uncertainty.method == ("gaussian-posterior" if which == "ridge" else "scaled-conformal")
+    batch = _units(300)
+    for level, (lo, hi) in ((0.95, (0.92, 0.975)), (0.8, (0.75, 0.85))):
+        hits = []
+        for i in range(300):
+            iv = model.adapt(batch.x_support[i], batch.y_support[i]).predict(batch.x_query[i], interval=level)
+            y = batch.y_query[i].reshape(iv.lower.shape)
+            hits.append(((y >= iv.lower) & (y <= iv.upper)).mean())
+        assert lo <= np.mean(hits) <= hi, (which, level, np.mean(hits))
+
+
+def test_variance_reduction_equals_recomputed_posteriors():
+    """Woodbury reductions against the integrated variance after refitting the posterior with each candidate."""
+    rng = np.random.default_rng(0)
+    m, out, p = 12, 2, 5
+    jc = rng.normal(size=(m, out, p))
+    js = rng.normal(size=(3 * out, p))
+    damping = rng.uniform(0.1, 2, p)
+    w = np.array([1.0, 4.0])
+
+    def integrated(cov):
+        return float((w * np.einsum("mop,pq,moq->mo", jc, cov, jc)).sum())
+
+    cov = posterior_covariance(js, damping)
+    brute = [integrated(cov) - integrated(posterior_covariance(np.vstack([js, jc[k]]), damping)) for k in range(m)]
+    np.testing.assert_allclose(variance_reduction(jc, cov, w), brute, rtol=1e-9)
+
+
+def test_suggest_picks_the_candidate_that_lowers_the_mean_width_most(ridge_bundle):
+    model = Model.load(ridge_bundle)
+    batch = _units(1, k=2, q=25)
+    candidates, xs, ys = batch.x_query[0], batch.x_support[0], batch.y_support[0]
+    s = model.suggest(candidates, support=xs)
+    assert s.method == "posterior-variance-reduction" and s.scores.shape == (25,)
+    np.testing.assert_array_equal(s.point, candidates[s.index])
+    # the integrated predictive variance after taking each candidate (its reading does not matter: use the truth)
+    after = []
+    for k in range(25):
+        a = model.adapt(np.vstack([xs, candidates[k:k + 1]]), np.vstack([ys, batch.y_query[0][k:k + 1]]))
+        after.append(float((a.spread(candidates) ** 2).sum()))
+    assert int(np.argmin(after)) == s.index
+    first = model.suggest(candidates)  # no support yet: the prior
+    assert 0 <= first.index < 25 and np.isfinite(first.scores).all()
+
+
+def test_gradient_learners_suggest_the_farthest_candidate(small_bundle):
+    model = Model.load(small_bundle)
+    cand = np.array([[10.0, 20.0], [15.0, 25.0], [30.0, 60.0]], np.float32)
+    s = model.suggest(cand, support=np.array([[10.0, 20.0]], np.float32))
+    assert s.method == "farthest-from-support" and s.index == 2
+
+
+def test_conformal_quantile_is_the_finite_sample_rank():
+    scores = np.arange(1.0, 20.0)  # 19 scores: the 0.95 quantile is the ceil(20 * 0.95) = 19th
+    assert conformal_quantile(scores, 0.95) == 19.0
+    assert conformal_quantile(scores, 0.5) == 10.0
+    assert conformal_quantile(scores[:5], 0.99) == 5.0  # capped at the largest
+
+
+def test_manifest_part_round_trips_and_older_bundles_load(ridge_bundle):
+    raw = json.loads((ridge_bundle / "manifest.json").read_text())
+    m = Manifest.parse(raw)
+    assert Manifest.parse(json.loads(m.to_json())) == m
+    old = {k: v for k, v in raw.items() if k != "uncertainty"}
+    assert Manifest.parse(old).uncertainty is None
+    bad = {**raw, "uncertainty": {**raw["uncertainty"], "factors": raw["uncertainty"]["factors"][:-1]}}
+    with pytest.raises(ManifestError, match=r"manifest field uncertainty.factors must hold one number per level"):
+        Manifest.parse(bad)
+    bad = {**raw, "uncertainty": {**raw["uncertainty"], "levels": [0.9, 0.5, 0.8, 0.95, 0.96, 0.98, 0.99]}}
+    with pytest.raises(ManifestError, match=r"uncertainty.levels must be increasing"):
+        Manifest.parse(bad)
+
+
+def test_refusals_are_one_sentence(ridge_bundle, tmp_path):
+    model = Model.load(ridge_bundle)
+    batch = _units(1)
+    adapted = model.adapt(batch.x_support[0], batch.y_support[0])
+    with pytest.raises(InputError, match=r"between 0.5 and 0.99 .* got 0.999"):
+        adapted.predict(batch.x_query[0], interval=0.999)
+    for bad in (float("nan"), "high", True):
+        with pytest.raises(InputError, match="interval level must be a number between 0.5 and 0.99"):
+            adapted.predict(batch.x_query[0], interval=bad)
+    np.testing.assert_allclose(adapted.predict(batch.x_query[0], interval=np.float32(0.95)).upper,
+                               adapted.predict(batch.x_query[0], interval=0.95).upper, rtol=1e-6)
+    adapted.save(tmp_path / "state.bin")
+    with pytest.raises(InputError, match="has no support set"):
+        Adapted.load(model, tmp_path / "state.bin").predict(batch.x_query[0], interval=0.95)
+    reloaded = Adapted.load(model, tmp_path / "state.bin", support=(batch.x_support[0], batch.y_support[0]))
+    np.testing.assert_allclose(reloaded.predict(batch.x_query[0], interval=0.95).upper,
+                               adapted.predict(batch.x_query[0], interval=0.95).upper)
+    old = tmp_path / "old.meb"
+    shutil.copytree(ridge_bundle, old)
+    raw = json.loads((old / "manifest.json").read_text())
+    del raw["uncertainty"]
+    (old / "manifest.json").write_text(json.dumps(raw))
+    with pytest.raises(InputError, match="holds no fitted predictive intervals .* re-export"):
+        Model.load(old).adapt(batch.x_support[0], batch.y_support[0]).predict(batch.x_query[0], interval=0.95)
+
+
+def test_cli_predict_writes_lower_and_upper_columns(ridge_bundle, tmp_path):
+    batch = _units(1, q=4)
+    (tmp_path / "s.csv").write_text("bridge_output,temperature,pressure\n" + "\n".join(
+        f"{a},{b},{c}" for (a, b), (c,) in zip(batch.x_support[0], batch.y_support[0])))
+    (tmp_path / "x.csv").write_text("bridge_output,temperature\n" + "\n".join(
+        f"{a},{b}" for a, b in batch.x_query[0]))
+    runner = CliRunner()
+    result = runner.invoke(main, ["predict", str(ridge_bundle), "--input", str(tmp_path / "x.csv"), "--support",
+                                  str(tmp_path / "s.csv"), "--interval", "0.95", "--out", str(tmp_path / "p.csv")])
+    assert result.exit_code == 0, result.output
+    lines = (tmp_path / "p.csv").read_text().splitlines()
+    assert lines[0] == "pressure,pressure_lower,pressure_upper"
+    iv = Model.load(ridge_bundle).adapt(batch.x_support[0], batch.y_support[0]).predict(batch.x_query[0],
+                                                                                          interval=0.95)
+    got = np.array([[float(v) for v in line.split(",")] for line in lines[1:]])
+    np.testing.assert_allclose(got, np.hstack([iv.prediction, iv.lower, iv.upper]), rtol=1e-5)
+    result = runner.invoke(main, ["predict", str(ridge_bundle), "--input", str(tmp_path / "x.csv"),
+                                  "--interval", "0.95"])
+    assert result.exit_code == 2 and "--interval needs --support" in result.output
+
+
+def test_c_library_equals_the_python_runtime(ridge_bundle):
+    """me_predict_interval and me_suggest (format-4 model.mebin) against the Python runtime (ONNX Runtime's exact
+    Jacobian), to 1e-5 relative to the values' scale."""
+    from metaedge.runtime.native import NativeModel
+
+    c_model = NativeModel((ridge_bundle / "model.mebin").read_bytes())
+    assert c_model.header.format_version == 4
+    model = Model.load(ridge_bundle, backend="onnxruntime")
+    batch = _units(3, q=30)
+    worst = 0.0
+    for i in range(3):
+        xs, ys, xq = batch.x_support[i], batch.y_support[i], batch.x_query[i]
+        adapted = model.adapt(xs, ys)
+        for level in (0.8, 0.95, 0.9):
+            iv = adapted.predict(xq, interval=level)
+            out, lo, hi = c_model.predict_interval(adapted.theta, xs, xq, level)
+            scale = max(1.0, float(np.abs(iv.upper).max()))
+            worst = max(worst, *(float(np.abs(a - b).max()) / scale
+                                 for a, b in ((out, iv.prediction), (lo, iv.lower), (hi, iv.upper))))
+        for support in (xs, None):
+            ours = model.suggest(xq, support=support)
+            best, scores = c_model.suggest(model.theta0, support, xq)
+            assert best == ours.index
+            np.testing.assert_allclose(scores, ours.scores, rtol=1e-5, atol=1e-5 * float(ours.scores.max()))
+    assert worst <= 1e-5, worst
+    with pytest.raises(InputError, match="invalid argument"):
+        c_model.predict_interval(model.theta0, batch.x_support[0], batch.x_query[0], 0.999)
+
+
+def test_eval_interval_rows_are_the_runtime_coverage_on_the_same_tasks(ridge_bundle):
+    result = CliRunner().invoke(main, ["eval", str(ridge_bundle.parent / "run"), "--tasks", "60", "--shots", "3",
+                                       "--steps", "0,1", "--no-baselines", "--interval", "0.9", "--bundle",
+                                       str(ridge_bundle), "--json", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    rows = {r["steps"]: r for r in json.loads(result.output[result.output.index("{"):])["rows"]}
+    assert "coverage" not in rows[0]
+    # the evaluator's held-out tasks (seed 1234, test split, 100 queries), recomputed with the runtime
+    batch = make_family("sensor-pressure").sample_batch(np.random.default_rng(1234), 60, 3, 100, split="test")
+    model = Model.load(ridge_bundle)
+    cover, width = [], []
+    for i in range(60):
+        iv = model.adapt(batch.x_support[i], batch.y_support[i]).predict(batch.x_query[i], interval=0.9)
+        y = batch.y_query[i].reshape(iv.lower.shape)
+        cover.append(((y >= iv.lower) & (y <= iv.upper)).mean())
+        width.append((iv.upper - iv.lower).mean())
+    assert rows[1]["coverage"] == pytest.approx(np.mean(cover), abs=1e-9)
+    assert rows[1]["interval_width"] == pytest.approx(np.mean(width), rel=1e-6)

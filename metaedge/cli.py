@@ -447,6 +447,36 @@ def adapt(bundle: Path, support: Path, out: Path, steps: int | None, start_state
 
 @main.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--candidates", required=True, type=click.Path(path_type=Path),
+              help="CSV with the bundle's input columns: the points the technician can set (e.g. a grid).")
+@click.option("--target", type=float, help="Stop once the largest 95% half-width over the candidates is below this "
+              "(output units). [none: run to --max-points]")
+@click.option("--max-points", default=8, show_default=True, help="Reference points at most.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Adapted state to write.")
+@click.option("--from", "replay", type=click.Path(path_type=Path), metavar="CSV",
+              help="Replay readings from this CSV (input and output columns; rows matched to the suggested "
+              "candidate by their input values) instead of prompting.")
+@click.option("--journal", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="Append the final adaptation's record to this journal; needs --unit.")
+@click.option("--unit", help="The unit's id in the journal (serial number).")
+@device_option
+@trust_option
+def calibrate(bundle: Path, candidates: Path, target: float | None, max_points: int, out: Path, replay: Path | None,
+              journal: Path | None, unit: str | None, device: str, backend: str, trust: tuple[Path, ...]) -> None:
+    """Guided calibration of one unit: the bundle suggests each reference point among the candidates, asks for
+    the reading there (or replays --from), adapts on every point so far and shows the 95% half-width over the
+    candidates, until it is below --target or at --max-points; then writes the state (docs/calibrate-session.md)."""
+    from .calibrate import calibrate as run_calibration
+    from .runtime.journal import unit_id
+
+    if journal is not None:
+        unit = unit_id(unit)  # refused before the technician takes any reading
+    run_calibration(_load_model(bundle, device, backend, trust=trust), candidates, out, target, max_points,
+                    replay=replay, journal=journal, unit=unit)
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--state", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="The unit's adapted state from `metaedge adapt`.")
 @click.option("--reference", required=True, type=click.Path(path_type=Path),

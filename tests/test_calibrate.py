@@ -162,13 +162,18 @@ def test_technician_answers_two_prompts_at_a_real_terminal(ridge_bundle, unit_fi
     session = f"metaedge-calibrate-{os.getpid()}"
     subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "200", "-y", "50",
                     f"{command}; echo EXIT=$?; sleep 30"], check=True)
+    def send(text: str) -> None:
+        subprocess.run(["tmux", "send-keys", "-t", session, text, "Enter"], check=True)
+
     try:
+        _wait_for(session, "reference pressure [kPa]:")
+        send("nan")  # a slip of the finger is asked again, not taken
+        _wait_for(session, "nan is not a reading")
         typed = []
-        for n in (1, 2):
-            pane = _wait_for(session, "reference pressure [kPa]:", n)
-            index = _taken(pane)[-1]
-            typed.append(index)
-            subprocess.run(["tmux", "send-keys", "-t", session, repr(float(y[index, 0])), "Enter"], check=True)
+        for prompts in (2, 3):
+            pane = _wait_for(session, "reference pressure [kPa]:", prompts)
+            typed.append(_taken(pane)[-1])
+            send(repr(float(y[typed[-1], 0])))
         pane = _wait_for(session, "EXIT=")
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], check=False)

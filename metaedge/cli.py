@@ -469,6 +469,8 @@ def calibrate(bundle: Path, candidates: Path, target: float | None, max_points: 
     from .calibrate import calibrate as run_calibration
     from .runtime.journal import unit_id
 
+    if journal is not None and not unit:
+        raise click.UsageError("--journal needs --unit ID: the id of the unit being calibrated")
     if journal is not None:
         unit = unit_id(unit)  # refused before the technician takes any reading
     run_calibration(_load_model(bundle, device, backend, trust=trust), candidates, out, target, max_points,

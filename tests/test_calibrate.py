@@ -135,7 +135,11 @@ def test_refusals_are_one_sentence(ridge_bundle, unit_files, tmp_path):
     result = _replay(old, unit_files, tmp_path / "s.state")
     assert result.exit_code == 1 and "holds no fitted predictive intervals" in result.output
     result = _replay(ridge_bundle, unit_files, tmp_path / "s.state", "--journal", str(tmp_path / "j.jsonl"))
-    assert result.exit_code == 1 and "journaling needs the unit's id" in result.output
+    assert result.exit_code == 2 and "--journal needs --unit ID" in result.output
+    result = _replay(ridge_bundle, unit_files, tmp_path / "s.state", "--journal", str(tmp_path / "j.jsonl"),
+                     "--unit", "x" * 513)
+    assert result.exit_code == 1 and "journaling needs the unit's id, 1 to 512 characters" in result.output
+    assert not (tmp_path / "j.jsonl").exists() and not (tmp_path / "s.state").exists()
     assert "Traceback" not in result.output
 
 

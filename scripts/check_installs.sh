@@ -7,7 +7,7 @@ set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 WORK="${WORK:-$(mktemp -d /tmp/metaedge-installs-XXXX)}"
 TORCH_SPEC="${METAEDGE_TORCH:-torch==2.13.0}"
-mkdir -p "$WORK" && cd "$WORK"
+mkdir -p "$WORK" && cd "$WORK" || exit 1
 python3 -m pip wheel -q "$ROOT" --no-deps -w wheel >/dev/null
 W=$(ls "$WORK"/wheel/metaedge-*.whl)
 for v in plain runtime train; do python3 -m venv "v-$v"; done

@@ -2,7 +2,10 @@
  * reset + adapt on 10 shots for 5 guarded steps + predict 100 points, single thread, median over repeats.
  * Prints the FLOP count of one repeat (from the layer table) and the achieved rate.
  * --model reads another model.mebin (e.g. a bundle's) instead; it must take one input and give one output.
- *   me_bench [--repeats N] [--shots K] [--steps S] [--model model.mebin] */
+ * --intervals N instead times me_predict_interval (level 0.95) and me_suggest on N query points / candidates after
+ * adapting on K shots, for a ridge model with fitted intervals (format 4; any input width, one output): the inputs
+ * are spread over x_mean +- 1.5 x_std per column (the model's own normalisation), so no data file is needed.
+ *   me_bench [--repeats N] [--shots K] [--steps S] [--model model.mebin] [--intervals N] */
 #define _POSIX_C_SOURCE 199309L
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,10 +49,62 @@ static void flops_per_row(const me_model *m, double *fwd, double *bwd)
     }
 }
 
+static double median_of(double *times, int repeats)
+{
+    qsort(times, (size_t)repeats, sizeof(double), by_value);
+    return times[repeats / 2];
+}
+
+/* Times me_predict_interval and me_suggest on a session adapted on `shots` points; returns the exit status. */
+static int bench_intervals(me_session *s, const me_model *m, unsigned shots, unsigned n, int repeats)
+{
+    const unsigned d = m->in_dim;
+    const float *mean = s->norm, *std = s->norm + d, *y_mean = s->norm + 2u * d, *y_std = y_mean + m->out_dim;
+    float *xs = malloc(sizeof(float) * shots * d), *ys = malloc(sizeof(float) * shots);
+    float *xq = malloc(sizeof(float) * n * d), *out = malloc(sizeof(float) * n * 3u), *scores = malloc(sizeof(float) * n);
+    double *times = malloc(sizeof(double) * (size_t)repeats);
+    /* deterministic points: column c of row i at fraction (i * (2c + 1) mod rows) / rows of the +-1.5 std range */
+    for (unsigned i = 0; i < shots; i++) {
+        for (unsigned c = 0; c < d; c++)
+            xs[i * d + c] = mean[c] + std[c] * (-1.5f + 3.f * (float)((i * (2u * c + 1u)) % shots) / (float)shots);
+        ys[i] = y_mean[0] + y_std[0] * (-1.f + 2.f * (float)i / (float)shots);
+    }
+    for (unsigned i = 0; i < n; i++)
+        for (unsigned c = 0; c < d; c++)
+            xq[i * d + c] = mean[c] + std[c] * (-1.5f + 3.f * (float)((i * (2u * c + 1u)) % n) / (float)n);
+    me_adapt_info info;
+    me_status st = me_adapt(s, xs, ys, shots, me_default_steps(m), ME_GUARD, &info);
+    uint32_t best = 0;
+    double t_interval = 0.0, t_suggest = 0.0;
+    for (int pass = 0; pass < 2 && st == ME_OK; pass++) {
+        for (int r = -repeats / 10 - 1; r < repeats && st == ME_OK; r++) {
+            const double t0 = now_us();
+            st = pass == 0 ? me_predict_interval(s, xs, shots, xq, n, 0.95f, out, out + n, out + 2u * n)
+                           : me_suggest(s, xs, shots, xq, n, &best, scores);
+            if (r >= 0) times[r] = now_us() - t0;
+        }
+        if (st == ME_OK) *(pass == 0 ? &t_interval : &t_suggest) = median_of(times, repeats);
+    }
+    if (st != ME_OK) fprintf(stderr, "%s\n", me_strerror(st));
+    else {
+        printf("model %u-...-%u, %u parameters (%u adapted); %u shots, %u query points / candidates\n", d,
+               (unsigned)m->out_dim, (unsigned)m->n_params, (unsigned)m->n_theta, shots, n);
+        printf("median me_predict_interval %.2f us  me_suggest %.2f us  (%d repeats; suggested %u)\n", t_interval,
+               t_suggest, repeats, (unsigned)best);
+    }
+    free(xs);
+    free(ys);
+    free(xq);
+    free(out);
+    free(scores);
+    free(times);
+    return st == ME_OK ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
     int repeats = 20000;
-    unsigned shots = 10, steps = 5, queries = 100;
+    unsigned shots = 10, steps = 5, queries = 100, intervals = 0;
     const unsigned char *data = me_model_data;
     size_t data_len = me_model_data_len;
     for (int i = 1; i + 1 < argc; i += 2) {
@@ -66,14 +121,23 @@ int main(int argc, char **argv)
         if (!strcmp(argv[i], "--repeats")) repeats = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--shots")) shots = (unsigned)atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--steps")) steps = (unsigned)atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--intervals")) intervals = (unsigned)atoi(argv[i + 1]);
     }
-    if (repeats < 1 || repeats > MAX_REPEATS || shots < 1 || shots > 1000) {
+    if (repeats < 1 || repeats > MAX_REPEATS || shots < 1 || shots > 1000 || intervals > 1000) {
         fprintf(stderr, "bad arguments\n");
         return 2;
     }
     me_model m;
     me_session s;
     me_status st = me_model_load(&m, data, data_len);
+    if (st == ME_OK && intervals) {
+        st = me_session_init(&s, &m, arena, sizeof arena, shots > intervals ? shots : intervals);
+        if (st != ME_OK) {
+            fprintf(stderr, "%s\n", me_strerror(st));
+            return 1;
+        }
+        return bench_intervals(&s, &m, shots, intervals, repeats);
+    }
     if (st == ME_OK && (m.in_dim != 1 || m.out_dim != 1)) {
         fprintf(stderr, "the benchmark's task needs a model with one input and one output\n");
         return 2;
@@ -104,12 +168,11 @@ int main(int argc, char **argv)
         const double t1 = now_us();
         if (r >= 0) times[r] = t1 - t0;
     }
-    qsort(times, (size_t)repeats, sizeof(double), by_value);
+    const double median = median_of(times, repeats);
     double fwd, bwd;
     flops_per_row(&m, &fwd, &bwd);
     const double kept = info.steps_kept, tried = info.steps_run;
     const double flops = fwd * shots * (tried + 1.0) + bwd * shots * tried + 2.0 * m.n_theta * tried + fwd * queries;
-    const double median = times[repeats / 2];
     printf("model %u-...-%u, %u parameters (%u adapted); %u shots, %u steps (%.0f kept), predict %u\n",
            (unsigned)m.in_dim, (unsigned)m.out_dim, (unsigned)m.n_params, (unsigned)m.n_theta, shots, steps, kept,
            queries);

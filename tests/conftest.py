@@ -59,3 +59,19 @@ def small_bundle(tmp_path_factory):
                             iterations=20, hidden=[16, 16], activation="tanh", inner_steps=2), root / "run",
                 progress=False)
     return export_bundle(run, root / "model.meb")
+
+
+@pytest.fixture(scope="session")
+def ridge_bundle(tmp_path_factory):
+    """A sensor-pressure ridge bundle (tanh MLP features + skip path, 150 meta-iterations) with ONNX graphs, the
+    C library's model and fitted predictive intervals, trained and exported once per session (the interval and
+    calibration tests share it)."""
+    from metaedge.export.bundle import export_bundle
+    from metaedge.sdk.config import TrainConfig
+    from metaedge.sdk.train import train
+
+    root = tmp_path_factory.mktemp("ridge-intervals")
+    run = train(TrainConfig(family="sensor-pressure", algo="ridge", shots=3, queries=10, meta_batch=8,
+                            iterations=150, hidden=[16, 16], activation="tanh", skip=True, inner_steps=1),
+                root / "run", progress=False)
+    return export_bundle(run, root / "ridge.meb", check=False)

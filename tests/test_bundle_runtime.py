@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import textwrap
 
 import numpy as np
 import pytest
+from isolation import run_without
 
 from metaedge.export.bundle import export_bundle
 from metaedge.runtime.bundle import BundleError
@@ -140,13 +140,7 @@ def test_tampered_missing_and_newer_bundles_are_refused(bundle, tmp_path):
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "native"])
 def test_runtime_runs_with_torch_onnx_and_sdk_unimportable(bundle, backend):
-    script = textwrap.dedent(f"""
-        import sys
-        class Block:
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] in ("torch", "onnx") or name.startswith(("metaedge.sdk", "metaedge.export")):
-                    raise ImportError("blocked: " + name)
-        sys.meta_path.insert(0, Block())
+    result = run_without(f"""
         import numpy as np
         from metaedge.runtime.model import Model
         m = Model.load({str(bundle)!r}, backend={backend!r})
@@ -154,7 +148,6 @@ def test_runtime_runs_with_torch_onnx_and_sdk_unimportable(bundle, backend):
         print(a.predict(np.array([[60.0, 30.0]])).shape)
         assert not any(k.split(".")[0] in ("torch", "onnx") for k in sys.modules), "torch or onnx got imported"
     """)
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "(1, 1)" in result.stdout
 

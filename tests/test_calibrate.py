@@ -18,23 +18,10 @@ import pytest
 from click.testing import CliRunner
 
 from metaedge.cli import main
-from metaedge.export.bundle import export_bundle
 from metaedge.runtime.model import Adapted, Model
-from metaedge.sdk.config import TrainConfig
 from metaedge.sdk.tasks import make_family
-from metaedge.sdk.train import train
 
 HALF = re.compile(r"half-width over the \d+ candidates: max ([0-9.e+-]+), mean ([0-9.e+-]+)")
-
-
-@pytest.fixture(scope="module")
-def ridge_bundle(tmp_path_factory):
-    """A small sensor-pressure ridge bundle (60 meta-iterations, a few seconds), with fitted intervals."""
-    root = tmp_path_factory.mktemp("calibrate")
-    run = train(TrainConfig(family="sensor-pressure", algo="ridge", shots=3, queries=10, meta_batch=8,
-                            iterations=60, hidden=[16, 16], activation="tanh", skip=True, inner_steps=1),
-                root / "run", progress=False)
-    return export_bundle(run, root / "ridge.meb", check=False)
 
 
 @pytest.fixture(scope="module")

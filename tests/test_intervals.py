@@ -14,25 +14,12 @@ from click.testing import CliRunner
 
 from metaedge.cli import main
 from metaedge.errors import InputError
-from metaedge.export.bundle import export_bundle
 from metaedge.export.uncertainty import conformal_quantile
 from metaedge.runtime.intervals import posterior_covariance, variance_reduction
 from metaedge.runtime.manifest import Manifest, ManifestError
 from metaedge.runtime.model import Adapted, Model
-from metaedge.sdk.config import TrainConfig
 from metaedge.sdk.run import Run
 from metaedge.sdk.tasks import make_family
-from metaedge.sdk.train import train
-
-
-@pytest.fixture(scope="module")
-def ridge_bundle(tmp_path_factory):
-    """A sensor-pressure ridge bundle (tanh MLP features + skip path, 150 meta-iterations), ONNX graphs and mebin."""
-    root = tmp_path_factory.mktemp("ridge-intervals")
-    run = train(TrainConfig(family="sensor-pressure", algo="ridge", shots=3, queries=10, meta_batch=8,
-                            iterations=150, hidden=[16, 16], activation="tanh", skip=True, inner_steps=1),
-                root / "run", progress=False)
-    return export_bundle(run, root / "ridge.meb", check=False)
 
 
 def _units(n, k=3, q=40, seed=1234):

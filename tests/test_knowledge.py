@@ -10,14 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pg_server
 import pytest
 from click.testing import CliRunner
+from isolation import run_without
 
 from metaedge.cli import main
 from metaedge.knowledge import AdaptationRow, CheckRow, DataFile, FileIngest, KnowledgeBase, KnowledgeError, UnitSummary
@@ -403,17 +402,10 @@ def kb_run_id(bundle_dir: Path) -> str:
 
 
 def test_knowledge_never_imports_torch_sdk_or_export(tmp_path):
-    script = textwrap.dedent(f"""
-        import sys
-        class Block:
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] in ("torch", "onnx") or name.startswith(("metaedge.sdk", "metaedge.export")):
-                    raise ImportError("blocked: " + name)
-        sys.meta_path.insert(0, Block())
+    done = run_without(f"""
         from metaedge.knowledge import KnowledgeBase
         kb = KnowledgeBase.init({f"sqlite:///{tmp_path / 'kb.db'}"!r})
         print(kb.units())
     """)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "[]"

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from .. import __version__
+from ..atomic import atomic_rename_folder
 from ..devices import checked_devices, get_profile, load_profiles
 from ..errors import ExistsError, InputError
 from ..runtime import signing
@@ -44,7 +45,6 @@ from ..runtime.manifest import (
     OutputSpec,
     Provenance,
 )
-from ..sdk.atomic import atomic_rename_folder
 from ..sdk.learners import DeviceSolver, Learner
 from ..sdk.run import Run, sample_options, task_rng, to_tensors
 from ..sdk.tasks import TaskBatch

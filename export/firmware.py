@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
+from ..atomic import atomic_write_bytes, atomic_write_text
 from ..errors import InputError
 from ..runtime import native
 from ..runtime.manifest import Uncertainty
-from ..sdk.atomic import atomic_write_bytes, atomic_write_text
 from ..sdk.models.conv import ConvNet
 from ..sdk.models.mlp import MLP
 from ..sdk.run import Run

@@ -28,10 +28,10 @@ import numpy as np
 import onnx
 from onnx import numpy_helper, shape_inference
 
+from ..atomic import atomic_write_text
 from ..devices.ops import TENSORRT_CONSTANT_INPUTS, outside_tensorrt
 from ..devices.profiles import Profile
 from ..errors import InputError
-from ..runtime.atomic import atomic_write_text
 from ..runtime.bundle import Bundle, sha256
 from ..runtime.manifest import GRAPH_ROLES, TensorRTEngines
 from .ops import graph_ops

@@ -189,7 +189,7 @@ def render_html(cert: Certificate) -> str:
 
 def write_certificate(cert: Certificate, out: str | Path) -> Path:
     """Write :func:`render_html` to ``out`` atomically; an existing file is refused (never overwritten)."""
-    from metaedge.runtime.atomic import atomic_write_text
+    from ..atomic import atomic_write_text
 
     out = Path(out)
     if out.exists():

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from sqlalchemy import Connection, select, union
 
-from ..runtime.atomic import atomic_write_text
+from ..atomic import atomic_write_text
 from .errors import KnowledgeError
 from .queries import bundle, bundle_info
 from .schema import adaptations, checks

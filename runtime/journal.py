@@ -34,8 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import fsync_dir
 from ..errors import InputError
-from .atomic import fsync_dir
 from .journal_records import JournalError, Record, parse_record
 
 _log = logging.getLogger("metaedge.runtime")

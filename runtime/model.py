@@ -32,8 +32,8 @@ if TYPE_CHECKING:
 
 import numpy as np
 
+from ..atomic import atomic_write_bytes
 from ..errors import InputError
-from .atomic import atomic_write_bytes
 from .backends import Backend, Plan, Samples, backend_names, get_backend
 from .bundle import Bundle, BundleError
 from .intervals import (

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_write_text
 from ..errors import InputError, MissingError
-from .atomic import atomic_write_text
 
 #: largest CSV the device-side commands read, and most data rows: support sets are a handful of rows, prediction
 #: inputs a batch; anything beyond these is a wrong file (raise the module constants for bulk scoring)

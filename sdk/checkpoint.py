@@ -10,8 +10,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save
 
+from ..atomic import atomic_write_bytes, atomic_write_text
 from ..errors import InputError, MissingError
-from .atomic import atomic_write_bytes, atomic_write_text
 from .learners.base import MetaState
 
 

@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save
 from torch import nn
 from torch.func import vmap
 
-from ..atomic import atomic_write_bytes
+from ...atomic import atomic_write_bytes
 from ..learners.inner import InnerLoop
 from ..learners.losses import get_loss
 from ..models import build_model

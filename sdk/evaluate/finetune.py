@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file, save
 from torch.func import grad, vmap
 
-from ..atomic import atomic_write_bytes
+from ...atomic import atomic_write_bytes
 from ..learners.inner import InnerLoop, Params
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..atomic import atomic_write, atomic_write_text
+from ...atomic import atomic_write, atomic_write_text
 from ..tasks import TaskFamily
 from .evaluator import format_table
 

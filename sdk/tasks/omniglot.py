@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ...atomic import atomic_write
 from ...errors import InputError
-from ..atomic import atomic_write
 from .base import register_family
 from .episodes import EpisodicFamily
 from .images import pillow, resize

@@ -1,10 +1,11 @@
-"""Atomic file replacement on the device: temp file in the same folder, fsync, rename, fsync the folder.
+"""Atomic file replacement: temp file in the same folder, fsync, rename, fsync the folder.
 
-A power cut at any point leaves either the old file or the new one under ``path``, never a torn one: the data is
-written to a sibling temp file and flushed to disk before ``os.replace`` swaps it in (a rename within one
-filesystem is atomic), and the folder is flushed after it so the rename itself survives. Standard library only:
-the runtime, ``devices`` and firmware tools all may use it. (The server side has its twin in
-``metaedge.sdk.atomic``; the layering forbids sdk and runtime importing each other.)
+A power cut or crash at any point leaves either the old file or the new one under ``path``, never a torn one: the
+data is written to a sibling temp file and flushed to disk before ``os.replace`` swaps it in (a rename within one
+filesystem is atomic), and the folder is flushed after it so the rename itself survives. Adapted states, tables,
+run directories, reports and whole bundle folders (:func:`atomic_rename_folder`) are written through
+it. Standard library only, in the root package like :mod:`metaedge.errors`, so the device side (runtime, devices)
+and the server side (sdk, export, knowledge) share this one implementation without importing each other.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
+
+from .errors import ExistsError
 
 #: the permissions ``open(path, "w")`` would give a new file (temp files are owner-only), read once at import
 _UMASK = os.umask(0o022)
@@ -66,3 +69,22 @@ def fsync_dir(folder: str | Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def atomic_rename_folder(staged: str | Path, out: str | Path) -> Path:
+    """Make the folder ``staged`` (a sibling of ``out``, holding plain files) appear as ``out`` in one step: its
+    files are flushed to disk, then it is renamed. Refuses (:class:`ExistsError`) when ``out`` exists.
+
+    (A rename onto an existing empty folder would succeed on POSIX, hence the check; the window between the check
+    and the rename is the caller's to keep free, as for any output path.)
+    """
+    staged, out = Path(staged), Path(out)
+    if out.exists() or out.is_symlink():
+        raise ExistsError(f"{out} already exists; remove it or choose another output path")
+    for f in staged.iterdir():
+        with open(f, "rb") as handle:
+            os.fsync(handle.fileno())
+    fsync_dir(staged)
+    os.rename(staged, out)
+    fsync_dir(out.parent)
+    return out

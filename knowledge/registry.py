@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from ..runtime.bundle import Bundle
-from ..runtime.signing import SIGNATURE_FILE, Signature
+from ..runtime.signing import signing_key_id
+from ..runtime.state import BundleIdentity
 from .errors import KnowledgeError
 from .rows import DataFile
 
@@ -118,10 +119,9 @@ class BundleFiles:
 def read_bundle(bundle_dir: str | Path) -> BundleFiles:
     """Verify a bundle (directory or zip) and read its identity and interface."""
     bundle = Bundle.open(bundle_dir)
-    raw = (bundle.path / "manifest.json").read_bytes()
-    sig_path = bundle.path / SIGNATURE_FILE
-    key_id = Signature.parse(sig_path.read_bytes(), str(bundle_dir)).key_id if sig_path.is_file() else None
     m = bundle.manifest
-    return BundleFiles(hashlib.sha256(raw).hexdigest(), str(Path(bundle_dir).resolve()), m.provenance.run, m.algo,
+    return BundleFiles(BundleIdentity.of(bundle.path).manifest_sha256.hex(), str(Path(bundle_dir).resolve()),
+                       m.provenance.run, m.algo,
                        m.task_kind, dict(m.family), tuple(m.input.names), tuple(m.output.names),
-                       tuple(m.input.units), tuple(m.output.units), key_id, m.provenance.created)
+                       tuple(m.input.units), tuple(m.output.units), signing_key_id(bundle.path),
+                       m.provenance.created)

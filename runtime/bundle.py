@@ -158,10 +158,7 @@ def _check_signature(path: Path, manifest: bytes, trust: Iterable[str | Path | T
     keys = signing.trusted_keys(trust)
     if not keys:
         return
-    sig_path = path / signing.SIGNATURE_FILE
-    signature = (_read_bounded(sig_path, signing.MAX_KEY_BYTES, where)
-                 if sig_path.is_file() and not sig_path.is_symlink() else None)
-    signing.verify_manifest(where, manifest, signature, keys)
+    signing.verify_manifest(where, manifest, signing.signature_bytes(path, where), keys)
 
 
 def _unsafe_name(name: str) -> bool:

@@ -24,6 +24,7 @@ import hashlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -275,17 +276,18 @@ class Model:
             out = (out - self._y_mean) / self._y_std
         return float(np.mean((out - y.standard) ** 2))
 
+    @cached_property
+    def identity(self) -> BundleIdentity:
+        """What this bundle's saved states carry (manifest sha256, model CRC, theta0 sha256), hashed once: the
+        bundle was verified when it was loaded, and its files do not change under a loaded model."""
+        return BundleIdentity.of(self.bundle.path, self.bundle.manifest.files["theta0.npy"])
+
     def bundle_ref(self) -> BundleRef:
         """The bundle's identity in journal records: sha256 hex of ``manifest.json`` and the key id its
         ``manifest.sig`` names (None when unsigned)."""
-        from .signing import MAX_KEY_BYTES, SIGNATURE_FILE, Signature
+        from .signing import signing_key_id
 
-        key = None
-        sig = self.bundle.path / SIGNATURE_FILE
-        if sig.is_file() and not sig.is_symlink():
-            with sig.open("rb") as f:
-                key = Signature.parse(f.read(MAX_KEY_BYTES), str(sig)).key_id
-        return BundleRef(_identity(self).manifest_sha256.hex(), key)
+        return BundleRef(self.identity.manifest_sha256.hex(), signing_key_id(self.bundle.path))
 
     def device_info(self) -> DeviceInfo:
         """Where records are made: this model's device profile and :func:`~.journal.host_id`."""
@@ -476,7 +478,7 @@ class Adapted:
         """Write the adapted state atomically (temp file, fsync, rename) in state format 2 (:mod:`.state`: the C
         library's layout, with this bundle's identity, the steps and the support losses); sets
         :attr:`state_sha256`."""
-        identity = _identity(self.model)
+        identity = self.model.identity
         before, after = self.losses
         data = StateFile(self.theta, identity.manifest_sha256, identity.model_crc, self.steps_run,
                          self.steps_kept, before, after).to_bytes()
@@ -537,7 +539,7 @@ class Adapted:
         (``xs``, ``ys``, physical units): the support set it was adapted on, which intervals need (a state file
         holds the parameters only)."""
         dim = model.bundle.manifest.adaptation.embedding_dim or 0
-        state = read_state(path, _identity(model), n_theta=None if model.prototypes else model.theta0.size,
+        state = read_state(path, model.identity, n_theta=None if model.prototypes else model.theta0.size,
                            prototype_dim=dim if model.prototypes else None)
         adapted = cls(model, state.theta, steps_run=state.steps_run, steps_kept=state.steps_kept,
                       state_sha256=file_sha256(path))
@@ -548,5 +550,3 @@ class Adapted:
         return adapted
 
 
-def _identity(model: Model) -> BundleIdentity:
-    return BundleIdentity.of(model.bundle.path, model.bundle.manifest.files["theta0.npy"])

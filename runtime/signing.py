@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import InputError
-from .bundle import BundleError
+from .bundle import BundleError, _read_bounded
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -109,6 +109,22 @@ class Signature:
     def to_json(self) -> str:
         return json.dumps({"algorithm": self.algorithm, "key_id": self.key_id,
                            "signature": base64.b64encode(self.signature).decode("ascii")}, indent=2) + "\n"
+
+
+def signature_bytes(bundle_dir: str | Path, where: str | Path | None = None) -> bytes | None:
+    """The bytes of a bundle directory's ``manifest.sig`` (at most :data:`MAX_KEY_BYTES`; larger is a
+    :class:`BundleError`), or None when the bundle is unsigned (no such plain file: a link does not count)."""
+    path = Path(bundle_dir) / SIGNATURE_FILE
+    if not path.is_file() or path.is_symlink():
+        return None
+    return _read_bounded(path, MAX_KEY_BYTES, Path(where or bundle_dir))
+
+
+def signing_key_id(bundle_dir: str | Path) -> str | None:
+    """The key id a bundle directory's ``manifest.sig`` names (None when unsigned); not a verification, which
+    :meth:`Bundle.open` does against trusted keys."""
+    data = signature_bytes(bundle_dir)
+    return None if data is None else Signature.parse(data, str(Path(bundle_dir) / SIGNATURE_FILE)).key_id
 
 
 def _read_key_file(path: Path, what: str) -> bytes:

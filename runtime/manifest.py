@@ -376,6 +376,65 @@ class Uncertainty(_Part):
             yield "factors", "must hold positive finite numbers"
 
 
+Planner = Literal["random-shooting", "cem"]
+
+
+@dataclass(frozen=True)
+class Control(_Part):
+    """Model-predictive control over a learned dynamics model (``metaedge.runtime.control``).
+
+    The bundle's model maps ``concat(state, action)`` (``state_dim + action_dim`` inputs) to the state change over
+    one control period (``state_dim`` outputs). The planner rolls ``candidates`` action sequences of ``horizon``
+    steps through it and scores each with the quadratic cost
+    ``sum_t (s_t - target)^T diag(q) (s_t - target) + a_t^T diag(r) a_t`` (the state error of the dims in ``wrap``
+    is an angle, wrapped to ``[-pi, pi)``). A device re-adapts from its last ``window`` transitions every
+    ``adapt_every`` steps.
+    """
+
+    state_dim: int
+    action_dim: int
+    action_low: tuple[float, ...]
+    action_high: tuple[float, ...]
+    planner: Planner
+    horizon: int
+    candidates: int
+    q: tuple[float, ...]
+    r: tuple[float, ...]
+    target: tuple[float, ...]
+    window: int
+    adapt_every: int
+    #: seconds per control step (for reports; the model knows nothing of time)
+    dt: float
+    seed: int = 0
+    #: CEM: refinement rounds and the number of lowest-cost sequences each refits the sampling Gaussian to
+    iterations: int = 1
+    elites: int = 0
+    wrap: tuple[int, ...] = ()
+
+    def _problems(self) -> Iterator[tuple[str, str]]:
+        s, a = self.state_dim, self.action_dim
+        for name, value, lo in (("state_dim", s, 1), ("action_dim", a, 1), ("horizon", self.horizon, 1),
+                                ("candidates", self.candidates, 1), ("window", self.window, 1),
+                                ("adapt_every", self.adapt_every, 1), ("iterations", self.iterations, 1),
+                                ("seed", self.seed, 0)):
+            if value < lo:
+                yield name, f"must be >= {lo}, got {value}"
+        for name, value, n in (("action_low", self.action_low, a), ("action_high", self.action_high, a),
+                               ("q", self.q, s), ("r", self.r, a), ("target", self.target, s)):
+            if len(value) != n or not all(math.isfinite(v) for v in value):
+                yield name, f"must hold {n} finite numbers"
+        if any(h <= lo for lo, h in zip(self.action_low, self.action_high)):
+            yield "action_high", "must exceed action_low in every dimension"
+        if any(v < 0 for v in self.q + self.r):
+            yield "q", "and r must hold numbers >= 0"
+        if not all(0 <= i < s for i in self.wrap):
+            yield "wrap", f"must hold state indices below {s}"
+        if not (self.dt > 0 and math.isfinite(self.dt)):
+            yield "dt", "must be a positive number"
+        if self.planner == "cem" and not 1 <= self.elites <= self.candidates:
+            yield "elites", f"must be between 1 and candidates ({self.candidates}) for the cem planner"
+
+
 @dataclass(frozen=True)
 class Graphs(_Part):
     """The ONNX graph file of each role (None: not exported)."""
@@ -536,6 +595,8 @@ class Manifest(_Part):
     tensorrt: dict[str, TensorRTEngines] = field(default_factory=dict)
     #: regression bundles: predictive intervals (None: exported before they existed, or not fitted)
     uncertainty: Uncertainty | None = None
+    #: dynamics bundles: the model-predictive controller a device runs with the adapted model
+    control: Control | None = None
 
     @classmethod
     def parse(cls, data: Any) -> Manifest:
@@ -573,6 +634,11 @@ class Manifest(_Part):
             yield "graphs.forward", f"is missing ({', '.join(f'graphs.{r}' for r in graphs)} need it)"
         if self.uncertainty is not None and len(self.uncertainty.noise_scale) != self.output.dim:
             yield "uncertainty.noise_scale", f"must hold one number per output ({self.output.dim})"
+        if self.control is not None and (self.input.shape, self.output.dim) != (
+                (self.control.state_dim + self.control.action_dim,), self.control.state_dim):
+            yield "control.state_dim", (f"and control.action_dim must match the model: {self.control.state_dim} + "
+                                        f"{self.control.action_dim} inputs (state, action) and "
+                                        f"{self.control.state_dim} outputs (the state change)")
         step = {"sgd": "adapt_step", "gauss-newton": "gauss_newton"}.get(self.adaptation.solver)
         if graphs and step and getattr(self.graphs, step) is None:
             yield f"graphs.{step}", f"is missing (the {self.adaptation.solver} solver needs it)"

@@ -30,9 +30,11 @@ from ..devices import checked_devices, get_profile, load_profiles
 from ..errors import ExistsError, InputError
 from ..runtime import signing
 from ..runtime.bundle import Bundle, sha256
+from ..runtime.errors import ManifestError
 from ..runtime.manifest import (
     FORMAT_VERSION,
     Adaptation,
+    Control,
     DeviceFit,
     Firmware,
     Graphs,
@@ -150,6 +152,18 @@ def write_parameters(run: Run, folder: Path, layout: Layout) -> list[Path]:
     return paths
 
 
+def control_part(run: Run) -> Control | None:
+    """The controller the bundle states: the family's ``control_defaults`` overridden by the run's ``control``."""
+    given = {**(run.family.control_defaults or {}), **(run.config.control or {})}
+    if not given:
+        return None
+    try:
+        return Control._read(given, "control")
+    except ManifestError as e:  # its advice (re-export) does not apply: the config is what to fix
+        problem = str(e).split("; ")[0].removeprefix("manifest field ")
+        raise InputError(f"the training config's {problem}; fix the control section of the config") from None
+
+
 def build_manifest(run: Run, run_path: str | Path, folder: Path, solver: DeviceSolver, example: Example,
                    layout: Layout, graphs: dict[str, Path], firmware: dict[str, Path],
                    firmware_skipped: str | None, files: list[Path]) -> Manifest:
@@ -177,6 +191,7 @@ def build_manifest(run: Run, run_path: str | Path, folder: Path, solver: DeviceS
         provenance=Provenance(run=str(Path(run_path).resolve()), git_commit=_git_commit(),
                               metaedge_version=__version__,
                               created=dt.datetime.now(dt.timezone.utc).isoformat(), train=run.config.to_dict()),
+        control=control_part(run),
     )
     manifest = replace(manifest, footprint=footprint(folder, manifest.graphs, manifest.firmware,
                                                      shots=run.config.shots))

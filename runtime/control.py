@@ -10,7 +10,8 @@ The draws of plan call ``k`` (counted from the planner's creation or last :meth:
 ``i`` start at counter ``(k * iterations + i) * 2 * N * H * A`` (``N`` candidates, ``H`` horizon, ``A`` action
 dims); draw ``j`` is element ``j`` of the row-major ``(N, H, A)`` action array. Random shooting maps uniform ``j``
 to ``low + (high - low) * u``; CEM forms normal ``j`` from uniforms ``2j`` and ``2j + 1`` by Box-Muller in double
-precision. Rollouts run in float32, costs accumulate in float64.
+precision. Rollouts run in float32 (the state dims in ``wrap`` are wrapped to ``[-pi, pi)`` after every step),
+costs accumulate in float64.
 """
 
 from __future__ import annotations
@@ -85,7 +86,8 @@ def rollout_costs(spec: Control, state: np.ndarray, actions: np.ndarray, dynamic
         delta = np.asarray(dynamics(np.concatenate([s, a], axis=1)), dtype=np.float32)
         s = s + delta.reshape(s.shape)
         e = s - target
-        if wrap:
+        if wrap:  # angles stay in [-pi, pi), as the model saw them in training
+            s[:, wrap] = wrap_angle(s[:, wrap])
             e[:, wrap] = wrap_angle(e[:, wrap])
         costs += (e.astype(np.float64) ** 2) @ q + (a.astype(np.float64) ** 2) @ r
     return costs

@@ -386,8 +386,8 @@ class Control(_Part):
     The bundle's model maps ``concat(state, action)`` (``state_dim + action_dim`` inputs) to the state change over
     one control period (``state_dim`` outputs). The planner rolls ``candidates`` action sequences of ``horizon``
     steps through it and scores each with the quadratic cost
-    ``sum_t (s_t - target)^T diag(q) (s_t - target) + a_t^T diag(r) a_t`` (the state error of the dims in ``wrap``
-    is an angle, wrapped to ``[-pi, pi)``). A device re-adapts from its last ``window`` transitions every
+    ``sum_t (s_t - target)^T diag(q) (s_t - target) + a_t^T diag(r) a_t`` (the dims in ``wrap`` are angles: the
+    state and its error are wrapped to ``[-pi, pi)``). A device re-adapts from its last ``window`` transitions every
     ``adapt_every`` steps.
     """
 

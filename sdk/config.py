@@ -51,6 +51,9 @@ class TrainConfig:
     #: a run directory whose meta-parameters (weights and learned rates) and normaliser this run starts from,
     #: e.g. the champion of a model update; its architecture (algo, model, adaptation) must be this run's
     init_from: str | None = None
+    #: dynamics runs: the model-predictive controller the bundle states, in the keys of the manifest's ``control``
+    #: part (docs/control.md); given keys override the family's ``control_defaults``
+    control: dict[str, Any] | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
@@ -73,6 +76,8 @@ class TrainConfig:
             raise InputError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
         if self.init_from is not None and (not isinstance(self.init_from, str) or not self.init_from):
             raise InputError(f"init_from must be the path of a run directory, got {self.init_from!r}")
+        if self.control is not None and not isinstance(self.control, dict):
+            raise InputError(f"control must be an object of controller settings, got {self.control!r}")
         for name in ("inner_lr", "meta_lr"):
             value = float(getattr(self, name))
             if not np.isfinite(value) or value <= 0:

@@ -112,6 +112,9 @@ class TaskFamily(ABC):
     eval_split: str = "test"
     #: headline error metric of reports: "rmse" (physical units) or "mse" (the sinusoid literature)
     metric: str = "rmse"
+    #: dynamics families: the controller a bundle states unless the run's ``control`` overrides it (keys of the
+    #: manifest's ``control`` part; see docs/control.md), else None
+    control_defaults: dict[str, Any] | None = None
 
     @abstractmethod
     def sample_task(self, rng: np.random.Generator, shots: int, queries: int, split: Split = "train") -> Task:

@@ -9,12 +9,13 @@ for coverage, which the export calibrates on meta-validation tasks), exports it 
 1. coverage of nominal 95% and 80% intervals over 500 units x 50 query points after 3 reference points, with the
    mean interval width beside the RMSE (physical units);
 2. error against the number of reference points 1..8, each unit offering a pool of 40 settable points over its
-   range (pool-based: the simulator knows each point's reading) and scored on 50 other points: *guided*
-   (``Model.suggest`` picks each next point from the pool given the points so far), *random* (a random order of
-   the pool), and the *best classic* fit (the best of 2-point linear / LS polynomial / multilinear on the same
-   random points, picked per k in hindsight: it flatters the baseline).
+   range (pool-based: the simulator knows each point's reading) and scored on 50 other points: *guided* (a
+   k-point calibration planned as one design, ``Model.suggest(pool, budget=k).plan``), *guided (sequential)*
+   (``Model.suggest`` picks each next point given the points so far, as a session with a target does), *random*
+   (a random order of the pool), and the *best classic* fit (the best of 2-point linear / LS polynomial /
+   multilinear on the same random points, picked per k in hindsight: it flatters the baseline).
 
-    python benchmarks/intervals.py [--families pressure,ntc,loadcell] [--iterations 500] [--units 500]
+    python benchmarks/intervals.py [--families pressure,ntc,loadcell] [--iterations pressure=15000] [--units 500]
 """
 
 from __future__ import annotations
@@ -36,11 +37,23 @@ from metaedge.sdk.tasks import make_family
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
-def ridge_config(family: str, iterations: int) -> TrainConfig:
+def ridge_config(family: str, iterations: int | None) -> TrainConfig:
+    """The family's shipped config as a ridge run; ``iterations`` None keeps the config's own count."""
     cfg = json.loads((CONFIGS / f"sensor-{family}.json").read_text())
+    iterations = iterations or cfg["iterations"]
     cfg.update(algo="ridge", inner_steps=1, inner_lr=0.1, skip=True, iterations=iterations,
                checkpoint_every=max(iterations, 1))
     return TrainConfig(**cfg)
+
+
+def iteration_counts(text: str, families: list[str]) -> dict[str, int | None]:
+    """``--iterations``: empty (each config's own count), one number for all, or ``family=N`` pairs."""
+    if not text:
+        return dict.fromkeys(families)
+    if "=" not in text:
+        return dict.fromkeys(families, int(text))
+    given = {k: int(v) for k, v in (pair.split("=") for pair in text.split(","))}
+    return {f: given.get(f) for f in families}
 
 
 def coverage(model: Model, fam, units: int, shots: int = 3) -> dict:
@@ -65,18 +78,22 @@ def coverage(model: Model, fam, units: int, shots: int = 3) -> dict:
 def selection_curve(model: Model, fam, units: int, max_points: int = 8, pool: int = 40) -> dict:
     batch = fam.sample_batch(np.random.default_rng(4321), units, pool, 50, split="test")
     rng = np.random.default_rng(7)
-    err = {"guided": np.zeros((units, max_points)), "random": np.zeros((units, max_points)),
-           "best classic": np.full((units, max_points), np.nan)}
+    err = {"guided": np.zeros((units, max_points)), "guided (sequential)": np.zeros((units, max_points)),
+           "random": np.zeros((units, max_points)), "best classic": np.full((units, max_points), np.nan)}
     classic: dict[int, dict[str, list[float]]] = {k: {} for k in range(1, max_points + 1)}
     for i in range(units):
         cx, cy, xq, yq = batch.x_support[i], batch.y_support[i], batch.x_query[i], batch.y_query[i]
         yq = yq.reshape(len(xq), -1)
         chosen: list[int] = []
         for k in range(max_points):
-            s = model.suggest(cx, support=cx[chosen] if chosen else None)
+            s = model.suggest(cx, support=cx[chosen] if chosen else None, exclude=chosen)
             chosen.append(s.index)
             pred = model.adapt(cx[chosen], cy[chosen]).predict(xq)
-            err["guided"][i, k] = np.sqrt(((pred - yq) ** 2).mean())
+            err["guided (sequential)"][i, k] = np.sqrt(((pred - yq) ** 2).mean())
+        for k in range(1, max_points + 1):  # a k-point calibration planned as one design
+            plan = list(model.suggest(cx, budget=k).plan)
+            pred = model.adapt(cx[plan], cy[plan]).predict(xq)
+            err["guided"][i, k - 1] = np.sqrt(((pred - yq) ** 2).mean())
         order = rng.permutation(pool)[:max_points]
         for k in range(1, max_points + 1):
             idx = order[:k]
@@ -95,33 +112,35 @@ def selection_curve(model: Model, fam, units: int, max_points: int = 8, pool: in
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--families", default="pressure,ntc,loadcell")
-    ap.add_argument("--iterations", type=int, default=500)
+    ap.add_argument("--iterations", default="", help="N for every family, or family=N,...; default: each "
+                    "config's own count")
     ap.add_argument("--units", type=int, default=500)
     ap.add_argument("--curve-units", type=int, default=100)
     ap.add_argument("--work", type=Path, default=Path("runs/bench-intervals"))
     args = ap.parse_args()
     results = {}
-    for name in args.families.split(","):
+    families = args.families.split(",")
+    for name, iterations in iteration_counts(args.iterations, families).items():
         t0 = time.perf_counter()
-        cfg = ridge_config(name, args.iterations)
-        run, train_s = train_or_resume(cfg, args.work / f"{name}-ridge-{args.iterations}", progress=False)
-        bundle = args.work / f"{name}-ridge-{args.iterations}.meb"
+        cfg = ridge_config(name, iterations)
+        run, train_s = train_or_resume(cfg, args.work / f"{name}-ridge-{cfg.iterations}", progress=False)
+        bundle = args.work / f"{name}-ridge-{cfg.iterations}.meb"
         if not bundle.exists():
             export_bundle(run, bundle, check=False)
         model = Model.load(bundle)
         fam = make_family(cfg.family)
         cov = coverage(model, fam, args.units)
         curve = selection_curve(model, fam, args.curve_units)
-        results[name] = {"iterations": args.iterations, "train_seconds": train_s, "uncertainty":
+        results[name] = {"iterations": cfg.iterations, "train_seconds": train_s, "uncertainty":
                          {"noise_scale": model.uncertainty.noise_scale, "levels": model.uncertainty.levels,
                           "factors": model.uncertainty.factors}, "coverage": cov, "selection": curve,
                          "seconds": time.perf_counter() - t0}
         units = fam.output_units[0]
         print(f"{name}: coverage 95% {cov['coverage_95']:.3f} (mean width {cov['width_95']:.3g} {units}), "
               f"80% {cov['coverage_80']:.3f} (width {cov['width_80']:.3g}); RMSE {cov['rmse']:.3g} {units}")
-        print("  points        " + " ".join(f"{k:>7d}" for k in curve["points"]))
-        for m in ("guided", "random", "best classic"):
-            print(f"  {m:13s} " + " ".join(f"{v:7.3g}" for v in curve["rmse"][m]))
+        print("  points              " + " ".join(f"{k:>7d}" for k in curve["points"]))
+        for m in ("guided", "guided (sequential)", "random", "best classic"):
+            print(f"  {m:19s} " + " ".join(f"{v:7.3g}" for v in curve["rmse"][m]))
     path = write_result("intervals", {"families": results})
     print(f"written {path}")
 

@@ -7,7 +7,9 @@ technician at a prompt, or a replayed CSV), the model adapts from ``theta0`` on 
 stops when the largest half-width is below the target or at the maximum number of points.
 
 A candidate is suggested once: points already taken are not offered again (re-reading the same setting adds less
-than a new one and wastes the operator's settling time).
+than a new one and wastes the operator's settling time). Without ``--target`` the session takes ``--max-points``
+points, so they are planned as one design (``Model.suggest(..., budget=)``); with a target it may stop after any
+point, so each suggestion is the best single point given those taken.
 """
 
 from __future__ import annotations
@@ -91,15 +93,16 @@ def run_session(model: Model, candidates: np.ndarray, read: Reader, target: floa
         raise InputError(f"--target must be a positive half-width in the output's units, got {target}")
     candidates = np.asarray(candidates, np.float32)
     out = model.bundle.manifest.output.dim
+    # without a target every point up to max_points is taken, so they are planned as one design; with one the
+    # session may stop at any point, so each pick must be the best on its own
+    budget = None if target is not None else min(max_points, len(candidates))
     taken: list[int] = []
     readings: list[np.ndarray] = []
     steps: list[Step] = []
     adapted = None
     while len(taken) < min(max_points, len(candidates)):
         support = candidates[taken] if taken else None
-        scores = np.asarray(model.suggest(candidates, support=support).scores, np.float64).copy()
-        scores[taken] = -np.inf
-        index = int(np.argmax(scores))
+        index = model.suggest(candidates, support=support, budget=budget, exclude=taken).index
         if on_suggest is not None:
             on_suggest(index, candidates[index])
         reading = np.asarray(read(index, candidates[index]), np.float32).reshape(-1)

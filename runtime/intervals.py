@@ -48,13 +48,15 @@ class Interval:
 class Suggestion:
     """The next reference point to set: ``index`` into the candidates ``(m, d)``, the ``point`` ``(d,)`` itself,
     and the ``scores`` ``(m,)`` it was chosen by (ridge: the reduction of the integrated posterior predictive
-    variance over the candidates, physical units squared; gradient learners: the standardised distance to the
-    nearest support point)."""
+    variance over the candidates that a reading there alone brings, physical units squared; gradient learners:
+    the standardised distance to the nearest support point). ``plan`` ``(b,)``: with a budget, the indices of every
+    point still to take in the planned design (``index`` first); without one, ``(index,)``."""
 
     index: int
     point: np.ndarray
     scores: np.ndarray
     method: str
+    plan: tuple[int, ...] = ()
 
 
 def multiplier(uncertainty: Uncertainty, level: float) -> float:
@@ -115,6 +117,55 @@ def variance_reduction(j_candidates: np.ndarray, covariance: np.ndarray, weights
         s = np.eye(out) + b[k * out:(k + 1) * out]
         scores[k] = float(w_rows @ (b * np.linalg.solve(s, b.T).T).sum(1))
     return scores
+
+
+def _design_gain(a: np.ndarray, b: np.ndarray, sets: np.ndarray, out: int) -> np.ndarray:
+    """Integrated-variance reduction of each candidate set ``(n, s)`` taken together: ``tr((I + A_SS)^-1 B_SS)``
+    ``(n,)`` over the sets' rows, with ``A = R C R^T`` and ``B = R C G C R^T`` precomputed on all candidate rows
+    ``R`` (``G = R^T W R``: the weighted integral), by Woodbury as in :func:`variance_reduction`."""
+    idx = (sets[:, :, None] * out + np.arange(out)).reshape(len(sets), -1)  # (n, s * out) row numbers
+    a_ss = a[idx[:, :, None], idx[:, None, :]] + np.eye(idx.shape[1])
+    b_ss = b[idx[:, :, None], idx[:, None, :]]
+    return np.trace(np.linalg.solve(a_ss, b_ss), axis1=1, axis2=2)
+
+
+def plan_design(j_candidates: np.ndarray, covariance: np.ndarray, weights: np.ndarray, count: int,
+                exclude: np.ndarray | None = None, max_passes: int = 20) -> np.ndarray:
+    """The ``count`` distinct candidates that, read together, most lower the integrated predictive variance over
+    all candidates (the same criterion as :func:`variance_reduction`, for a set): ``(count,)`` indices.
+
+    The readings do not enter the posterior covariance, so a whole calibration can be planned before the first
+    reading. Greedy picks start the design; then each planned point is exchanged for the candidate that improves
+    the set most (Fedorov's exchange) until no exchange helps. ``covariance`` is the posterior after the points
+    already taken, ``exclude`` ``(m,)`` booleans marks candidates that may not be picked.
+    """
+    m, out, p = j_candidates.shape
+    rows = j_candidates.astype(np.float64).reshape(m * out, p)
+    w_rows = np.tile(np.asarray(weights, np.float64), m)
+    rc = rows @ covariance
+    a = rc @ rows.T
+    b = rc @ ((rows.T * w_rows) @ rows) @ rc.T
+    allowed = np.ones(m, bool) if exclude is None else ~np.asarray(exclude, bool)
+    count = min(count, int(allowed.sum()))
+    chosen: list[int] = []
+    for _ in range(count):
+        free = np.flatnonzero(allowed & ~np.isin(np.arange(m), chosen))
+        gains = _design_gain(a, b, np.array([chosen + [j] for j in free]), out)
+        chosen.append(int(free[np.argmax(gains)]))
+    best = float(_design_gain(a, b, np.array([chosen]), out)[0]) if chosen else 0.0
+    for _ in range(max_passes if count > 1 else 0):
+        improved = False
+        for pos in range(count):
+            others = chosen[:pos] + chosen[pos + 1:]
+            free = np.flatnonzero(allowed & ~np.isin(np.arange(m), others))
+            sets = np.array([others[:pos] + [j] + others[pos:] for j in free])
+            gains = _design_gain(a, b, sets, out)
+            k = int(np.argmax(gains))
+            if gains[k] > best * (1 + 1e-9) + 1e-300:
+                chosen, best, improved = [int(v) for v in sets[k]], float(gains[k]), True
+        if not improved:
+            break
+    return np.asarray(chosen, dtype=np.int64)
 
 
 def farthest_candidate(candidates: np.ndarray, support: np.ndarray | None) -> np.ndarray:

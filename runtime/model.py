@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -43,6 +43,7 @@ from .intervals import (
     conformal_spread,
     farthest_candidate,
     multiplier,
+    plan_design,
     posterior_covariance,
     posterior_spread,
     variance_reduction,
@@ -349,32 +350,60 @@ class Model:
         """The prior precisions ``exp(rates) + min_damping`` ``(P,)`` float64 (gauss-newton bundles)."""
         return np.exp(self.rates.astype(np.float64)) + float(self.bundle.manifest.adaptation.min_damping)
 
-    def suggest(self, candidates: np.ndarray, support: np.ndarray | None = None) -> Suggestion:
+    def suggest(self, candidates: np.ndarray, support: np.ndarray | None = None, budget: int | None = None,
+                exclude: Sequence[int] = ()) -> Suggestion:
         """The next reference point to set among ``candidates`` ``(m, *input_shape)`` (the points the user can
         actually apply), given the inputs of the reference points taken so far, ``support`` ``(k, *input_shape)``
-        (None: none yet).
+        (None: none yet). ``exclude``: candidate indices not to offer (e.g. those already taken).
 
-        Ridge (gauss-newton) bundles: the candidate whose reading most lowers the integrated posterior predictive
-        variance over the candidate set (the unit's operating range), ``sum_c sum_o var_o(c)`` in physical units
-        (:func:`~metaedge.runtime.intervals.variance_reduction`; the readings themselves do not enter: the
-        posterior covariance depends on inputs only). Gradient learners: a stated heuristic, the candidate
-        farthest (standardised inputs) from every support point, to fill the range.
+        Ridge (gauss-newton) bundles: the integrated posterior predictive variance over the candidate set (the
+        unit's operating range), ``sum_c sum_o var_o(c)`` in physical units, is what a reading lowers (the
+        readings themselves do not enter: the posterior covariance depends on inputs only).
+
+        - ``budget`` None (sequential): the candidate whose reading alone lowers it most
+          (:func:`~metaedge.runtime.intervals.variance_reduction`), right for a session that may stop early.
+        - ``budget`` = the number of points the calibration will take in all (support included): the remaining
+          ``budget - k`` points are planned jointly (:func:`~metaedge.runtime.intervals.plan_design`), and of
+          those the one worth most alone is suggested first. A 3-point plan beats 3 sequential picks, which
+          must each be best on their own.
+
+        Gradient learners: a stated heuristic, the candidate farthest (standardised inputs) from every support
+        point, to fill the range (``budget`` is ignored).
         """
         if self.classification:
             raise InputError("suggest picks reference points for regression bundles; this bundle classifies")
         c = self._inputs(candidates, "candidates")
         s = None if support is None else self._inputs(support, "support inputs")
+        k = 0 if s is None else len(s.standard)
+        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, np.integer))
+                                   or budget <= k):
+            raise InputError(f"the budget must be a whole number of reference points above the {k} already "
+                             f"taken, got {budget!r}")
+        blocked = np.zeros(len(c.standard), bool)
+        try:
+            blocked[np.asarray(list(exclude), dtype=np.int64)] = True
+        except (IndexError, ValueError, TypeError):
+            raise InputError(f"exclude must hold candidate indices below {len(blocked)}, got {list(exclude)!r}") \
+                from None
+        if blocked.all():
+            raise InputError("every candidate is excluded; offer at least one point that has not been taken")
         if self.interval_method != "gaussian-posterior":
             scores = farthest_candidate(c.standard, None if s is None else s.standard)
-            method = "farthest-from-support"
+            method, plan = "farthest-from-support", None
         else:
             covariance = self._posterior(self.theta0, s)
             sigma = np.asarray(self.uncertainty.noise_scale) if self.uncertainty else np.ones(len(self._y_std))
             weights = (sigma * self._y_std.astype(np.float64)) ** 2
-            scores = variance_reduction(self._jacobian(self.theta0, c), covariance, weights)
-            method = "posterior-variance-reduction"
-        best = int(np.argmax(scores))
-        return Suggestion(best, c.physical[best].copy(), scores, method)
+            jac = self._jacobian(self.theta0, c)
+            scores = variance_reduction(jac, covariance, weights)
+            plan = None if budget is None else plan_design(jac, covariance, weights, budget - k, blocked)
+            method = "posterior-variance-reduction" if plan is None else "posterior-variance-design"
+        pick = np.where(blocked, -np.inf, scores)
+        if plan is not None:
+            pick = np.where(np.isin(np.arange(len(pick)), plan), pick, -np.inf)
+        best = int(np.argmax(pick))
+        order = (best,) if plan is None else (best, *(int(i) for i in plan if i != best))
+        return Suggestion(best, c.physical[best].copy(), scores, method, order)
 
     def _posterior(self, theta: np.ndarray, support: Samples | None) -> np.ndarray:
         """``(J^T J + Lambda)^-1`` ``(P, P)`` for the support inputs (None: the prior ``Lambda^-1``)."""

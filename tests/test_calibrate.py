@@ -62,12 +62,12 @@ def test_replay_follows_the_runtime_suggestions_and_saves_the_last_adaptation(ri
     taken = _taken(result.output)
     assert len(taken) == 5 and len(set(taken)) == 5
     model = Model.load(ridge_bundle)
-    # each suggestion is the runtime's best untaken candidate given the points before it; the first the prior's
-    assert taken[0] == model.suggest(x).index
+    # without a target the 5 points are planned as one design: each suggestion is the runtime's next point of the
+    # 5-point plan given the points before it, and the first plan is the design the session follows
+    first = model.suggest(x, budget=5)
+    assert taken[0] == first.index and set(taken) == set(first.plan)
     for n in range(1, 5):
-        scores = model.suggest(x, support=x[taken[:n]]).scores.copy()
-        scores[taken[:n]] = -np.inf
-        assert taken[n] == int(np.argmax(scores))
+        assert taken[n] == model.suggest(x, support=x[taken[:n]], budget=5, exclude=taken[:n]).index
     # the readings replayed are the unit's, matched by inputs although the readings file is in reverse order
     for i, shown in zip(taken, re.findall(r"reading pressure=([0-9.e+-]+) kPa", result.output)):
         assert float(shown) == pytest.approx(float(y[i, 0]), rel=1e-5)
@@ -85,7 +85,15 @@ def test_replay_follows_the_runtime_suggestions_and_saves_the_last_adaptation(ri
 
 
 def test_target_stops_at_the_first_point_below_it_and_journals(ridge_bundle, unit_files, tmp_path):
-    full = _replay(ridge_bundle, unit_files, tmp_path / "a.state", "--max-points", "6")
+    # a target never reached: the same sequential picks, all six points
+    full = _replay(ridge_bundle, unit_files, tmp_path / "a.state", "--max-points", "6", "--target", "1e-9")
+    model = Model.load(ridge_bundle)
+    x = unit_files[2]
+    taken = _taken(full.output)
+    for n in range(6):  # each the best untaken candidate alone, given the points before it
+        scores = model.suggest(x, support=x[taken[:n]] if n else None).scores.copy()
+        scores[taken[:n]] = -np.inf
+        assert taken[n] == int(np.argmax(scores))
     widths = [float(m) for m, _ in HALF.findall(full.output)]
     first = next(n for n in range(1, 6) if widths[n] < min(widths[:n]))  # the first point that narrows below all
     target = (widths[first] + min(widths[:first])) / 2
@@ -170,6 +178,6 @@ def test_technician_answers_two_prompts_at_a_real_terminal(ridge_bundle, unit_fi
         subprocess.run(["tmux", "kill-session", "-t", session], check=False)
     assert "EXIT=0" in pane and "stopped after 2 points" in pane, pane
     model = Model.load(ridge_bundle)
-    assert typed[0] == model.suggest(x).index
+    assert typed[0] == model.suggest(x, budget=2).index  # two points, no target: planned together
     reference = model.adapt(x[typed], y[typed])
     np.testing.assert_allclose(Adapted.load(model, state).theta, reference.theta, rtol=1e-6, atol=1e-7)

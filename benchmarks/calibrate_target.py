@@ -12,7 +12,7 @@ runs with each target and ``--max-points 8``; after it stops, the unit's *true* 
 Reported per target: the mean number of points used, the share of units that reached the target, and the share
 whose true RMSE then exceeds the target (goal at most 5%), over all units and over those that reached it.
 
-    python benchmarks/calibrate_target.py [--iterations 1000] [--units 500] [--targets 0.5,1,2]
+    python benchmarks/calibrate_target.py [--iterations N] [--units 500] [--targets 0.5,0.75,1,1.5,2]
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def trace(model: Model, fam, units: int, max_points: int) -> tuple[np.ndarray, n
     rmse = np.zeros((units, max_points))
     for i in range(units):
         x, y, xq, yq = unit_grid(fam, rng)
-        session = run_session(model, x, lambda index, point, y=y: y[index], None, max_points)
+        session = run_session(model, x, lambda index, point, y=y: y[index], None, max_points, planned=False)
         taken = [s.index for s in session.steps]
         for n, step in enumerate(session.steps):
             half[i, n] = step.max_half_width
@@ -80,16 +80,16 @@ def at_target(half: np.ndarray, rmse: np.ndarray, target: float) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--iterations", type=int, default=1000)
+    ap.add_argument("--iterations", type=int, default=None, help="default: the config's own count")
     ap.add_argument("--units", type=int, default=500)
     ap.add_argument("--max-points", type=int, default=8)
-    ap.add_argument("--targets", default="0.5,1,2")
+    ap.add_argument("--targets", default="0.5,0.75,1,1.5,2")
     ap.add_argument("--work", type=Path, default=Path("runs/bench-intervals"))
     args = ap.parse_args()
     t0 = time.perf_counter()
     cfg = ridge_config("pressure", args.iterations)
-    run, train_s = train_or_resume(cfg, args.work / f"pressure-ridge-{args.iterations}", progress=False)
-    bundle = args.work / f"pressure-ridge-{args.iterations}.meb"
+    run, train_s = train_or_resume(cfg, args.work / f"pressure-ridge-{cfg.iterations}", progress=False)
+    bundle = args.work / f"pressure-ridge-{cfg.iterations}.meb"
     if not bundle.exists():
         export_bundle(run, bundle, check=False)
     model = Model.load(bundle, backend="onnxruntime")
@@ -102,7 +102,7 @@ def main() -> None:
               f"{'n/a' if when is None else f'{when:.1%}'}), mean final RMSE {r['mean_final_rmse']:.3g} kPa, "
               f"points used {r['points_histogram']}")
     path = write_result("calibrate_target", {
-        "family": cfg.family, "iterations": args.iterations, "train_seconds": train_s, "units": args.units,
+        "family": cfg.family, "iterations": cfg.iterations, "train_seconds": train_s, "units": args.units,
         "max_points": args.max_points, "candidates": f"{len(PRESSURES)} pressures x {len(TEMPERATURES)} temperatures",
         "max_half_width_mean": half.mean(0).tolist(), "true_rmse_mean": rmse.mean(0).tolist(), "targets": rows,
         "seconds": time.perf_counter() - t0})

@@ -81,7 +81,7 @@ def half_widths(adapted: Adapted, candidates: np.ndarray, level: float = LEVEL) 
 
 def run_session(model: Model, candidates: np.ndarray, read: Reader, target: float | None = None,
                 max_points: int = 8, on_step: Callable[[Step], None] | None = None,
-                on_suggest: Callable[[int, np.ndarray], None] | None = None) -> Session:
+                on_suggest: Callable[[int, np.ndarray], None] | None = None, planned: bool | None = None) -> Session:
     """Run the guided loop over ``candidates`` ``(m, in)``; ``read`` gives each reading, ``on_suggest`` and
     ``on_step`` report progress. ``target`` (physical units; None: none) stops the session once the largest
     95% half-width over the candidates is below it, else it stops at ``max_points`` or when every candidate is
@@ -95,7 +95,8 @@ def run_session(model: Model, candidates: np.ndarray, read: Reader, target: floa
     out = model.bundle.manifest.output.dim
     # without a target every point up to max_points is taken, so they are planned as one design; with one the
     # session may stop at any point, so each pick must be the best on its own
-    budget = None if target is not None else min(max_points, len(candidates))
+    planned = target is None if planned is None else planned
+    budget = min(max_points, len(candidates)) if planned else None
     taken: list[int] = []
     readings: list[np.ndarray] = []
     steps: list[Step] = []

@@ -105,6 +105,7 @@ def _declare(lib: ctypes.CDLL) -> None:
         "me_journal_format": (ctypes.c_int, [c_vp, c_vp, c_size, ctypes.POINTER(c_size)]),
         "me_predict_interval": (ctypes.c_int, [c_vp, c_vp, c_u32, c_vp, c_u32, ctypes.c_float, c_vp, c_vp, c_vp]),
         "me_suggest": (ctypes.c_int, [c_vp, c_vp, c_u32, c_vp, c_u32, ctypes.POINTER(c_u32), c_vp]),
+        "me_plan_points": (ctypes.c_int, [c_vp, c_vp, c_u32, c_vp, c_u32, c_u32, c_vp, c_vp, c_vp]),
     }
     for name, (res, args) in sigs.items():
         fn = getattr(lib, name)
@@ -445,3 +446,18 @@ class NativeModel:
         self._check(_LIB.me_suggest(self._s, s.ctypes.data if k else None, k, c.ctypes.data, len(c),
                                     ctypes.byref(best), scores.ctypes.data), "suggest")
         return int(best.value), scores
+
+    def plan_points(self, theta: np.ndarray, xs: np.ndarray | None, candidates: np.ndarray, count: int,
+                    exclude: np.ndarray | None = None) -> list[int]:
+        """``me_plan_points``: the ``count`` candidates ``(m, in_dim)`` still to take, planned as one design given
+        the support inputs ``xs`` (None: none), the one worth most alone first; ``exclude`` ``(m,)`` booleans."""
+        c = self._inputs(candidates, "candidates")
+        s, k = self._support_inputs(xs, extra=len(c))
+        state = self._state(theta)
+        self._check(self._fn["me_set_theta"](self._s, state.ctypes.data, state.size), "state")
+        plan = np.zeros(max(count, 1), np.uint32)
+        blocked = np.zeros(len(c), np.uint8) if exclude is None else np.asarray(exclude, np.uint8)
+        work = np.empty(len(c) * self.header.n_theta, np.float32)
+        self._check(_LIB.me_plan_points(self._s, s.ctypes.data if k else None, k, c.ctypes.data, len(c), count,
+                                        blocked.ctypes.data, plan.ctypes.data, work.ctypes.data), "plan")
+        return [int(v) for v in plan[:count]]

@@ -258,8 +258,8 @@ def test_cli_predict_writes_lower_and_upper_columns(ridge_bundle, tmp_path):
 
 
 def test_c_library_equals_the_python_runtime(ridge_bundle):
-    """me_predict_interval and me_suggest (format-4 model.mebin) against the Python runtime (ONNX Runtime's exact
-    Jacobian), to 1e-5 relative to the values' scale."""
+    """me_predict_interval, me_suggest and me_plan_points (format-4 model.mebin) against the Python runtime (ONNX
+    Runtime's exact Jacobian), to 1e-5 relative to the values' scale."""
     from metaedge.runtime.native import NativeModel
 
     c_model = NativeModel((ridge_bundle / "model.mebin").read_bytes())
@@ -281,6 +281,11 @@ def test_c_library_equals_the_python_runtime(ridge_bundle):
             best, scores = c_model.suggest(model.theta0, support, xq)
             assert best == ours.index
             np.testing.assert_allclose(scores, ours.scores, rtol=1e-5, atol=1e-5 * float(ours.scores.max()))
+            for budget, exclude in ((4, None), (6, [0, 5, 7])):  # me_plan_points: the same planned design
+                k = 0 if support is None else len(support)
+                planned = model.suggest(xq, support=support, budget=budget + k, exclude=exclude or ())
+                blocked = np.isin(np.arange(len(xq)), exclude or [])
+                assert c_model.plan_points(model.theta0, support, xq, budget, blocked) == list(planned.plan)
     assert worst <= 1e-5, worst
     with pytest.raises(InputError, match="invalid argument"):
         c_model.predict_interval(model.theta0, batch.x_support[0], batch.x_query[0], 0.999)

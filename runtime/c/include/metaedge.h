@@ -46,7 +46,7 @@ extern "C" {
  * a public struct, a status code's meaning). me_api_version() is the library's (MAJOR << 16 | MINOR), to check a
  * shared library against the header a binding was written for. */
 #define ME_API_VERSION_MAJOR 1u
-#define ME_API_VERSION_MINOR 1u
+#define ME_API_VERSION_MINOR 2u
 #define ME_API_VERSION ((ME_API_VERSION_MAJOR << 16) | ME_API_VERSION_MINOR)
 
 #define ME_FORMAT_VERSION 4u  /* the newest model.mebin format this library reads (it reads 1 to 3 too) */
@@ -207,6 +207,14 @@ ME_API me_status me_predict_interval(me_session *s, const float *xs, uint32_t k,
                                      float level, float *out, float *lower, float *upper);
 ME_API me_status me_suggest(me_session *s, const float *xs, uint32_t k, const float *candidates, uint32_t m,
                             uint32_t *best, float *scores);
+/* me_plan_points (API 1.2): the `count` candidates (of m, m <= max_shots; single-output models; count <= ME_MAX_PLAN) still
+ * to take, planned as one design that most lowers the integrated predictive variance given the k support inputs
+ * (greedy start, then exchanges of one planned point while one improves the set), as Model.suggest(budget=) in
+ * Python. exclude[m] (may be NULL): nonzero marks candidates not to pick. plan[count] receives the indices, the
+ * one worth most alone first, the others in plan order; work holds m * n_theta floats. */
+#define ME_MAX_PLAN 16u
+ME_API me_status me_plan_points(me_session *s, const float *xs, uint32_t k, const float *candidates, uint32_t m,
+                                uint32_t count, const uint8_t *exclude, uint32_t *plan, float *work);
 
 /* sizeof(me_model) and sizeof(me_session), for language bindings that allocate them */
 ME_API size_t me_sizeof_model(void);

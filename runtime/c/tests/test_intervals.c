@@ -145,6 +145,51 @@ static void test_suggest_is_the_largest_variance_reduction(void)
     CHECK_STATUS(me_suggest(&sess, NULL, 0, cand, SHOTS, &best, NULL), ME_OK);
 }
 
+/* the integrated variance over the candidates after the support plus the candidates in set[0..b) */
+static double variance_after(const float *xs, int k, const float *cand, const uint32_t *set, int b)
+{
+    float rows[2 * (2 + SHOTS)];
+    memcpy(rows, xs, sizeof(float) * 2u * (size_t)k);
+    for (int i = 0; i < b; i++) memcpy(rows + 2 * (k + i), cand + 2 * set[i], 2 * sizeof(float));
+    double cov[P][P], v = 0.0;
+    posterior(rows, k + b, cov);
+    for (int c = 0; c < SHOTS; c++) v += quad(cov, cand + 2 * c);
+    return v;
+}
+
+static void test_planned_points_are_the_best_set(void)
+{
+    open_model(1);
+    uint32_t rng = 5u;
+    float xs[2], cand[2 * SHOTS], work[SHOTS * P];
+    for (int i = 0; i < 2; i++) xs[i] = check_uniform(&rng);
+    for (int i = 0; i < 2 * SHOTS; i++) cand[i] = 3.f * check_uniform(&rng) - 1.f;
+    uint8_t exclude[SHOTS] = {0};
+    exclude[2] = 1;
+    uint32_t plan[3] = {99u, 99u, 99u};
+    CHECK_STATUS(me_plan_points(&sess, xs, 1, cand, SHOTS, 3, exclude, plan, work), ME_OK);
+    /* brute force over every 3-subset of the allowed candidates */
+    double best = INFINITY;
+    for (uint32_t a = 0; a < SHOTS; a++)
+        for (uint32_t b = a + 1; b < SHOTS; b++)
+            for (uint32_t c = b + 1; c < SHOTS; c++) {
+                if (exclude[a] || exclude[b] || exclude[c]) continue;
+                const uint32_t set[3] = {a, b, c};
+                best = fmin(best, variance_after(xs, 1, cand, set, 3));
+            }
+    CHECK(plan[0] != plan[1] && plan[1] != plan[2] && plan[0] != plan[2]);
+    CHECK(!exclude[plan[0]] && !exclude[plan[1]] && !exclude[plan[2]]);
+    CHECK_CLOSE(variance_after(xs, 1, cand, plan, 3), best, 1e-6 * best);
+    /* the first is the planned point that alone lowers the variance most */
+    for (int i = 1; i < 3; i++) CHECK(variance_after(xs, 1, cand, plan, 1) <= variance_after(xs, 1, cand, plan + i, 1));
+    uint8_t all[SHOTS];
+    memset(all, 1, sizeof all);
+    all[0] = 0;
+    CHECK_STATUS(me_plan_points(&sess, xs, 1, cand, SHOTS, 2, all, plan, work), ME_ERR_ARGUMENT);
+    CHECK_STATUS(me_plan_points(&sess, xs, 1, cand, SHOTS, ME_MAX_PLAN + 1u, NULL, plan, work), ME_ERR_ARGUMENT);
+    CHECK_STATUS(me_plan_points(&sess, xs, 1, cand, SHOTS, 2, NULL, plan, NULL), ME_ERR_NULL);
+}
+
 static void test_refusals(void)
 {
     /* a format-4 model without the section loads, but has no intervals */
@@ -180,6 +225,7 @@ int main(void)
 {
     test_interval_is_the_posterior_predictive();
     test_suggest_is_the_largest_variance_reduction();
+    test_planned_points_are_the_best_set();
     test_refusals();
     return check_report("test_intervals");
 }

@@ -2,7 +2,8 @@
  * reset + adapt on 10 shots for 5 guarded steps + predict 100 points, single thread, median over repeats.
  * Prints the FLOP count of one repeat (from the layer table) and the achieved rate.
  * --model reads another model.mebin (e.g. a bundle's) instead; it must take one input and give one output.
- * --intervals N instead times me_predict_interval (level 0.95) and me_suggest on N query points / candidates after
+ * --intervals N instead times me_predict_interval (level 0.95), me_suggest and me_plan_points (a 3-point plan
+ * from the prior) on N query points / candidates after
  * adapting on K shots, for a ridge model with fitted intervals (format 4; any input width, one output): the inputs
  * are spread over x_mean +- 1.5 x_std per column (the model's own normalisation), so no data file is needed.
  *   me_bench [--repeats N] [--shots K] [--steps S] [--model model.mebin] [--intervals N] */
@@ -55,7 +56,8 @@ static double median_of(double *times, int repeats)
     return times[repeats / 2];
 }
 
-/* Times me_predict_interval and me_suggest on a session adapted on `shots` points; returns the exit status. */
+/* Times me_predict_interval, me_suggest and me_plan_points (a 3-point plan) on a session adapted on `shots`
+ * points; returns the exit status. */
 static int bench_intervals(me_session *s, const me_model *m, unsigned shots, unsigned n, int repeats)
 {
     const unsigned d = m->in_dim;
@@ -63,6 +65,9 @@ static int bench_intervals(me_session *s, const me_model *m, unsigned shots, uns
     float *xs = malloc(sizeof(float) * shots * d), *ys = malloc(sizeof(float) * shots);
     float *xq = malloc(sizeof(float) * n * d), *out = malloc(sizeof(float) * n * 3u), *scores = malloc(sizeof(float) * n);
     double *times = malloc(sizeof(double) * (size_t)repeats);
+    float *work = malloc(sizeof(float) * n * m->n_theta);
+    uint32_t plan[3] = {0u, 0u, 0u};
+    const uint32_t planned = n < 3u ? n : 3u;
     /* deterministic points: column c of row i at fraction (i * (2c + 1) mod rows) / rows of the +-1.5 std range */
     for (unsigned i = 0; i < shots; i++) {
         for (unsigned c = 0; c < d; c++)
@@ -75,22 +80,24 @@ static int bench_intervals(me_session *s, const me_model *m, unsigned shots, uns
     me_adapt_info info;
     me_status st = me_adapt(s, xs, ys, shots, me_default_steps(m), ME_GUARD, &info);
     uint32_t best = 0;
-    double t_interval = 0.0, t_suggest = 0.0;
-    for (int pass = 0; pass < 2 && st == ME_OK; pass++) {
+    double t[3] = {0.0, 0.0, 0.0};
+    for (int pass = 0; pass < 3 && st == ME_OK; pass++) {
         for (int r = -repeats / 10 - 1; r < repeats && st == ME_OK; r++) {
             const double t0 = now_us();
-            st = pass == 0 ? me_predict_interval(s, xs, shots, xq, n, 0.95f, out, out + n, out + 2u * n)
-                           : me_suggest(s, xs, shots, xq, n, &best, scores);
+            st = pass == 0   ? me_predict_interval(s, xs, shots, xq, n, 0.95f, out, out + n, out + 2u * n)
+                 : pass == 1 ? me_suggest(s, xs, shots, xq, n, &best, scores)
+                             : me_plan_points(s, NULL, 0u, xq, n, planned, NULL, plan, work);
             if (r >= 0) times[r] = now_us() - t0;
         }
-        if (st == ME_OK) *(pass == 0 ? &t_interval : &t_suggest) = median_of(times, repeats);
+        if (st == ME_OK) t[pass] = median_of(times, repeats);
     }
     if (st != ME_OK) fprintf(stderr, "%s\n", me_strerror(st));
     else {
         printf("model %u-...-%u, %u parameters (%u adapted); %u shots, %u query points / candidates\n", d,
                (unsigned)m->out_dim, (unsigned)m->n_params, (unsigned)m->n_theta, shots, n);
-        printf("median me_predict_interval %.2f us  me_suggest %.2f us  (%d repeats; suggested %u)\n", t_interval,
-               t_suggest, repeats, (unsigned)best);
+        printf("median me_predict_interval %.2f us  me_suggest %.2f us  me_plan_points (%u of %u, no support) %.2f us"
+               "  (%d repeats; suggested %u; planned %u %u %u)\n", t[0], t[1], (unsigned)planned, n, t[2], repeats,
+               (unsigned)best, (unsigned)plan[0], (unsigned)plan[1], (unsigned)plan[2]);
     }
     free(xs);
     free(ys);
@@ -98,6 +105,7 @@ static int bench_intervals(me_session *s, const me_model *m, unsigned shots, uns
     free(out);
     free(scores);
     free(times);
+    free(work);
     return st == ME_OK ? 0 : 1;
 }
 

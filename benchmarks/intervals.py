@@ -31,8 +31,8 @@ from common import train_or_resume, write_result
 from metaedge.export.bundle import export_bundle
 from metaedge.runtime.model import Model
 from metaedge.sdk.config import TrainConfig
-from metaedge.sdk.evaluate.classic import classic_predictions
 from metaedge.sdk.tasks import make_family
+from metaedge.selection import selection_curve
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -75,40 +75,6 @@ def coverage(model: Model, fam, units: int, shots: int = 3) -> dict:
     return out
 
 
-def selection_curve(model: Model, fam, units: int, max_points: int = 8, pool: int = 40) -> dict:
-    batch = fam.sample_batch(np.random.default_rng(4321), units, pool, 50, split="test")
-    rng = np.random.default_rng(7)
-    err = {"guided": np.zeros((units, max_points)), "guided (sequential)": np.zeros((units, max_points)),
-           "random": np.zeros((units, max_points)), "best classic": np.full((units, max_points), np.nan)}
-    classic: dict[int, dict[str, list[float]]] = {k: {} for k in range(1, max_points + 1)}
-    for i in range(units):
-        cx, cy, xq, yq = batch.x_support[i], batch.y_support[i], batch.x_query[i], batch.y_query[i]
-        yq = yq.reshape(len(xq), -1)
-        chosen: list[int] = []
-        for k in range(max_points):
-            s = model.suggest(cx, support=cx[chosen] if chosen else None, exclude=chosen)
-            chosen.append(s.index)
-            pred = model.adapt(cx[chosen], cy[chosen]).predict(xq)
-            err["guided (sequential)"][i, k] = np.sqrt(((pred - yq) ** 2).mean())
-        for k in range(1, max_points + 1):  # a k-point calibration planned as one design
-            plan = list(model.suggest(cx, budget=k).plan)
-            pred = model.adapt(cx[plan], cy[plan]).predict(xq)
-            err["guided"][i, k - 1] = np.sqrt(((pred - yq) ** 2).mean())
-        order = rng.permutation(pool)[:max_points]
-        for k in range(1, max_points + 1):
-            idx = order[:k]
-            pred = model.adapt(cx[idx], cy[idx]).predict(xq)
-            err["random"][i, k - 1] = np.sqrt(((pred - yq) ** 2).mean())
-            fits = classic_predictions(cx[idx][None], cy[idx].reshape(1, k, -1), xq[None])
-            for name, p in fits.items():
-                classic[k].setdefault(name, []).append(float(np.sqrt(((p[0] - yq) ** 2).mean())))
-    curve = {m: [float(v) for v in e.mean(0)] for m, e in err.items() if m != "best classic"}
-    best = [min(classic[k].items(), key=lambda kv: np.mean(kv[1])) for k in range(1, max_points + 1)]
-    curve["best classic"] = [float(np.mean(v)) for _, v in best]
-    curve["best classic method"] = [name for name, _ in best]
-    return {"units": units, "pool": pool, "points": list(range(1, max_points + 1)), "rmse": curve}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--families", default="pressure,ntc,loadcell")
@@ -133,14 +99,14 @@ def main() -> None:
         curve = selection_curve(model, fam, args.curve_units)
         results[name] = {"iterations": cfg.iterations, "train_seconds": train_s, "uncertainty":
                          {"noise_scale": model.uncertainty.noise_scale, "levels": model.uncertainty.levels,
-                          "factors": model.uncertainty.factors}, "coverage": cov, "selection": curve,
+                          "factors": model.uncertainty.factors}, "coverage": cov, "selection": curve.to_json(),
                          "seconds": time.perf_counter() - t0}
         units = fam.output_units[0]
         print(f"{name}: coverage 95% {cov['coverage_95']:.3f} (mean width {cov['width_95']:.3g} {units}), "
               f"80% {cov['coverage_80']:.3f} (width {cov['width_80']:.3g}); RMSE {cov['rmse']:.3g} {units}")
-        print("  points              " + " ".join(f"{k:>7d}" for k in curve["points"]))
-        for m in ("guided", "guided (sequential)", "random", "best classic"):
-            print(f"  {m:19s} " + " ".join(f"{v:7.3g}" for v in curve["rmse"][m]))
+        print("  points              " + " ".join(f"{k:>7d}" for k in curve.points))
+        for m, values in curve.mean.items():
+            print(f"  {m:19s} " + " ".join(f"{v:7.3g}" for v in values))
     path = write_result("intervals", {"families": results})
     print(f"written {path}")
 

@@ -296,11 +296,17 @@ def train(config_path: Path | None, family_options: tuple[str, ...], out: Path, 
 @click.option("--interval", type=float,
               help="Regression: the meta-learned rows at the run's steps gain coverage and interval_width of the "
                    "runtime's intervals at this level (e.g. 0.95).")
+@click.option("--selection", type=int,
+              help="Regression: also the point-selection curve up to this many reference points (guided, random, "
+                   "best classic; each task a pool of 40 settable points).")
+@click.option("--selection-tasks", default=100, show_default=True, help="Held-out tasks of the selection curve.")
 @click.option("--bundle", type=click.Path(path_type=Path),
-              help="Bundle of the run whose intervals --interval measures. [exported to a temporary folder]")
+              help="Bundle of the run whose intervals --interval (and guided points --selection) measure. "
+                   "[exported to a temporary folder]")
 def evaluate(run: Path, tasks: int, shots: str, ways: str, queries: int | None, steps: str, baseline_shots: str,
              baselines: bool, pretrain_steps: int, split: str | None, seed: int, as_json: bool,
-             report_dir: Path | None, progress: bool, interval: float | None, bundle: Path | None) -> None:
+             report_dir: Path | None, progress: bool, interval: float | None, selection: int | None,
+             selection_tasks: int, bundle: Path | None) -> None:
     """Evaluate a run on held-out tasks: mean and 95% CI per setting and step count, beside baselines."""
     import tempfile
 
@@ -314,16 +320,27 @@ def evaluate(run: Path, tasks: int, shots: str, ways: str, queries: int | None, 
         baseline_shots=_int_list(baseline_shots, "--baseline-shots") or [], baselines=baselines,
         pretrain_steps=pretrain_steps, split=split, seed=seed,
     )
+    if selection is not None and selection_tasks < 1:
+        raise click.UsageError(f"--selection-tasks must be at least 1, got {selection_tasks}")
     with tempfile.TemporaryDirectory() as tmp:
         intervals = None
-        if interval is not None:
+        if (interval is not None or selection is not None) and bundle is None:
             from .export.bundle import export_bundle
+
+            bundle = export_bundle(run, Path(tmp) / "bundle", check=False)
+        if interval is not None:
             from .export.uncertainty import interval_metrics
 
-            if bundle is None:
-                bundle = export_bundle(run, Path(tmp) / "bundle", check=False)
             intervals = interval_metrics(bundle, interval)
-        report = run_evaluation(Run.load(run), settings, progress=progress, intervals=intervals)
+        loaded = Run.load(run)
+        report = run_evaluation(loaded, settings, progress=progress, intervals=intervals)
+        if selection is not None:
+            from .runtime.model import Model
+            from .selection import selection_curve
+
+            report["selection"] = selection_curve(Model.load(bundle), loaded.family, selection_tasks, selection,
+                                                  split=settings.split or loaded.family.eval_split,
+                                                  seed=seed).to_json()
     if report_dir is not None:
         from .sdk.evaluate.report import write_report
 

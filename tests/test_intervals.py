@@ -309,3 +309,56 @@ def test_eval_interval_rows_are_the_runtime_coverage_on_the_same_tasks(ridge_bun
         width.append((iv.upper - iv.lower).mean())
     assert rows[1]["coverage"] == pytest.approx(np.mean(cover), abs=1e-9)
     assert rows[1]["interval_width"] == pytest.approx(np.mean(width), rel=1e-6)
+
+
+def test_selection_curve_recomputed_and_reported_by_eval(ridge_bundle, tmp_path):
+    from metaedge.sdk.evaluate.classic import classic_predictions
+    from metaedge.selection import selection_curve
+
+    model, fam = Model.load(ridge_bundle), make_family("sensor-pressure")
+    curve = selection_curve(model, fam, tasks=4, max_points=3, pool=10, queries=20, seed=99, order_seed=5)
+    assert curve.points == (1, 2, 3) and set(curve.mean) == {"guided", "guided (sequential)", "random",
+                                                             "best classic"}
+    batch = fam.sample_batch(np.random.default_rng(99), 4, 10, 20, split="test")
+    rng = np.random.default_rng(5)
+    want = {"guided": np.zeros((4, 3)), "random": np.zeros((4, 3))}
+    for i in range(4):
+        cx, cy, xq, yq = batch.x_support[i], batch.y_support[i], batch.x_query[i], batch.y_query[i]
+
+        def rmse(idx, cx=cx, cy=cy, xq=xq, yq=yq):
+            return np.sqrt(((model.adapt(cx[idx], cy[idx]).predict(xq) - yq.reshape(-1, 1)) ** 2).mean())
+
+        order = rng.permutation(10)[:3]
+        for k in range(1, 4):
+            want["guided"][i, k - 1] = rmse(list(model.suggest(cx, budget=k).plan))
+            want["random"][i, k - 1] = rmse(order[:k])
+    for m, values in want.items():
+        np.testing.assert_allclose(curve.mean[m], values.mean(0), rtol=1e-6)
+    # best classic: no classic fit's mean beats the one reported (on the same random points)
+    for k in range(1, 4):
+        rng = np.random.default_rng(5)
+        errs: dict[str, list[float]] = {}
+        for i in range(4):
+            idx = rng.permutation(10)[:3][:k]
+            fits = classic_predictions(batch.x_support[i][idx][None], batch.y_support[i][idx].reshape(1, k, -1),
+                                       batch.x_query[i][None])
+            for name, p in fits.items():
+                errs.setdefault(name, []).append(np.sqrt(((p[0].reshape(-1) - batch.y_query[i].reshape(-1)) ** 2)
+                                                         .mean()))
+        assert curve.mean["best classic"][k - 1] == pytest.approx(min(np.mean(v) for v in errs.values()), rel=1e-6)
+    # metaedge eval --selection: the same curve on the evaluator's split and seed, in the JSON, table and report
+    args = ["eval", str(ridge_bundle.parent / "run"), "--tasks", "10", "--shots", "3", "--steps", "1",
+            "--no-baselines", "--selection", "2", "--selection-tasks", "3", "--bundle", str(ridge_bundle),
+            "--no-progress"]
+    result = CliRunner().invoke(main, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    got = json.loads(result.output[result.output.index("{"):])["selection"]
+    direct = selection_curve(model, fam, tasks=3, max_points=2, seed=1234).to_json()
+    assert got["points"] == [1, 2] and got["mean"].keys() == direct["mean"].keys()
+    for m, values in direct["mean"].items():
+        assert got["mean"][m] == pytest.approx(values, rel=1e-6)
+    result = CliRunner().invoke(main, [*args, "--report", str(tmp_path / "rep")])
+    assert result.exit_code == 0, result.output
+    assert "RMSE against reference points" in result.output and (tmp_path / "rep" / "selection.png").stat().st_size
+    with pytest.raises(InputError, match="between 1 and the pool's 40"):
+        selection_curve(model, fam, tasks=2, max_points=41)

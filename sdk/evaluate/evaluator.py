@@ -265,5 +265,12 @@ def format_table(report: dict[str, Any]) -> str:
             shots = "-" if p["shots"] == 0 else str(p["shots"])
             lines.append(f"  {p['method']:38s} {ways:>4s} {shots:>5s} {steps:>5s} "
                          f"{p['difference'] * scale:>+12.4f} ± {p['difference_ci'] * scale:.4f}")
+    curve = report.get("selection")
+    if curve:
+        lines.append(f"{curve['metric'].upper()} against reference points, mean over {curve['tasks']} tasks, each a "
+                     f"pool of {curve['pool']} settable points:")
+        lines.append(f"  {'points':20s}" + "".join(f"{k:>9d}" for k in curve["points"]))
+        for method, values in curve["mean"].items():
+            lines.append(f"  {method:20s}" + "".join(f"{v:>9.4g}" for v in values))
     lines += [f"note: {n}" for n in report.get("notes", [])]
     return "\n".join(lines)

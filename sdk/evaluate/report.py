@@ -1,7 +1,8 @@
 """Report directories: ``report.json``, ``report.md`` and PNG plots of an evaluation.
 
 Plots: the headline metric against inner steps (adaptation curves) and against shots, and for
-regression families the calibration curves of a few held-out units with their reference points.
+regression families the calibration curves of a few held-out units with their reference points, and the
+point-selection curve when the report has one (``metaedge eval --selection``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ def write_report(report: dict[str, Any], out: Path, family: TaskFamily | None = 
     plots = [_plot_steps(report, out / "steps.png"), _plot_shots(report, out / "shots.png")]
     if report["task_kind"] == "regression" and report.get("examples"):
         plots.append(_plot_calibration(report, out / "calibration.png", family))
+    if report.get("selection"):
+        plots.append(_plot_selection(report, out / "selection.png"))
     written += [p for p in plots if p is not None]
     atomic_write_text(out / "report.md", _markdown(report, [p.name for p in plots if p is not None]))
     return written
@@ -104,6 +107,14 @@ def _plot_shots(report: dict[str, Any], path: Path) -> Path | None:
         series.setdefault(method + (f" ({ways}-way)" if ways else ""), []).append(_point(report, r, shots))
     return _plot_series(report, series, "shots (support samples per class / reference points)",
                         f"{_label(report)[0]} vs shots", path)
+
+
+def _plot_selection(report: dict[str, Any], path: Path) -> Path | None:
+    """The point-selection curve: error against the number of reference points per selection method."""
+    curve = report["selection"]
+    series: Series = {f"metaedge {m}" if m.startswith("guided") else m:
+                      list(zip(curve["points"], curve["mean"][m], curve["ci"][m])) for m in curve["mean"]}
+    return _plot_series(report, series, "reference points", "point selection", path)
 
 
 def _plot_calibration(report: dict[str, Any], path: Path, family: TaskFamily | None) -> Path:

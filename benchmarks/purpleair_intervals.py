@@ -44,7 +44,8 @@ def fold_config(fold: int, shots: int, iterations: int) -> TrainConfig:
 
 def score_fold(model: Model, fam: PurpleAir, fold: int, shots: int, draws: int) -> dict[str, np.ndarray]:
     """Per query day of every (held-out unit, draw) task: ``inside_95``/``inside_80`` (0/1), ``width_95``/
-    ``width_80`` and ``sq`` (squared error), each ``(days,)`` concatenated over the fold's tasks."""
+    ``width_80``, ``sq`` (squared error) and ``unit`` (the unit's id), each ``(days,)`` concatenated over the fold's
+    tasks."""
     parts: dict[str, list[np.ndarray]] = {}
     for unit in fam.units("test"):
         rng = np.random.default_rng([fold, shots, int(unit)])
@@ -58,7 +59,8 @@ def score_fold(model: Model, fam: PurpleAir, fold: int, shots: int, draws: int) 
                 parts.setdefault(f"inside_{tag}", []).append(((y >= iv.lower) & (y <= iv.upper)).ravel())
                 parts.setdefault(f"width_{tag}", []).append((iv.upper - iv.lower).ravel())
             parts.setdefault("sq", []).append(((iv.prediction - y) ** 2).ravel())
-    return {k: np.concatenate(v).astype(np.float64) for k, v in parts.items()}
+            parts.setdefault("unit", []).append(np.full(y.size, int(unit)))
+    return {k: np.concatenate(v).astype(np.int64 if k == "unit" else np.float64) for k, v in parts.items()}
 
 
 def summary(scores: dict[str, np.ndarray]) -> dict[str, float]:
@@ -69,6 +71,9 @@ def summary(scores: dict[str, np.ndarray]) -> dict[str, float]:
         out[f"coverage_{tag}"] = float(scores[f"inside_{tag}"].mean())
         out[f"width_{tag}"] = float(scores[f"width_{tag}"].mean())
     out["rmse"] = float(np.sqrt(scores["sq"].mean()))
+    # per held-out unit: coverage on this fleet is marginal over units, so the spread between units is reported
+    out["per_unit_coverage_95"] = {str(u): float(scores["inside_95"][scores["unit"] == u].mean())
+                                   for u in np.unique(scores["unit"])}
     return out
 
 

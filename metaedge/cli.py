@@ -468,7 +468,8 @@ def adapt(bundle: Path, support: Path, out: Path, steps: int | None, start_state
               help="CSV with the bundle's input columns: the points the technician can set (e.g. a grid).")
 @click.option("--target", type=float, help="Stop once the largest 95% half-width over the candidates is below this "
               "(output units). [none: run to --max-points]")
-@click.option("--max-points", default=8, show_default=True, help="Reference points at most.")
+@click.option("--max-points", default=8, show_default=True,
+              help="Reference points at most; without --target all of them, planned together as one design.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Adapted state to write.")
 @click.option("--from", "replay", type=click.Path(path_type=Path), metavar="CSV",
               help="Replay readings from this CSV (input and output columns; rows matched to the suggested "

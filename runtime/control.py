@@ -166,8 +166,9 @@ class Controller:
     ``act(state)`` plans the next action with the current model (the meta-parameters ``theta0`` until the first
     adaptation); ``observe(state, action, next_state)`` keeps the last ``window`` transitions and, in mode
     ``adapted``, re-adapts the model from them (:meth:`Model.adapt`, guarded, always from ``theta0``) every
-    ``adapt_every`` observations once the window is full. Mode ``meta`` never adapts (the baseline). Every setting
-    comes from the bundle's ``manifest.control``.
+    ``adapt_every`` (K) observations: the first time after K observations, from the K transitions kept then, and
+    from the last ``window`` (M) once M are kept, so a unit's own model takes over after K steps rather than M.
+    Mode ``meta`` never adapts (the baseline). Every setting comes from the bundle's ``manifest.control``.
 
     Attributes:
         adapted: the model the planner uses now (``theta0`` before any adaptation).
@@ -227,7 +228,7 @@ class Controller:
         self._xs.append(np.concatenate([s, a]))
         self._ys.append(delta)
         self.steps += 1
-        due = self.steps % self.spec.adapt_every == 0 and len(self._xs) == self.spec.window
+        due = self.steps % self.spec.adapt_every == 0  # the window holds min(steps, M) >= K transitions then
         if self.mode != "adapted" or not due:
             return False
         self.adapted = self.model.adapt(np.stack(self._xs), np.stack(self._ys))

@@ -89,19 +89,21 @@ def test_controller_readapts_on_schedule_and_its_model_beats_theta0(dynamics_bun
     model = Model.load(dynamics_bundle)
     xs, ys, xq, yq = _unit_transitions(23, seed=5)
     ctl, meta = Controller(model, "adapted"), Controller(model, "meta")
-    done = []
-    for x, y in zip(xs, ys):
+    done, thetas = [], {}
+    for i, (x, y) in enumerate(zip(xs, ys)):
         s, a = x[:2], x[2:]
         nxt = s + y
         done.append(ctl.observe(s, a, nxt))
+        thetas[i + 1] = ctl.adapted.theta
         assert not meta.observe(s, a, nxt)
-    # window 10, every 2nd observation once the window is full: observations 10, 12, ..., 22
-    assert [i + 1 for i, d in enumerate(done) if d] == list(range(10, 23, 2)) and ctl.adaptations == 7
+    # K = 2, M = 10: after observations 2, 4, ..., 22, from the last min(observations, 10) transitions
+    assert [i + 1 for i, d in enumerate(done) if d] == list(range(2, 23, 2)) and ctl.adaptations == 11
     wx, wy = ctl.window
     assert np.allclose(wx, xs[-10:]) and np.allclose(wy, ys[-10:], atol=1e-6)  # the last 10 (22 and 23 too)
-    direct = model.adapt(xs[12:22], ys[12:22])  # what the last re-adaptation (at 22) saw
-    assert np.allclose(ctl.adapted.theta, direct.theta, atol=1e-4)  # the window's float32 deltas, not ys exactly
-    assert not np.allclose(ctl.adapted.theta, model.adapt(xs[11:21], ys[11:21]).theta, atol=1e-3)
+    for n, first in ((2, 0), (6, 0), (22, 12)):  # the float32 deltas of the window, not ys exactly: allclose
+        assert np.allclose(thetas[n], model.adapt(xs[first:n], ys[first:n]).theta, atol=1e-4)
+    assert np.array_equal(thetas[23], thetas[22]) and np.array_equal(thetas[1], model.theta0)
+    assert not np.allclose(thetas[22], model.adapt(xs[11:21], ys[11:21]).theta, atol=1e-3)
     assert np.array_equal(meta.adapted.theta, model.theta0)
     rmse = lambda c: float(np.sqrt(np.mean((c.dynamics(xq) - yq) ** 2)))  # noqa: E731
     assert rmse(ctl) < 0.5 * rmse(meta)

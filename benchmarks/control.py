@@ -196,7 +196,6 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("runs/bench-control"))
     args = ap.parse_args()
     torch.set_num_threads(1)
-    results: dict[str, Any] = {"units": args.units, "seed": args.seed, "families": {}}
     for name in args.families.split(","):
         cfg = TrainConfig.from_dict(json.loads((CONFIGS / f"{name}.json").read_text()))
         run, train_s = train_or_resume(cfg, args.work / name, progress=False)
@@ -207,12 +206,13 @@ def main() -> None:
         model = Model.load(bundle)
         fig1 = figure1(model, json.loads((run / "config.json").read_text()), args.units, args.seed)
         fig2 = figure2(bundle, args.repeats, args.seed)
-        results["families"][name] = {"algo": cfg.algo, "train_s": train_s, "figure1": fig1, "figure2": fig2}
+        result = {"family": name, "units": args.units, "seed": args.seed, "algo": cfg.algo, "train_s": train_s,
+                  "figure1": fig1, "figure2": fig2}
         c = fig1["controllers"]
         print("  " + "  ".join(f"{k} {v['mean_return']:.2f}+-{v['ci95']:.2f} (held {v['held']})" for k, v in c.items()))
         print(f"  gap_closed {fig1['gap_closed']:.3f} (scratch {fig1['gap_closed_scratch']:.3f}); step ms: " +
               ", ".join(f"{b} {r['step_ms']:.2f}" for b, r in fig2["backends"].items()), flush=True)
-    print(f"results written to {write_result('control', results)}")
+        print(f"results written to {write_result(f'control_{name}', result)}")
 
 
 if __name__ == "__main__":

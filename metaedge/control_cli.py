@@ -246,16 +246,19 @@ def plot_trajectories(report: ControlReport, names: Sequence[str], units: Sequen
     import matplotlib.pyplot as plt
 
     spec = report.spec
-    panels = [*[(f"{n} [{u}]" if u else n) for n, u in zip(names, units)], *action_names]
+    wrapped = set(spec.wrap)  # angles: the wrapped error from the target, so the top does not jump at +-pi
+    panels = [(f"{n} - {spec.target[j]:.3g}, wrapped" if j in wrapped else n) + (f" [{u}]" if u else "")
+              for j, (n, u) in enumerate(zip(names, units))] + list(action_names)
     fig, axes = plt.subplots(len(panels), 1, figsize=(7, 2.2 * len(panels)), sharex=True)
     t = np.arange(report.steps + 1) * spec.dt
     for name, traj in report.first.items():
+        shown = np.where([j in wrapped for j in range(spec.state_dim)], state_error(spec, traj.states), traj.states)
         for j in range(spec.state_dim):
-            axes[j].plot(t, traj.states[:, j], label=f"{name} (return {traj.ret:.1f})")
+            axes[j].plot(t, shown[:, j], label=f"{name} (return {traj.ret:.1f})")
         for j in range(spec.action_dim):
             axes[spec.state_dim + j].step(t[:-1], traj.actions[:, j], where="post", label=name)
     for j in range(spec.state_dim):
-        axes[j].axhline(spec.target[j], color="0.6", ls="--", lw=0.8)
+        axes[j].axhline(0.0 if j in wrapped else spec.target[j], color="0.6", ls="--", lw=0.8)
     for ax, title in zip(axes, panels):
         ax.set_ylabel(title)
     axes[0].legend(fontsize=8)

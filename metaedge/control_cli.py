@@ -77,6 +77,11 @@ class Trajectory:
         return bool(np.mean(np.abs(state_error(spec, tail)[:, 0])) < HOLD_TOLERANCE)
 
 
+def _finite(value: float) -> float | None:
+    """``value``, or None (JSON null) where it is undefined (a CI of one episode, no gap to close)."""
+    return value if np.isfinite(value) else None
+
+
 def state_error(spec: Control, states: np.ndarray) -> np.ndarray:
     """``(n, S)`` states minus the target, angle dims wrapped to ``[-pi, pi)``."""
     e = np.asarray(states, np.float64) - np.asarray(spec.target)
@@ -144,9 +149,9 @@ class ControlReport:
             "family": self.family, "episodes": self.episodes, "steps": self.steps, "seed": self.seed,
             "dt": self.spec.dt, "window": self.spec.window, "adapt_every": self.spec.adapt_every,
             "planner": self.spec.planner, "candidates": self.spec.candidates, "horizon": self.spec.horizon,
-            "controllers": {s.name: {"mean_return": s.mean, "ci95": s.ci95, "held": s.held,
+            "controllers": {s.name: {"mean_return": s.mean, "ci95": _finite(s.ci95), "held": s.held,
                                      "returns": list(s.returns)} for s in self.summaries},
-            "gap_closed": self.gap_closed(),
+            "gap_closed": _finite(self.gap_closed()),
         }
 
     def table(self) -> str:
@@ -156,7 +161,8 @@ class ControlReport:
                  f"re-adapt every {self.spec.adapt_every}",
                  f"{'controller':<10} {'mean return':>12} {'95% CI':>10} {'held target':>12}"]
         for s in self.summaries:
-            lines.append(f"{s.name:<10} {s.mean:>12.2f} {'+-' + format(s.ci95, '.2f'):>10} "
+            ci = f"+-{s.ci95:.2f}" if np.isfinite(s.ci95) else "n/a"
+            lines.append(f"{s.name:<10} {s.mean:>12.2f} {ci:>10} "
                          f"{f'{s.held}/{self.episodes}':>12}")
         lines.append(f"gap_closed = (adapted - meta) / (oracle - meta) = {self.gap_closed():.3f}")
         return "\n".join(lines)

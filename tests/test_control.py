@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from isolation import run_without
 
 from metaedge.cli import main
 from metaedge.control_cli import CONTROLLERS, default_policies, evaluate_control
@@ -166,3 +167,22 @@ def test_cli_control_errors(dynamics_bundle, tmp_path):
     assert res.exit_code == 1 and "Traceback" not in res.output
     with pytest.raises(InputError, match="has no control part"):
         Controller(Model.load(plain))
+
+
+def test_controller_runs_with_torch_onnx_and_sdk_unimportable(dynamics_bundle):
+    result = run_without(f"""
+        import numpy as np
+        from metaedge.runtime.control import Controller
+        from metaedge.runtime.model import Model
+        ctl = Controller(Model.load({str(dynamics_bundle)!r}, backend="native"))
+        s = np.array([0.1, 0.0])
+        for _ in range(4):
+            a = ctl.act(s)
+            nxt = s + np.array([0.0, 0.1])
+            ctl.observe(s, a, nxt)
+            s = nxt
+        print("adaptations", ctl.adaptations)
+        assert not any(k.split(".")[0] in ("torch", "onnx") for k in sys.modules), "torch or onnx got imported"
+    """)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "adaptations 2" in result.stdout

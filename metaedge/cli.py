@@ -614,6 +614,46 @@ def bench(bundle: Path, shots: int, steps: int | None, predict_n: int, repeats: 
     click.echo(f"peak RSS {result['peak_rss_mib']:.1f} MiB")
 
 
+@main.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--episodes", default=20, show_default=True, help="New simulated units, one episode each.")
+@click.option("--steps", type=int, help="Control steps per episode. [the family's episode length]")
+@click.option("--seed", default=0, show_default=True, help="Seed of the units, start states and process noise.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of a table.")
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.png",
+              help="Draw the first unit's states and actions under the three controllers.")
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+@device_option
+@trust_option
+def control(bundle: Path, episodes: int, steps: int | None, seed: int, as_json: bool, plot: Path | None,
+            progress: bool, device: str, backend: str, trust: tuple[Path, ...]) -> None:
+    """Closed-loop episodes of a dynamics bundle on new simulated units of its family: mean return (95% CI) of
+    the adapted controller (re-adapting from its last transitions), the meta-model's (never adapted) and the
+    oracle's (the planner on the true dynamics), and gap_closed = (adapted - meta) / (oracle - meta)
+    (docs/control.md)."""
+    from .control_cli import dynamics_family, evaluate_control, plot_trajectories
+    from .sdk.progress import progress as progress_bar
+
+    model = _load_model(bundle, device, backend, trust=trust)
+    family = dynamics_family(model)  # refuses a bundle without a control part before any episode runs
+    if plot is not None and plot.suffix.lower() != ".png":
+        raise click.BadParameter(f"the plot is written as PNG, so its name must end in .png, got {plot}",
+                                 param_hint="--plot")
+    bar = progress_bar(total=episodes, enabled=progress and not as_json, desc="episodes",
+                       unit="unit")
+    report = evaluate_control(model, episodes=episodes, steps=steps, seed=seed, on_episode=lambda i: bar.update(1))
+    bar.close()
+    if plot is not None:
+        system = family.system
+        plot_trajectories(report, system.state_names, system.state_units, system.action_names, plot)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        click.echo(report.table())
+        if plot is not None:
+            click.echo(f"trajectory plot written to {plot}")
+
+
 # --- the knowledge base: `metaedge kb ...` (server side; metaedge.knowledge) -----------------------------------
 
 def db_option(f):

@@ -12,16 +12,23 @@ dims); draw ``j`` is element ``j`` of the row-major ``(N, H, A)`` action array. 
 to ``low + (high - low) * u``; CEM forms normal ``j`` from uniforms ``2j`` and ``2j + 1`` by Box-Muller in double
 precision. Rollouts run in float32 (the state dims in ``wrap`` are wrapped to ``[-pi, pi)`` after every step),
 costs accumulate in float64.
+
+:class:`Controller` is the loop around the planner on a device: it plans with the bundle's model, keeps the unit's
+last transitions and re-adapts the model from them on the bundle's schedule.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
 
+from ..errors import InputError
 from .manifest import Control
+from .model import Adapted, Model
 
 #: ``f(x)`` with ``x`` ``(N, state_dim + action_dim)`` float32 -> ``(N, state_dim)`` state changes
 Dynamics = Callable[[np.ndarray], np.ndarray]
@@ -146,3 +153,92 @@ class Planner:
             mean, std = elite.mean(axis=0), elite.std(axis=0)
         self._mean = np.concatenate([mean[1:], ((self.low + self.high) / np.float32(2))[None]], axis=0)
         return Plan(mean[0].copy(), mean.copy(), float(costs.min()))
+
+
+#: how a :class:`Controller` models the unit: re-adapted from its own transitions, or the meta-parameters alone
+Mode = Literal["adapted", "meta"]
+MODES: tuple[str, ...] = get_args(Mode)
+
+
+class Controller:
+    """The on-device control loop over a dynamics bundle: plan with the model, observe, re-adapt on a schedule.
+
+    ``act(state)`` plans the next action with the current model (the meta-parameters ``theta0`` until the first
+    adaptation); ``observe(state, action, next_state)`` keeps the last ``window`` transitions and, in mode
+    ``adapted``, re-adapts the model from them (:meth:`Model.adapt`, guarded, always from ``theta0``) every
+    ``adapt_every`` (K) observations: the first time after K observations, from the K transitions kept then, and
+    from the last ``window`` (M) once M are kept, so a unit's own model takes over after K steps rather than M.
+    Mode ``meta`` never adapts (the baseline). Every setting comes from the bundle's ``manifest.control``.
+
+    Attributes:
+        adapted: the model the planner uses now (``theta0`` before any adaptation).
+        adaptations: how many times it re-adapted since the last :meth:`reset`.
+        steps: observations since the last :meth:`reset`.
+    """
+
+    def __init__(self, model: Model, mode: Mode = "adapted") -> None:
+        spec = model.bundle.manifest.control
+        if spec is None:
+            raise InputError(f"{model.bundle.path} has no control part, so it cannot drive a controller; train on a "
+                             "dynamics family (e.g. --config configs/pendulum-dynamics.json) and export again")
+        if mode not in MODES:
+            raise InputError(f"controller mode must be one of {', '.join(MODES)}, got {mode!r}")
+        m = model.bundle.manifest
+        if m.classification or m.input.shape != (spec.state_dim + spec.action_dim,) or m.output.dim != spec.state_dim:
+            raise InputError(f"{model.bundle.path}: the model maps {list(m.input.shape)} inputs to {m.output.dim} "
+                             f"outputs, but a controller of {spec.state_dim} states and {spec.action_dim} actions "
+                             "needs concat(state, action) -> state change; re-export the bundle")
+        self.model, self.spec, self.mode = model, spec, mode
+        self.planner = Planner(spec)
+        self.reset()
+
+    def reset(self) -> None:
+        """A new episode: empty window, the meta-parameters, the planner's stream from its start."""
+        self._xs: deque[np.ndarray] = deque(maxlen=self.spec.window)
+        self._ys: deque[np.ndarray] = deque(maxlen=self.spec.window)
+        self.adapted = Adapted(self.model, self.model.theta0.copy())
+        self.adaptations = 0
+        self.steps = 0
+        self.planner.reset()
+
+    def _state(self, state: np.ndarray, what: str) -> np.ndarray:
+        s = np.asarray(state, dtype=np.float32).reshape(-1)
+        if s.size != self.spec.state_dim or not np.isfinite(s).all():
+            raise InputError(f"{what} must hold {self.spec.state_dim} finite numbers, got {np.asarray(state)!r}")
+        return s
+
+    def dynamics(self, x: np.ndarray) -> np.ndarray:
+        """The current model's state changes ``(N, S)`` for ``x`` ``(N, S + A)`` (what the planner rolls out)."""
+        return self.adapted.predict(x)
+
+    def act(self, state: np.ndarray) -> np.ndarray:
+        """The action ``(A,)`` to apply in ``state`` ``(S,)``."""
+        return self.planner.plan(self._state(state, "the state"), self.dynamics).action
+
+    def observe(self, state: np.ndarray, action: np.ndarray, next_state: np.ndarray) -> bool:
+        """Record one transition (``(S,)``, ``(A,)``, ``(S,)``); returns whether the model was re-adapted now."""
+        s, s1 = self._state(state, "the state"), self._state(next_state, "the next state")
+        a = np.asarray(action, dtype=np.float32).reshape(-1)
+        if a.size != self.spec.action_dim or not np.isfinite(a).all():
+            raise InputError(f"the action must hold {self.spec.action_dim} finite numbers, got {np.asarray(action)!r}")
+        a = np.clip(a, self.planner.low, self.planner.high)  # what the plant applied
+        delta = s1 - s
+        if self.spec.wrap:  # angle changes the short way round, as the model was trained on
+            delta[list(self.spec.wrap)] = wrap_angle(delta[list(self.spec.wrap)])
+        self._xs.append(np.concatenate([s, a]))
+        self._ys.append(delta)
+        self.steps += 1
+        due = self.steps % self.spec.adapt_every == 0  # the window holds min(steps, M) >= K transitions then
+        if self.mode != "adapted" or not due:
+            return False
+        self.adapted = self.model.adapt(np.stack(self._xs), np.stack(self._ys))
+        self.adaptations += 1
+        return True
+
+    @property
+    def window(self) -> tuple[np.ndarray, np.ndarray]:
+        """The transitions kept: inputs ``(n, S + A)`` and state changes ``(n, S)``, oldest first."""
+        s, a = self.spec.state_dim, self.spec.action_dim
+        if not self._xs:
+            return np.zeros((0, s + a), np.float32), np.zeros((0, s), np.float32)
+        return np.stack(self._xs), np.stack(self._ys)

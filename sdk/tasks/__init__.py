@@ -1,6 +1,7 @@
 """Task families: sinusoid benchmark, sensor physics, per-unit tables, few-shot classification (Omniglot, UCR/UEA
 time series, image folders), and user-registered families."""
 
+from . import dynamics as _dynamics  # noqa: F401  (registers "pendulum-dynamics", "dc-motor-dynamics")
 from . import glyphs as _glyphs  # noqa: F401  (registers "glyphs")
 from . import images as _images  # noqa: F401  (registers "image-folder")
 from . import mixture as _mixture  # noqa: F401  (registers "mixture": an original family plus a fleet's units)

@@ -204,7 +204,11 @@ static int bench_control(me_session *s, const me_model *m, int repeats)
     printf("median me_plan %.1f us, me_observe %.2f us, me_observe with re-adaptation %.1f us (%d repeats)\n", plan,
            obs, adapt, repeats);
     printf("one control step (plan + adapt every K, amortised) %.1f us\n", step);
-    printf("arena %zu bytes (max_shots %u)\n", me_arena_bytes(m, s->max_shots), (unsigned)s->max_shots);
+    me_model plain = *m; /* the same network without its control section (white-box, as the FLOP counts) */
+    plain.off_control = 0u;
+    const size_t arena_all = me_arena_bytes(m, s->max_shots), arena_plain = me_arena_bytes(&plain, s->max_shots);
+    printf("arena %zu bytes at max_shots %u, of which the planner and the window %zu\n", arena_all,
+           (unsigned)s->max_shots, arena_all - arena_plain);
     printf("per step: plan %.0f MAC (float) + %.0f MAC (double) + %.0f tanh/sigmoid + %.0f draws (%s) + %.0f "
            "redrawn; adapt %.0f MAC (float) + %.0f MAC (double) + %.0f tanh/sigmoid every %u steps\n",
            plan_macs, plan_dmacs, plan_trans, draws, c.planner ? "normal" : "uniform", regen, adapt_macs,

@@ -130,8 +130,8 @@ typedef struct mcu {
     const char *name;
     double mhz, mac, dmac, uniform, normal, tanh;
 } mcu;
-static const mcu MCUS[2] = {{"Cortex-M4F @ 168 MHz", 168.0, 4.0, 60.0, 80.0, 3000.0, 200.0},
-                            {"Cortex-M7 @ 480 MHz", 480.0, 2.0, 3.0, 40.0, 400.0, 80.0}};
+static const mcu MCUS[2] = {{"Cortex-M4F @ 168 MHz", 168.0, 4.0, 100.0, 150.0, 6000.0, 200.0},
+                            {"Cortex-M7 @ 480 MHz", 480.0, 2.0, 3.0, 40.0, 600.0, 80.0}};
 
 /* one control step: me_plan, plus me_observe (its re-adaptation every K-th call); returns the exit status */
 static int bench_control(me_session *s, const me_model *m, int repeats)

@@ -8,8 +8,12 @@ transitions ``(state, action) -> state change``) is defined here with its ``cont
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
+
 import numpy as np
 import pytest
+from toolchains import need
 
 from metaedge.runtime import native
 from metaedge.runtime.control import Planner, wrap_angle
@@ -174,3 +178,27 @@ def test_native_session_refusals(bundles, sinusoid_bundle):
     with pytest.raises(native.NativeError) as err:
         session.observe(np.zeros(2), np.array([np.inf]), np.zeros(2))
     assert err.value.status == "nonfinite" and np.array_equal(session.theta, theta)
+
+
+def _build(preset: str) -> Path:
+    """The preset's build folder, configured and built (incremental: test_native.py builds the same folders)."""
+    root = Path(__file__).resolve().parent.parent
+    for args in (["--preset", preset], ["--build", "--preset", preset, "-j2"]):
+        out = subprocess.run(["cmake", *args], cwd=root, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return root / "build" / preset
+
+
+def test_cortex_m4_control_example_plans_the_host_actions():
+    """examples/firmware/control_example.c (me_plan, me_observe with re-adaptation, the format-5 seed model) prints
+    the same actions and states on the Cortex-M4 board model (hard-float, newlib's libm) as on the host."""
+    need("host")
+    need("cortex-m4")
+    host = subprocess.run([_build("host-release") / "examples/firmware/control_example"], capture_output=True,
+                          text=True, check=True, timeout=60).stdout
+    elf = _build("cortex-m4") / "examples/firmware/control_example.elf"
+    out = subprocess.run(["qemu-system-arm", "-M", "mps2-an386", "-nographic", "-semihosting-config",
+                          "enable=on,target=native", "-kernel", str(elf)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert host.count("(re-adapted)") == 3 and "last re-adaptation" in host
+    assert out.stdout.replace("\r", "") == host

@@ -123,15 +123,18 @@ static void macs_per_row(const me_model *m, double *fwd, double *bwd, double *tr
     }
 }
 
-/* Cortex-M cycle costs (assumed: the profiles hold no clock or MAC data; see docs/results.md): float MAC in a plain
- * -O2 loop, soft-float (M4) or FPv5-D16 (M7) double MAC, one splitmix64 draw on a 32-bit core, one Box-Muller
- * normal (two draws, double log, sqrt, cos) */
+/* Cortex-M cycles per operation. The profiles hold no clock or MAC data, so: Cortex-M4F = instructions measured
+ * on the qemu mps2-an386 board model (examples/firmware/control_cycles.c, the -Os library: 9.4 per float MAC of a
+ * network row with its overhead, 108 per tanhf, 5,947 per Box-Muller normal with soft-float log / cos / sqrt) times
+ * 1.3 cycles per instruction (loads 2, VMLA 3), soft-float double MAC and uniform draw (splitmix64 on a 32-bit
+ * core) estimated; Cortex-M7 = the same float code at 0.7 cycles per instruction (dual issue) and its
+ * double-precision FPU for the double work. See docs/results.md, "control step in C". */
 typedef struct mcu {
     const char *name;
     double mhz, mac, dmac, uniform, normal, tanh;
 } mcu;
-static const mcu MCUS[2] = {{"Cortex-M4F @ 168 MHz", 168.0, 4.0, 100.0, 150.0, 6000.0, 200.0},
-                            {"Cortex-M7 @ 480 MHz", 480.0, 2.0, 3.0, 40.0, 600.0, 80.0}};
+static const mcu MCUS[2] = {{"Cortex-M4F @ 168 MHz", 168.0, 12.0, 100.0, 200.0, 7700.0, 140.0},
+                            {"Cortex-M7 @ 480 MHz", 480.0, 6.5, 3.0, 60.0, 600.0, 75.0}};
 
 /* one control step: me_plan, plus me_observe (its re-adaptation every K-th call); returns the exit status */
 static int bench_control(me_session *s, const me_model *m, int repeats)

@@ -106,7 +106,7 @@ typedef struct me_adapt_info {
 /* What a model.mebin declares, read by the library's own parser (me_model_info), for bindings and tools that
  * must not parse the header themselves. */
 typedef struct me_model_info_t {
-    uint32_t format_version; /* 1, 2 or 3 */
+    uint32_t format_version; /* 1 to 5 */
     uint32_t bytes;          /* total_bytes of the model */
     uint32_t crc;            /* its CRC-32 field: the model's identity in saved states */
     uint32_t task, loss, solver;  /* me_task, me_loss, me_solver */

@@ -127,7 +127,7 @@ def write_firmware_files(run: Run, folder: Path, solver: DeviceSolver, formats: 
     from .firmware import write_firmware
 
     try:
-        paths = write_firmware(run, folder, inner_steps=solver.steps)
+        paths = write_firmware(run, folder, inner_steps=solver.steps, control=control_part(run))
     except InputError as e:
         if formats != "auto":
             raise
@@ -246,7 +246,7 @@ def with_intervals(run: Run, folder: Path, manifest: Manifest, solver: DeviceSol
         return manifest
     from .firmware import write_firmware
 
-    paths = write_firmware(run, folder, inner_steps=solver.steps, uncertainty=uncertainty)
+    paths = write_firmware(run, folder, inner_steps=solver.steps, uncertainty=uncertainty, control=control_part(run))
     files = {**manifest.files, **{p.name: sha256(p) for p in paths}}
     manifest = replace(manifest, files=files, footprint=footprint(folder, manifest.graphs, manifest.firmware,
                                                                   shots=run.config.shots))

@@ -20,15 +20,17 @@ from torch import nn
 from ..atomic import atomic_write_bytes, atomic_write_text
 from ..errors import InputError
 from ..runtime import native
-from ..runtime.manifest import Uncertainty
+from ..runtime.manifest import Control, Uncertainty
 from ..sdk.models.conv import ConvNet
 from ..sdk.models.mlp import MLP
 from ..sdk.run import Run
 
 #: newest model.mebin format version this exporter writes (the C library's ME_FORMAT_VERSION); each file gets the
-#: lowest version that holds it: 4 for Gauss-Newton with fitted intervals (the interval section), 3 for other
-#: Gauss-Newton files (their min_damping field), 2 for conv / pool layers, else 1
-FORMAT_VERSION = 4
+#: lowest version that holds it: 5 for dynamics models with a control part (the control section, a 68-byte
+#: header), 4 for Gauss-Newton with fitted intervals (the interval section), 3 for other Gauss-Newton files (their
+#: min_damping field), 2 for conv / pool layers, else 1
+FORMAT_VERSION = 5
+PLANNERS = {"random-shooting": 0, "cem": 1}
 MAGIC = b"MEBN"
 HEADER_BYTES = 64
 LAYER_BYTES = 16
@@ -165,9 +167,34 @@ def _conv_layers(run: Run) -> list[_Layer]:
     return layers
 
 
-def firmware_bytes(run: Run, inner_steps: int | None = None, uncertainty: Uncertainty | None = None) -> bytes:
+def control_section(control: Control, in_dim: int, out_dim: int) -> bytes:
+    """The format-5 control section (docs/firmware.md): 48 bytes of counts, seed and dt, then ``action_low``,
+    ``action_high``, ``target`` as float32, ``q``, ``r`` as float64 (the planner's costs are float64) and ``wrap``
+    as u32; refused unless the model maps ``state_dim + action_dim`` inputs to ``state_dim`` outputs."""
+    c = control
+    if (c.state_dim + c.action_dim, c.state_dim) != (in_dim, out_dim):
+        raise InputError(f"the control part's state_dim {c.state_dim} and action_dim {c.action_dim} do not fit the "
+                         f"model ({in_dim} inputs, {out_dim} outputs); fix the control section of the config")
+    limits = (("horizon", c.horizon, native.MAX_HORIZON), ("candidates", c.candidates, native.MAX_CANDIDATES),
+              ("iterations", c.iterations, native.MAX_ITERATIONS), ("window", c.window, 65536),
+              ("wrap", len(c.wrap), 255))
+    for name, value, top in limits:
+        if value > top:
+            raise InputError(f"the control part's {name} ({value}) exceeds the C library's limit of {top}; lower it "
+                             "or export with --format onnx")
+    fixed = struct.pack("<IIBBHIIIIIIQf", c.state_dim, c.action_dim, PLANNERS[c.planner], len(c.wrap), 0,
+                        c.horizon, c.candidates, c.iterations, c.elites, c.window, c.adapt_every, c.seed % 2**64,
+                        c.dt)
+    return fixed + np.asarray([*c.action_low, *c.action_high, *c.target], "<f4").tobytes() + \
+        np.asarray([*c.q, *c.r], "<f8").tobytes() + np.asarray(c.wrap, "<u4").tobytes()
+
+
+def firmware_bytes(run: Run, inner_steps: int | None = None, uncertainty: Uncertainty | None = None,
+                   control: Control | None = None) -> bytes:
     """The ``model.mebin`` image of ``run`` (see docs/firmware.md for the layout); ``uncertainty`` (Gauss-Newton
-    only): the fitted intervals, written as the format-4 interval section."""
+    only): the fitted intervals, written as the format-4 interval section; ``control`` (dynamics models): the
+    planner and device loop the C library's ``me_plan`` / ``me_observe`` run, written as the format-5 control
+    section."""
     learner, state, family = run.learner, run.state, run.family
     layers = _layers(run)
     solver = learner.device_solver
@@ -208,8 +235,11 @@ def firmware_bytes(run: Run, inner_steps: int | None = None, uncertainty: Uncert
     gauss_newton = solver.kind == "gauss-newton"
     if uncertainty is not None and not gauss_newton:
         raise InputError("the C library's intervals are for Gauss-Newton (ridge) models only")
-    version = (4 if uncertainty is not None else 3) if gauss_newton else \
+    version = 5 if control is not None else (4 if uncertainty is not None else 3) if gauss_newton else \
         2 if any(layer.kind in ("conv1d", "maxpool1d") for layer in layers) else 1
+    if control is not None and (task != "regression" or solver.kind == "prototypes"):
+        raise InputError("a control part needs a regression dynamics model adapted by sgd or gauss-newton")
+    header_bytes = HEADER_BYTES + 4 if version >= 5 else HEADER_BYTES  # version 5: the control offset at 64
     damping = struct.pack("<f", solver.min_damping) if gauss_newton else bytes(4)
     rates = [state["rates"][n].detach().cpu().numpy().astype(np.float32).ravel() for n in adapted]
     steps = solver.steps if inner_steps is None or solver.kind == "prototypes" else int(inner_steps)
@@ -223,7 +253,7 @@ def firmware_bytes(run: Run, inner_steps: int | None = None, uncertainty: Uncert
                         ([np.asarray(v, np.float32) for v in (norm.y_mean, norm.y_std)] if ny else []))
     param_bytes, rate_bytes = floats(values), floats(rates)
     n_params, n_theta = len(param_bytes) // 4, len(rate_bytes) // 4
-    off_layers = HEADER_BYTES
+    off_layers = header_bytes
     off_norm = off_layers + LAYER_BYTES * len(table)
     off_params = off_norm + len(norm_bytes)
     off_rates = off_params + len(param_bytes)
@@ -232,13 +262,15 @@ def firmware_bytes(run: Run, inner_steps: int | None = None, uncertainty: Uncert
         unc_bytes = struct.pack("<I", len(uncertainty.levels)) + floats(
             [np.asarray(v, np.float32) for v in (uncertainty.noise_scale, uncertainty.levels, uncertainty.factors)])
     off_unc = off_rates + len(rate_bytes) if unc_bytes else 0
-    total = off_rates + len(rate_bytes) + len(unc_bytes)
+    ctl_bytes = control_section(control, in_dim, out_dim) if control is not None else b""
+    off_ctl = off_rates + len(rate_bytes) + len(unc_bytes)
+    total = off_ctl + len(ctl_bytes)
     loss = LOSSES[learner.loss_name]
     rest = struct.pack("<BBBBHHIIIIIIII", TASKS[task], loss, SOLVERS[solver.kind], 0, len(table), steps, in_dim,
                        out_dim, n_params, n_theta, off_layers, off_norm, off_params, off_rates) + damping + \
-        struct.pack("<I", off_unc)
-    payload = rest + b"".join(table) + norm_bytes + param_bytes + rate_bytes + unc_bytes
-    head = MAGIC + struct.pack("<HHII", version, HEADER_BYTES, total, zlib.crc32(payload) & 0xFFFFFFFF)
+        struct.pack("<I", off_unc) + (struct.pack("<I", off_ctl) if version >= 5 else b"")
+    payload = rest + b"".join(table) + norm_bytes + param_bytes + rate_bytes + unc_bytes + ctl_bytes
+    head = MAGIC + struct.pack("<HHII", version, header_bytes, total, zlib.crc32(payload) & 0xFFFFFFFF)
     data = head + payload
     assert len(data) == total
     return data
@@ -257,7 +289,8 @@ def c_array(data: bytes, name: str = "me_model_data") -> str:
 
 
 def write_firmware(run: Run, out_dir: str | Path, adapt: str | None = None,
-                   inner_steps: int | None = None, uncertainty: Uncertainty | None = None) -> list[Path]:
+                   inner_steps: int | None = None, uncertainty: Uncertainty | None = None,
+                   control: Control | None = None) -> list[Path]:
     """Write ``model.mebin`` and ``model_data.h`` (the same bytes as a C array) for ``run`` into ``out_dir``.
 
     Args:
@@ -266,6 +299,7 @@ def write_firmware(run: Run, out_dir: str | Path, adapt: str | None = None,
         adapt: adaptation spec override (``all``, ``head``, ``biases`` or name patterns), as the learner's ``adapt``.
         inner_steps: default step count stored in the file (default: the run's inner steps).
         uncertainty: fitted intervals of a Gauss-Newton model (format 4's interval section).
+        control: a dynamics bundle's control part (``export.bundle.control_part``; format 5's control section).
 
     Returns:
         ``[model.mebin, model_data.h]`` paths. Raises ``InputError`` naming the layer, activation or learner the
@@ -273,7 +307,7 @@ def write_firmware(run: Run, out_dir: str | Path, adapt: str | None = None,
     """
     if adapt:
         run = run.with_adaptation(adapt)
-    data = firmware_bytes(run, inner_steps, uncertainty)
+    data = firmware_bytes(run, inner_steps, uncertainty, control)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     mebin, header = out_dir / "model.mebin", out_dir / "model_data.h"

@@ -33,6 +33,8 @@ STATUS_NAMES = ("ok", "null", "truncated", "magic", "version", "crc", "format", 
                 "nonfinite", "label", "argument", "singular", "state", "model")
 #: the metaedge.h API major version this module was written for (ME_API_VERSION_MAJOR)
 API_MAJOR = 1
+#: metaedge.h's limits of a control section (ME_MAX_HORIZON, ME_MAX_CANDIDATES, ME_MAX_ITERATIONS)
+MAX_HORIZON, MAX_CANDIDATES, MAX_ITERATIONS = 4096, 65536, 1024
 
 
 class NativeError(InputError):
@@ -106,6 +108,13 @@ def _declare(lib: ctypes.CDLL) -> None:
         "me_predict_interval": (ctypes.c_int, [c_vp, c_vp, c_u32, c_vp, c_u32, ctypes.c_float, c_vp, c_vp, c_vp]),
         "me_suggest": (ctypes.c_int, [c_vp, c_vp, c_u32, c_vp, c_u32, ctypes.POINTER(c_u32), c_vp]),
         "me_plan_points": (ctypes.c_int, [c_vp, c_vp, c_u32, c_vp, c_u32, c_u32, c_vp, c_vp, c_vp]),
+        # model-predictive control (API 1.2)
+        "me_control_info": (ctypes.c_int, [c_vp, c_vp]),
+        "me_plan": (ctypes.c_int, [c_vp, c_vp, c_vp]),
+        "me_plan_reset": (ctypes.c_int, [c_vp]),
+        "me_plan_result": (ctypes.c_int, [c_vp, c_vp, c_vp]),
+        "me_observe": (ctypes.c_int, [c_vp, c_vp, c_vp, c_vp]),
+        "me_last_adapt_info": (ctypes.c_int, [c_vp, c_vp]),
     }
     for name, (res, args) in sigs.items():
         fn = getattr(lib, name)
@@ -461,3 +470,113 @@ class NativeModel:
         self._check(_LIB.me_plan_points(self._s, s.ctypes.data if k else None, k, c.ctypes.data, len(c), count,
                                         blocked.ctypes.data, plan.ctypes.data, work.ctypes.data), "plan")
         return [int(v) for v in plan[:count]]
+
+# --- model-predictive control on the C session (API 1.2) ------------------------------------------------------------
+
+class _ControlInfo(ctypes.Structure):
+    """``me_control_info_t`` of metaedge.h."""
+
+    _fields_ = [*((name, ctypes.c_uint32) for name in (
+        "state_dim", "action_dim", "planner", "horizon", "candidates", "iterations", "elites", "window", "adapt_every",
+        "n_wrap")), ("seed", ctypes.c_uint64), ("dt", ctypes.c_float)]
+
+
+@dataclass(frozen=True)
+class ControlHeader:
+    """The control section of a format-5 model.mebin, as the C parser read it (``me_control_info``)."""
+
+    state_dim: int
+    action_dim: int
+    planner: str  # "random-shooting" | "cem"
+    horizon: int
+    candidates: int
+    iterations: int
+    elites: int
+    window: int
+    adapt_every: int
+    n_wrap: int
+    seed: int
+    dt: float
+
+
+class NativeSession:
+    """One C session of a dynamics model.mebin with a control section, driven as firmware drives it: ``plan`` the
+    next action (``me_plan``), ``observe`` each transition (``me_observe``: the window of the last ``window`` and a
+    guarded re-adaptation from theta0 every ``adapt_every``), ``reset_plan`` (``me_plan_reset``) and ``reset``
+    (``me_reset``: theta0, window forgotten). The state it plans with is the session's own, as on a device.
+
+    Args:
+        mebin: the bytes of ``model.mebin`` (format 5, with a control section).
+        max_shots: network rows of the session (candidates are rolled out this many at a time); raised to the
+            control window.
+    """
+
+    def __init__(self, mebin: bytes, max_shots: int = 64) -> None:
+        self._model = NativeModel(mebin, max_shots)
+        info = _ControlInfo()
+        self._model._check(_LIB.me_control_info(self._model._model, ctypes.byref(info)), "control section")
+        self.control = ControlHeader(info.state_dim, info.action_dim, ("random-shooting", "cem")[info.planner],
+                                     info.horizon, info.candidates, info.iterations, info.elites, info.window,
+                                     info.adapt_every, info.n_wrap, int(info.seed), float(info.dt))
+        self._s = self._model._s
+        self._observed = 0
+
+    @property
+    def header(self) -> Header:
+        return self._model.header
+
+    @property
+    def max_shots(self) -> int:
+        return self._model.max_shots
+
+    @property
+    def arena_bytes(self) -> int:
+        """Bytes of arena this session was created with (planner and window included)."""
+        return self._model.arena_bytes(self._model.max_shots)
+
+    @property
+    def theta(self) -> np.ndarray:
+        """``(n_theta,)`` the session's current (adapted) state."""
+        return self._model._theta()
+
+    def _vector(self, v: np.ndarray, n: int, what: str) -> np.ndarray:
+        a = np.ascontiguousarray(np.asarray(v, dtype=np.float32).reshape(-1))
+        if a.size != n:
+            raise InputError(f"{what} must hold {n} value(s), got {a.size}")
+        return a
+
+    def plan(self, state: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        """``(action (A,), sequence (H, A), cost)`` of ``me_plan`` from ``state`` ``(S,)``."""
+        c = self.control
+        s = self._vector(state, c.state_dim, "state")
+        action = np.empty(c.action_dim, np.float32)
+        self._model._check(_LIB.me_plan(self._s, s.ctypes.data, action.ctypes.data), "plan")
+        seq, cost = np.empty((c.horizon, c.action_dim), np.float32), ctypes.c_double(0.0)
+        self._model._check(_LIB.me_plan_result(self._s, seq.ctypes.data, ctypes.byref(cost)), "plan")
+        return action, seq, float(cost.value)
+
+    def observe(self, state: np.ndarray, action: np.ndarray, next_state: np.ndarray) -> bool:
+        """``me_observe`` of one transition; True when it re-adapted (every ``adapt_every``-th observation)."""
+        c = self.control
+        s, a, n = (self._vector(v, d, w) for v, d, w in ((state, c.state_dim, "state"),
+                                                          (action, c.action_dim, "action"),
+                                                          (next_state, c.state_dim, "next state")))
+        self._model._check(_LIB.me_observe(self._s, s.ctypes.data, a.ctypes.data, n.ctypes.data), "observe")
+        self._observed += 1
+        return self._observed % c.adapt_every == 0
+
+    def last_adapt(self) -> tuple[int, int, float, float]:
+        """``(steps_run, steps_kept, loss_before, loss_after)`` of the last re-adaptation (``me_last_adapt_info``;
+        NaN losses before the first)."""
+        info = _AdaptInfo()
+        self._model._check(_LIB.me_last_adapt_info(self._s, ctypes.byref(info)), "adapt info")
+        return int(info.steps_run), int(info.steps_kept), float(info.loss_before), float(info.loss_after)
+
+    def reset_plan(self) -> None:
+        """``me_plan_reset``: the planner's call counter at 0 and CEM's mean at the middle of the range."""
+        self._model._check(_LIB.me_plan_reset(self._s), "plan")
+
+    def reset(self) -> None:
+        """``me_reset``: theta0, and the window of transitions forgotten."""
+        self._model._check(_LIB.me_reset(self._s), "reset")
+        self._observed = 0

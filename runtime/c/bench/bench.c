@@ -6,7 +6,11 @@
  * from the prior) on N query points / candidates after
  * adapting on K shots, for a ridge model with fitted intervals (format 4; any input width, one output): the inputs
  * are spread over x_mean +- 1.5 x_std per column (the model's own normalisation), so no data file is needed.
- *   me_bench [--repeats N] [--shots K] [--steps S] [--model model.mebin] [--intervals N] */
+ * --control instead times one step of the device's control loop for a dynamics model with a control section
+ * (format 5, --model a bundle's model.mebin): me_plan, and me_observe with its re-adaptation every K observations,
+ * on states spread over the model's input normalisation; prints N x H, the arena, the operation count of one
+ * step and a Cortex-M4F / M7 estimate from it (cycle costs stated in docs/results.md, "control step in C").
+ *   me_bench [--repeats N] [--shots K] [--steps S] [--model model.mebin] [--intervals N] [--control] */
 #define _POSIX_C_SOURCE 199309L
 #include <stdio.h>
 #include <stdlib.h>
@@ -109,13 +113,146 @@ static int bench_intervals(me_session *s, const me_model *m, unsigned shots, uns
     return st == ME_OK ? 0 : 1;
 }
 
+/* multiply-adds of one network row (forward), of one backward row through the adapted layers (weight gradient,
+ * and the input gradient above the first adapted layer), and the tanh / sigmoid evaluations of a forward row */
+static void macs_per_row(const me_model *m, double *fwd, double *bwd, double *transcendental)
+{
+    *fwd = *bwd = *transcendental = 0.0;
+    uint32_t first = m->n_layers;
+    for (uint32_t l = 0; l < m->n_layers; l++)
+        if (m->layers[l].flags && first == m->n_layers) first = l;
+    for (uint32_t l = 0; l < m->n_layers; l++) {
+        const me_layer *L = &m->layers[l];
+        if (L->kind == ME_LAYER_TANH || L->kind == ME_LAYER_SIGMOID) *transcendental += L->out;
+        if (L->kind != ME_LAYER_DENSE && L->kind != ME_LAYER_SKIP) continue;
+        const double mac = (double)L->in * L->out;
+        *fwd += mac;
+        if (l >= first) *bwd += mac + (l > first && L->kind == ME_LAYER_DENSE ? mac : 0.0);
+    }
+}
+
+/* Cortex-M cycles per operation. The profiles hold no clock or MAC data, so: Cortex-M4F = instructions measured
+ * on the qemu mps2-an386 board model (examples/firmware/control_cycles.c, the -Os library: 9.4 per float MAC of a
+ * network row with its overhead, 108 per tanhf, 5,947 per Box-Muller normal with soft-float log / cos / sqrt) times
+ * 1.3 cycles per instruction (loads 2, VMLA 3), soft-float double MAC and uniform draw (splitmix64 on a 32-bit
+ * core) estimated; Cortex-M7 = the same float code at 0.7 cycles per instruction (dual issue) and its
+ * double-precision FPU for the double work. See docs/results.md, "control step in C". */
+typedef struct mcu {
+    const char *name;
+    double mhz, mac, dmac, uniform, normal, tanh;
+} mcu;
+static const mcu MCUS[2] = {{"Cortex-M4F @ 168 MHz", 168.0, 12.0, 100.0, 200.0, 7700.0, 140.0},
+                            {"Cortex-M7 @ 480 MHz", 480.0, 6.5, 3.0, 60.0, 600.0, 75.0}};
+
+/* one control step: me_plan, plus me_observe (its re-adaptation every K-th call); returns the exit status */
+static int bench_control(me_session *s, const me_model *m, int repeats)
+{
+    me_control_info_t c;
+    me_status st = me_control_info(m, &c);
+    if (st != ME_OK) {
+        fprintf(stderr, "--control needs a model.mebin with a control section (format 5): %s\n", me_strerror(st));
+        return 2;
+    }
+    const unsigned d = m->in_dim, sd = c.state_dim, a = c.action_dim;
+    const float *mean = s->norm, *std = s->norm + d;
+    float state[64], next[64], action[64], delta[64], x[128];
+    if (d > 128) {
+        fprintf(stderr, "--control takes models of up to 128 inputs\n");
+        return 2;
+    }
+    double *t_plan = malloc(sizeof(double) * (size_t)repeats), *t_obs = malloc(sizeof(double) * (size_t)repeats);
+    double *t_adapt = malloc(sizeof(double) * (size_t)repeats);
+    int n_obs = 0, n_adapt = 0;
+    for (int r = -repeats / 10 - 1; r < repeats && st == ME_OK; r++) {
+        const unsigned i = (unsigned)(r + repeats) % 97u; /* states spread over +-1.5 std of the inputs */
+        for (unsigned k = 0; k < sd; k++)
+            state[k] = mean[k] + std[k] * (-1.5f + 3.f * (float)((i * (2u * k + 1u)) % 97u) / 97.f);
+        double t0 = now_us();
+        st = me_plan(s, state, action);
+        const double t1 = now_us();
+        if (st != ME_OK) break;
+        memcpy(x, state, sizeof(float) * sd); /* the plant: the model's own prediction */
+        memcpy(x + sd, action, sizeof(float) * a);
+        st = me_predict(s, x, 1, delta);
+        for (unsigned k = 0; k < sd && st == ME_OK; k++) next[k] = state[k] + delta[k];
+        const double t2 = now_us();
+        if (st == ME_OK) st = me_observe(s, state, action, next);
+        const double t3 = now_us();
+        if (r < 0) continue;
+        t_plan[r] = t1 - t0;
+        const int adapted = (unsigned)(r + repeats / 10 + 2) % c.adapt_every == 0u;
+        if (adapted) t_adapt[n_adapt++] = t3 - t2;
+        else t_obs[n_obs++] = t3 - t2;
+    }
+    if (st != ME_OK) {
+        fprintf(stderr, "%s\n", me_strerror(st));
+        return 1;
+    }
+    const double plan = median_of(t_plan, repeats), obs = n_obs ? median_of(t_obs, n_obs) : 0.0;
+    const double adapt = n_adapt ? median_of(t_adapt, n_adapt) : 0.0;
+    const double step = plan + obs * (c.adapt_every - 1.0) / c.adapt_every + adapt / c.adapt_every;
+    /* operation count: rollouts of N x H (x rounds) network rows; re-adaptation on M rows */
+    double fwd, bwd, trans;
+    macs_per_row(m, &fwd, &bwd, &trans);
+    const double rounds = c.planner ? c.iterations : 1.0, rows = (double)c.candidates * c.horizon * rounds;
+    const double draws = rows * a, regen = c.planner ? (double)c.elites * c.horizon * a * rounds : (double)c.horizon * a;
+    const double plan_macs = rows * fwd, plan_dmacs = rows * (sd + a), plan_trans = rows * trans;
+    const double steps = me_default_steps(m), n = c.window, p = m->n_theta, out = m->out_dim;
+    double adapt_macs, adapt_dmacs;
+    const double adapt_trans = (2.0 * steps + 1.0) * n * trans; /* a forward before and after each step */
+    if (m->solver == ME_SOLVER_GAUSS_NEWTON) { /* Jacobian by backward rows; normal equations and Cholesky in double */
+        adapt_macs = steps * n * out * bwd + (2.0 * steps + 1.0) * n * fwd;
+        adapt_dmacs = steps * (n * out * p * (p + 1.0) / 2.0 + p * n * out + p * p * p / 6.0 + p * p);
+    } else {
+        adapt_macs = steps * n * bwd + (2.0 * steps + 1.0) * n * fwd;
+        adapt_dmacs = 0.0;
+    }
+    printf("control: %s, N x H = %u x %u%s, M = %u, K = %u; model %u-...-%u, %u adapted (%s, %u steps)\n",
+           c.planner ? "CEM" : "random shooting", (unsigned)c.candidates, (unsigned)c.horizon,
+           c.planner ? " x rounds" : "", (unsigned)c.window, (unsigned)c.adapt_every, d, (unsigned)m->out_dim,
+           (unsigned)m->n_theta, m->solver == ME_SOLVER_GAUSS_NEWTON ? "gauss-newton" : "sgd", (unsigned)steps);
+    if (c.planner) printf("CEM rounds %u, elites %u\n", (unsigned)c.iterations, (unsigned)c.elites);
+    printf("median me_plan %.1f us, me_observe %.2f us, me_observe with re-adaptation %.1f us (%d repeats)\n", plan,
+           obs, adapt, repeats);
+    printf("one control step (plan + adapt every K, amortised) %.1f us\n", step);
+    me_model plain = *m; /* the same network without its control section (white-box, as the FLOP counts) */
+    plain.off_control = 0u;
+    const size_t arena_all = me_arena_bytes(m, s->max_shots), arena_plain = me_arena_bytes(&plain, s->max_shots);
+    printf("arena %zu bytes at max_shots %u, of which the planner and the window %zu\n", arena_all,
+           (unsigned)s->max_shots, arena_all - arena_plain);
+    printf("per step: plan %.0f MAC (float) + %.0f MAC (double) + %.0f tanh/sigmoid + %.0f draws (%s) + %.0f "
+           "redrawn; adapt %.0f MAC (float) + %.0f MAC (double) + %.0f tanh/sigmoid every %u steps\n",
+           plan_macs, plan_dmacs, plan_trans, draws, c.planner ? "normal" : "uniform", regen, adapt_macs,
+           adapt_dmacs, adapt_trans, (unsigned)c.adapt_every);
+    for (int k = 0; k < 2; k++) {
+        const mcu *u = &MCUS[k];
+        const double draw = c.planner ? u->normal : u->uniform;
+        const double plan_cycles = plan_macs * u->mac + plan_dmacs * u->dmac + (draws + regen) * draw +
+                                   plan_trans * u->tanh;
+        const double adapt_cycles = adapt_macs * u->mac + adapt_dmacs * u->dmac + adapt_trans * u->tanh;
+        printf("estimate %s: plan %.1f ms, adapt %.1f ms, step %.1f ms (amortised)\n", u->name,
+               plan_cycles / u->mhz * 1e-3, adapt_cycles / u->mhz * 1e-3,
+               (plan_cycles + adapt_cycles / c.adapt_every) / u->mhz * 1e-3);
+    }
+    free(t_plan);
+    free(t_obs);
+    free(t_adapt);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     int repeats = 20000;
-    unsigned shots = 10, steps = 5, queries = 100, intervals = 0;
+    unsigned shots = 10, steps = 5, queries = 100, intervals = 0, control = 0;
     const unsigned char *data = me_model_data;
     size_t data_len = me_model_data_len;
-    for (int i = 1; i + 1 < argc; i += 2) {
+    for (int i = 1; i < argc; i += 2) {
+        if (!strcmp(argv[i], "--control")) { /* a flag */
+            control = 1u;
+            i--;
+            continue;
+        }
+        if (i + 1 >= argc) break;
         if (!strcmp(argv[i], "--model")) {
             FILE *f = fopen(argv[i + 1], "rb");
             if (!f) {
@@ -138,6 +275,14 @@ int main(int argc, char **argv)
     me_model m;
     me_session s;
     me_status st = me_model_load(&m, data, data_len);
+    if (st == ME_OK && control) {
+        st = me_session_init(&s, &m, arena, sizeof arena, shots);
+        if (st != ME_OK) {
+            fprintf(stderr, "%s\n", me_strerror(st));
+            return 1;
+        }
+        return bench_control(&s, &m, repeats);
+    }
     if (st == ME_OK && intervals) {
         st = me_session_init(&s, &m, arena, sizeof arena, shots > intervals ? shots : intervals);
         if (st != ME_OK) {

@@ -1,6 +1,7 @@
 /* libFuzzer target: parse the input as a model.mebin, then (if it loads and its arena fits) run one guarded
- * adapt on 3 fixed samples and a prediction. Each input is tried twice: as given, and with its CRC-32 field
- * recomputed so mutations reach the checks behind the CRC.
+ * adapt on 3 fixed samples and a prediction, and for a control section (format 5) a plan and observations that
+ * re-adapt. Each input is tried twice: as given, and with its CRC-32 field recomputed so mutations reach the
+ * checks behind the CRC.
  *   clang -fsanitize=fuzzer,address,undefined (see CMakeLists.txt, METAEDGE_FUZZ=ON) */
 #include <stddef.h>
 #include <stdint.h>
@@ -33,6 +34,15 @@ static void run(const unsigned char *buf, size_t size)
     me_adapt_info done;
     me_status st = me_adapt(&s, x, y, shots, info.default_steps > 3 ? 3 : info.default_steps, ME_GUARD, &done);
     if (st == ME_OK && me_classes(&s) <= 64) me_predict(&s, x, 3, out);
+    /* a control section (format 5): one plan and a re-adaptation from the window, when the work is bounded */
+    me_control_info_t c;
+    if (me_control_info(&m, &c) != ME_OK) return;
+    if ((uint64_t)c.candidates * c.horizon * c.iterations * c.action_dim > 20000u || c.state_dim > 64) return;
+    float action[64], next[64];
+    if (me_plan(&s, x, action) != ME_OK) __builtin_trap(); /* a finite state of a loaded model always plans */
+    for (uint32_t i = 0; i < c.state_dim; i++) next[i] = x[i] + 0.01f * (float)i;
+    if (info.default_steps > 4u || c.window > 64u) return; /* bounded re-adaptation work */
+    for (uint32_t k = 0; k < (c.adapt_every < 4u ? c.adapt_every : 2u); k++) me_observe(&s, x, action, next);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -49,7 +49,10 @@ extern "C" {
 #define ME_API_VERSION_MINOR 2u
 #define ME_API_VERSION ((ME_API_VERSION_MAJOR << 16) | ME_API_VERSION_MINOR)
 
-#define ME_FORMAT_VERSION 4u  /* the newest model.mebin format this library reads (it reads 1 to 3 too) */
+#define ME_FORMAT_VERSION 5u  /* the newest model.mebin format this library reads (it reads 1 to 4 too) */
+#define ME_MAX_HORIZON 4096u  /* control section: longest planning horizon */
+#define ME_MAX_CANDIDATES 65536u /* control section: most candidate sequences per round */
+#define ME_MAX_ITERATIONS 1024u  /* control section: most CEM rounds */
 #define ME_STATE_VERSION 2u   /* the adapted-state format me_state_write writes and me_state_read reads */
 #define ME_STATE_HEADER_BYTES 80u /* a state is the header, 4 bytes per float of the state, then a CRC-32 */
 #define ME_MAX_LAYERS 32u     /* layer table entries */
@@ -103,7 +106,7 @@ typedef struct me_adapt_info {
 /* What a model.mebin declares, read by the library's own parser (me_model_info), for bindings and tools that
  * must not parse the header themselves. */
 typedef struct me_model_info_t {
-    uint32_t format_version; /* 1, 2 or 3 */
+    uint32_t format_version; /* 1 to 5 */
     uint32_t bytes;          /* total_bytes of the model */
     uint32_t crc;            /* its CRC-32 field: the model's identity in saved states */
     uint32_t task, loss, solver;  /* me_task, me_loss, me_solver */
@@ -139,7 +142,8 @@ ME_API uint32_t me_default_steps(const me_model *model);
 ME_API uint32_t me_theta_size(const me_session *s);   /* floats in the current state (prototypes: ways * dim) */
 ME_API const float *me_theta(const me_session *s);    /* the current state: adapted tensors in model order */
 ME_API me_status me_set_theta(me_session *s, const float *theta, uint32_t size);
-ME_API me_status me_reset(me_session *s);            /* back to the meta-learned initial state */
+ME_API me_status me_reset(me_session *s);            /* back to the meta-learned initial state (control models:
+                                                      * the window of transitions is forgotten too) */
 /* The last me_adapt's info, or of the state me_state_read restored; after me_reset / me_set_theta: no steps and
  * NaN losses (unknown). */
 ME_API me_status me_last_adapt_info(const me_session *s, me_adapt_info *info);
@@ -207,14 +211,53 @@ ME_API me_status me_predict_interval(me_session *s, const float *xs, uint32_t k,
                                      float level, float *out, float *lower, float *upper);
 ME_API me_status me_suggest(me_session *s, const float *xs, uint32_t k, const float *candidates, uint32_t m,
                             uint32_t *best, float *scores);
-/* me_plan_points (API 1.2): the `count` candidates (of m, m <= max_shots; single-output models; count <= ME_MAX_PLAN) still
- * to take, planned as one design that most lowers the integrated predictive variance given the k support inputs
- * (greedy start, then exchanges of one planned point while one improves the set), as Model.suggest(budget=) in
- * Python. exclude[m] (may be NULL): nonzero marks candidates not to pick. plan[count] receives the indices, the
- * one worth most alone first, the others in plan order; work holds m * n_theta floats. */
+/* me_plan_points (API 1.2): the `count` candidates (of m, m <= max_shots; single-output models;
+ * count <= ME_MAX_PLAN) still to take, planned as one design that most lowers the integrated predictive variance
+ * given the k support inputs (greedy start, then exchanges of one planned point while one improves the set), as
+ * Model.suggest(budget=) in Python. exclude[m] (may be NULL): nonzero marks candidates not to pick. plan[count]
+ * receives the indices, the one worth most alone first, the others in plan order; work holds m * n_theta floats. */
 #define ME_MAX_PLAN 16u
 ME_API me_status me_plan_points(me_session *s, const float *xs, uint32_t k, const float *candidates, uint32_t m,
                                 uint32_t count, const uint8_t *exclude, uint32_t *plan, float *work);
+
+/* ---- model-predictive control (API 1.2; model.mebin format 5 with a control section) ---------------------------
+ * A dynamics model maps concat(state, action) (state_dim + action_dim inputs) to the state change over one
+ * control period (state_dim outputs). The control section states the planner (metaedge.runtime.control, whose
+ * module docstring fixes the random stream): random shooting or CEM over `candidates` sequences of `horizon`
+ * actions inside [action_low, action_high], quadratic cost sum_t (s_t - target)^T diag(q) (s_t - target) +
+ * a_t^T diag(r) a_t (the `wrap` state dims are angles kept in [-pi, pi)), rolled out in float32 through the
+ * session's current (adapted) network, costs in float64, random numbers from splitmix64 (seed, counter). A
+ * session of such a model holds at least `window` shots (max_shots is raised to it) and its arena holds the
+ * planner and the window of transitions: me_arena_bytes counts them. */
+typedef struct me_control_info_t {
+    uint32_t state_dim, action_dim;
+    uint32_t planner;      /* 0 random shooting, 1 CEM */
+    uint32_t horizon, candidates, iterations, elites;
+    uint32_t window;       /* transitions kept for re-adaptation (M) */
+    uint32_t adapt_every;  /* re-adapt after every K-th observation */
+    uint32_t n_wrap;       /* angle state dims */
+    uint64_t seed;
+    float dt;              /* seconds per control step (for reports) */
+} me_control_info_t;
+
+/* The model's control section (ME_ERR_UNSUPPORTED when it has none; *info zeroed then). */
+ME_API me_status me_control_info(const me_model *model, me_control_info_t *info);
+/* Plan from state (state_dim floats) and write the action to apply now into action (action_dim floats): plan call
+ * k since the session's creation or me_plan_reset draws from counter (k * iterations) * 2 * N * H * A on. CEM
+ * warm-starts from its last mean shifted by one step. Candidates with NaN costs rank last. Uses the network's
+ * activation buffers (x0 and the layer outputs): no other call may run on the session meanwhile. */
+ME_API me_status me_plan(me_session *s, const float *state, float *action);
+/* Planner back to its start: call counter 0, CEM mean at the middle of the action range. */
+ME_API me_status me_plan_reset(me_session *s);
+/* The last plan's sequence (horizon x action_dim floats: the best candidate, or CEM's final mean) and its cost
+ * (the lowest of the last round); either may be NULL. ME_ERR_STATE before the first plan. */
+ME_API me_status me_plan_result(const me_session *s, float *sequence, double *cost);
+/* Record one transition: (state, action) -> next_state - state (the `wrap` dims of the change wrapped to
+ * [-pi, pi)), kept in a window of the last `window` transitions; after every adapt_every-th observation re-adapt
+ * from theta0 on the window (oldest first; fewer while it fills) with the model's default steps and ME_GUARD, as
+ * me_reset + me_adapt would. Non-finite values are refused before anything is stored; a failed adaptation (e.g.
+ * ME_ERR_SINGULAR) leaves the previous state. me_reset forgets the window too. */
+ME_API me_status me_observe(me_session *s, const float *state, const float *action, const float *next_state);
 
 /* sizeof(me_model) and sizeof(me_session), for language bindings that allocate them */
 ME_API size_t me_sizeof_model(void);
@@ -251,6 +294,14 @@ struct me_model {
     me_layer layers[ME_MAX_LAYERS];
     uint32_t off_norm, off_params, off_rates;
     uint32_t off_uncertainty, n_levels; /* format 4: the interval section (0, 0: none) */
+    uint32_t off_control;      /* format 5: the control section (0: none), parsed into ctl */
+    struct me_control_spec {
+        uint32_t state_dim, action_dim, planner, n_wrap, horizon, candidates, iterations, elites, window,
+            adapt_every;
+        uint64_t seed;
+        float dt;
+        uint32_t off_arrays;   /* low[A], high[A], target[S] (f32), q[S], r[A] (f64), wrap[n_wrap] (u32) */
+    } ctl;
 };
 
 /* Working state in the caller's arena (pointers into it). */
@@ -265,6 +316,21 @@ struct me_session {
     float *wt[ME_MAX_LAYERS];                   /* transposed weights (in, out) of wide layers, or NULL */
     float *act[ME_MAX_LAYERS];                  /* layer outputs (max_shots, out) */
     me_adapt_info last;                         /* of the last me_adapt (or the state read) */
+    struct me_control_state {                   /* control models only (NULL pointers otherwise) */
+        float *low, *high, *target, *mid;       /* (A), (A), (S), (A) */
+        double *q, *r;                          /* (S), (A) cost weights */
+        uint32_t *wrapped;                      /* (S) 1 for an angle dim */
+        double *costs;                          /* (N) of the current round */
+        uint32_t *order;                        /* (2 N) CEM: stable sort of the candidates, and its scratch */
+        float *roll, *acts;                     /* (rows, S) rolled-out states, (rows, A) their actions */
+        float *mean, *wmean, *wstd, *nmean, *nstd, *elite, *seq; /* (H, A) each; elite (E, H, A) */
+        float *win_x, *win_y;                   /* (2 M, S + A), (2 M, S): the window written twice (a ring) */
+        float *prev;                            /* (n_theta) the state a failed re-adaptation restores */
+        uint64_t calls, observed;               /* plan calls since the reset; transitions since the reset */
+        uint32_t head;                          /* next window slot */
+        int planned;                            /* whether seq / cost hold a plan */
+        double cost;
+    } ctl;
 };
 
 #ifdef __cplusplus

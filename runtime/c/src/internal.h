@@ -112,4 +112,20 @@ me_status me_prototypes_build(me_session *s, const float *x, const float *y, uin
 void me_prototype_logits(float *logits, const float *z, const float *protos, uint32_t n, uint32_t ways,
                          uint32_t dim);
 
+/* control.c: the control section (format 5) and the planner's part of a session's arena */
+/* parse and validate the section at off (4-aligned, inside total) into m->ctl; sets m->off_control */
+me_status me_control_parse(me_model *m, uint32_t off, uint32_t total);
+/* the shots a session of m holds: max_shots, raised to the control window */
+uint32_t me_control_shots(const me_model *m, uint32_t max_shots);
+/* bytes of the planner's arena block for sessions of `rows` network rows (0 without a control section) */
+uint64_t me_control_bytes(const me_model *m, uint32_t rows);
+/* carve that block (16-byte aligned) into s->ctl, copy the section's arrays and reset the planner */
+void me_control_carve(me_session *s, unsigned char *block, uint32_t rows);
+/* output `counter` of splitmix64 started at seed (counter 0: the generator's first output) */
+uint64_t me_splitmix64(uint64_t seed, uint64_t counter);
+/* forget the window of transitions (me_reset) */
+void me_control_forget(me_session *s);
+/* theta back to theta0 and the adapt info unknown: me_reset without forgetting the window */
+void me_theta_reset(me_session *s);
+
 #endif

@@ -153,7 +153,9 @@ me_status me_model_load(me_model *m, const void *buffer, size_t len)
     /* 1 (MLPs), 2 (+ conv1d), 3 (+ min_damping), 4 (+ the interval section) */
     if (version == 0u || version > ME_FORMAT_VERSION) return ME_ERR_VERSION;
     const uint32_t total = me_read_u32(p + 8);
-    if (me_read_u16(p + 6) != HEADER_BYTES || total < HEADER_BYTES) return ME_ERR_FORMAT;
+    /* version 5 adds a u32 at offset 64 (the control section's offset): a 68-byte header */
+    const uint32_t header = version >= 5u ? HEADER_BYTES + 4u : HEADER_BYTES;
+    if (me_read_u16(p + 6) != header || total < header) return ME_ERR_FORMAT;
     if (total > len) return ME_ERR_TRUNCATED;
     if (me_crc32(p + 16, total - 16u) != me_read_u32(p + 12)) return ME_ERR_CRC;
 
@@ -190,6 +192,7 @@ me_status me_model_load(me_model *m, const void *buffer, size_t len)
         if (me_read_u32(p + 56) != 0u) return ME_ERR_FORMAT;
         if (m->solver == ME_SOLVER_GAUSS_NEWTON) m->min_damping = ME_LEGACY_MIN_DAMPING;
     }
+    const uint32_t off_ctl = version >= 5u ? me_read_u32(p + HEADER_BYTES) : 0u;
     if (m->n_layers == 0u || m->n_layers > ME_MAX_LAYERS) return ME_ERR_FORMAT;
     if (m->in_dim == 0u || m->in_dim > ME_MAX_DIM || m->out_dim == 0u || m->out_dim > ME_MAX_DIM)
         return ME_ERR_FORMAT;
@@ -197,6 +200,7 @@ me_status me_model_load(me_model *m, const void *buffer, size_t len)
 
     const uint32_t ny = m->task == ME_TASK_REGRESSION ? m->out_dim : 0u;
     const uint64_t norm_floats = 2ull * m->in_dim + 2ull * ny;
+    if (off_layers < header) return ME_ERR_FORMAT; /* the other sections follow the table */
     if (!section_ok(off_layers, (uint64_t)m->n_layers * LAYER_BYTES, total) ||
         !section_ok(m->off_norm, 4ull * norm_floats, total) ||
         !section_ok(m->off_params, 4ull * m->n_params, total) ||
@@ -211,6 +215,11 @@ me_status me_model_load(me_model *m, const void *buffer, size_t len)
     me_status st = parse_layers(m, p + off_layers, version);
     if (st == ME_OK) st = check_solver(m);
     if (st == ME_OK && off_unc != 0u) st = parse_uncertainty(m, off_unc, total);
+    if (st == ME_OK && off_ctl != 0u) { /* after the rates and the interval section (control.c) */
+        const uint64_t end = m->n_levels ? (uint64_t)off_unc + 4ull + 4ull * (m->out_dim + 2ull * m->n_levels)
+                                         : (uint64_t)m->off_rates + 4ull * m->n_theta;
+        st = (uint64_t)off_ctl < end ? ME_ERR_FORMAT : me_control_parse(m, off_ctl, total);
+    }
     if (st != ME_OK) return st;
     const unsigned char *norm = p + m->off_norm;
     if (!floats_finite(norm, m->in_dim, 0) || !floats_finite(norm + 4u * m->in_dim, m->in_dim, 1) ||

@@ -89,13 +89,16 @@ static uint64_t layout(me_session *s, const me_model *m, uint32_t max_shots, uns
                     : alternate ? pingpong[owned++ % 2u]
                                 : (float *)take(&c, 4ull * rows * L->out);
     }
+    /* control models: the planner and the window of transitions, one block carved by control.c */
+    unsigned char *ctl = (unsigned char *)take(&c, me_control_bytes(m, rows));
+    if (base && m->off_control) me_control_carve(s, ctl, rows);
     return c.used + ALIGN; /* slack to align an arbitrary arena pointer */
 }
 
 size_t me_arena_bytes(const me_model *m, uint32_t max_shots)
 {
     if (!m || !m->buf || max_shots == 0u || max_shots > ME_MAX_SHOTS) return 0u;
-    const uint64_t bytes = layout(NULL, m, max_shots, NULL);
+    const uint64_t bytes = layout(NULL, m, me_control_shots(m, max_shots), NULL);
     return bytes > (uint64_t)SIZE_MAX ? 0u : (size_t)bytes;
 }
 
@@ -108,6 +111,8 @@ me_status me_session_init(me_session *s, const me_model *m, void *arena, size_t 
     memset(s, 0, sizeof *s);
     unsigned char *base = (unsigned char *)arena;
     base += (ALIGN - ((uintptr_t)base % ALIGN)) % ALIGN;
+    max_shots = me_control_shots(m, max_shots);
+    s->model = m; /* before the layout: the control block's carving reads the model */
     layout(s, m, max_shots, base);
     s->model = m;
     s->max_shots = max_shots;
@@ -194,6 +199,13 @@ uint32_t me_classes(const me_session *s)
 me_status me_reset(me_session *s)
 {
     if (!s || !s->model) return ME_ERR_NULL;
+    me_theta_reset(s);
+    me_control_forget(s);
+    return ME_OK;
+}
+
+void me_theta_reset(me_session *s)
+{
     const me_model *m = s->model;
     memcpy(s->theta, s->theta0, sizeof(float) * m->n_theta);
     for (uint32_t l = 0; l < m->n_layers; l++) { /* theta0's transposed copies, kept since me_session_init */
@@ -204,7 +216,6 @@ me_status me_reset(me_session *s)
     }
     s->ways = 0u;
     me_forget_adapt_info(s);
-    return ME_OK;
 }
 
 void me_forget_adapt_info(me_session *s)

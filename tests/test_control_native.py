@@ -1,9 +1,6 @@
 """The C library's planner and device loop (``me_plan`` / ``me_observe``, model.mebin format 5) against the Python
-runtime: runtime/control.py's Planner over the ONNX Runtime backend's adapted predictions, and Model.adapt on the
-same window of transitions.
-
-Until the dynamics families land, a minimal pendulum family (``sdk.tasks.systems.Pendulum`` units, support =
-transitions ``(state, action) -> state change``) is defined here with its ``control_defaults``.
+runtime's :class:`~metaedge.runtime.control.Controller` over the ONNX Runtime backend: the same actions, plans and
+re-adaptations in closed loop on a ``pendulum-dynamics`` unit.
 """
 
 from __future__ import annotations
@@ -16,110 +13,66 @@ import pytest
 from toolchains import need
 
 from metaedge.runtime import native
-from metaedge.runtime.control import Planner, wrap_angle
-from metaedge.runtime.model import Adapted, Model
-from metaedge.sdk.tasks.base import Task, TaskFamily, register_family
+from metaedge.runtime.control import Controller, Planner, wrap_angle
+from metaedge.runtime.model import Model
 from metaedge.sdk.tasks.systems import Pendulum
 
 pytestmark = pytest.mark.skipif(not native.available(), reason=f"C library unavailable: {native.unavailable_reason()}")
 
-FAMILY = "test-native-pendulum"
 STEPS = 30
-
-
-class PendulumTransitions(TaskFamily):
-    """One pendulum unit per task: transitions from states all around the circle under random commands."""
-
-    name = FAMILY
-    input_shape = (3,)
-    output_dim = 2
-    input_names = ("theta", "omega", "command")
-    output_names = ("d_theta", "d_omega")
-    input_units = ("rad", "rad/s", "")
-    output_units = ("rad", "rad/s")
-    control_defaults = dict(state_dim=2, action_dim=1, action_low=[-1.0], action_high=[1.0],
-                            planner="random-shooting", horizon=8, candidates=48, q=[1.0, 0.1], r=[0.01],
-                            target=[float(np.pi), 0.0], window=16, adapt_every=4, dt=0.05, seed=3, wrap=[0])
-
-    def __init__(self) -> None:
-        self.system = Pendulum()
-
-    def sample_task(self, rng: np.random.Generator, shots: int, queries: int, split: str = "train") -> Task:
-        n = shots + queries
-        params = np.repeat(self.system.sample_params(rng, 1), n, axis=0)
-        state = np.stack([rng.uniform(-np.pi, np.pi, n), rng.uniform(-3.0, 3.0, n)], axis=1)
-        action = rng.uniform(-1.0, 1.0, (n, 1))
-        x = np.concatenate([state, action], axis=1).astype(np.float32)
-        y = self.system.delta(params, state, action, rng).astype(np.float32)
-        return Task(x[:shots], y[:shots], x[shots:], y[shots:], {"params": params[0].tolist()})
-
-
-register_family(FAMILY, PendulumTransitions)
 
 
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory):
-    """``{"ridge": bundle with random shooting, "metasgd": bundle with CEM}``, trained a few dozen iterations."""
+    """``{"ridge": bundle with random shooting, "metasgd": bundle with CEM}`` of the pendulum-dynamics family,
+    trained a few dozen iterations."""
     from metaedge.export.bundle import export_bundle
     from metaedge.sdk.config import TrainConfig
     from metaedge.sdk.train import train
 
     root = tmp_path_factory.mktemp("control-native")
-    common = dict(family=FAMILY, queries=16, meta_batch=4, iterations=30, hidden=[16, 16], activation="tanh")
-    # ridge: a full window at every re-adaptation, since a two-output ridge bundle's gauss_newton.onnx takes
-    # exactly `shots` samples (its support axis is not dynamic; the C library takes any count)
-    configs = {"ridge": TrainConfig(algo="ridge", shots=8, inner_steps=1, control={"window": 8, "adapt_every": 8},
-                                    **common),
+    common = dict(family="pendulum-dynamics", queries=16, meta_batch=4, iterations=30, hidden=[16, 16],
+                  activation="tanh")
+    small = {"horizon": 8, "candidates": 48, "window": 16, "adapt_every": 4, "seed": 3}
+    configs = {"ridge": TrainConfig(algo="ridge", shots=16, inner_steps=1,
+                                    control={**small, "planner": "random-shooting"}, **common),
                "metasgd": TrainConfig(algo="metasgd", shots=16, inner_steps=2,
-                                      control={"planner": "cem", "iterations": 3, "elites": 6}, **common)}
+                                      control={**small, "planner": "cem", "iterations": 3, "elites": 6}, **common)}
     return {name: export_bundle(train(cfg, root / f"{name}-run", progress=False), root / name, check=False)
             for name, cfg in configs.items()}
-
-
-def _transition(state: np.ndarray, action: np.ndarray, next_state: np.ndarray, wrap: tuple[int, ...]
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """A window row as me_observe forms it: input concat(state, action), target the float32 state change with
-    the angle dims wrapped."""
-    change = next_state - state
-    change[list(wrap)] = wrap_angle(change[list(wrap)])
-    return np.concatenate([state, action]), change
 
 
 @pytest.mark.parametrize("name", ["ridge", "metasgd"])
 def test_c_controller_matches_the_python_runtime_in_closed_loop(bundles, name):
     bundle = bundles[name]
     model = Model.load(bundle, backend="onnxruntime")
-    spec = model.bundle.manifest.control
+    ctl = Controller(model)
+    spec = ctl.spec
     session = native.NativeSession((bundle / "model.mebin").read_bytes())
     assert session.header.format_version == 5 and session.header.out_dim == 2
     assert session.control.planner == spec.planner == ("random-shooting" if name == "ridge" else "cem")
-    planner, system, rng = Planner(spec), Pendulum(), np.random.default_rng(11)
+    system, rng = Pendulum(), np.random.default_rng(11)
     unit = system.sample_params(rng, 1)
     state = np.array([0.2, 0.0])
-    adapted = Adapted(model, model.theta0)
-    xs, ys = [], []
     action_gap = cost_gap = theta_gap = 0.0
-    adaptations = 0
     for _ in range(STEPS):
         s = state.astype(np.float32)
-        py = planner.plan(s, adapted.predict)
+        py = ctl.planner.plan(s, ctl.dynamics)  # what ctl.act(s) returns the action of
         action, sequence, cost = session.plan(s)
         action_gap = max(action_gap, float(np.abs(action - py.action).max()),
                          float(np.abs(sequence - py.sequence).max()))
         cost_gap = max(cost_gap, abs(cost - py.cost) / max(abs(py.cost), 1e-12))
         state = system.step(unit, state[None], py.action[None], rng)[0]
         nxt = state.astype(np.float32)
-        x, y = _transition(s, py.action, nxt, spec.wrap)
-        xs, ys = (xs + [x])[-spec.window:], (ys + [y])[-spec.window:]
-        if session.observe(s, py.action, nxt):
-            adapted = model.adapt(np.stack(xs), np.stack(ys))
-            theta_gap = max(theta_gap, float(np.abs(session.theta - adapted.theta).max()))
-            adaptations += 1
-    assert adaptations == STEPS // spec.adapt_every and len(xs) == spec.window  # the window wrapped around
-    assert not np.allclose(adapted.theta, model.theta0)
+        c_adapted = session.observe(s, py.action, nxt)
+        assert ctl.observe(s, py.action, nxt) == c_adapted
+        if c_adapted:
+            theta_gap = max(theta_gap, float(np.abs(session.theta - ctl.adapted.theta).max()))
+    assert ctl.adaptations == STEPS // spec.adapt_every and len(ctl.window[0]) == spec.window  # window wrapped
+    assert not np.allclose(ctl.adapted.theta, model.theta0)
     assert action_gap < 1e-4, f"C and Python plans differ by {action_gap:.3g}"
     assert cost_gap < 1e-4, f"C and Python plan costs differ by {cost_gap:.3g} (relative)"
-    assert theta_gap < 1e-5, f"me_observe's re-adaptation differs from Model.adapt by {theta_gap:.3g}"
+    assert theta_gap < 1e-5, f"me_observe's re-adaptation differs from the Controller's by {theta_gap:.3g}"
 
 
 @pytest.mark.parametrize("name", ["ridge", "metasgd"])

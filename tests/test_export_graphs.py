@@ -128,3 +128,17 @@ def test_protonet_bundle_builds_prototypes_on_the_device(tmp_path):
     assert (Adapted.load(model, tmp_path / "s.npz").predict(task.x_query) == adapted.predict(task.x_query)).all()
     with pytest.raises(ValueError, match="no sample of class"):
         model.adapt(task.x_support[:2], np.array([0, 2]))
+
+
+def test_traced_support_size_differs_from_every_other_dimension():
+    """A support as large as a layer is wide would share its symbol when traced and freeze the sample axis."""
+    import torch
+
+    from metaedge.export.graphs import _distinct_rows
+
+    xs, ys, w = torch.arange(16.0).reshape(16, 1), torch.zeros(16, 2), torch.zeros(2, 16)
+    rx, ry, rw = _distinct_rows((xs, ys, w), dynamic=2)
+    assert rx.shape[0] == ry.shape[0] == 17 and rw is w
+    assert torch.equal(rx[:16], xs) and rx[16, 0] == 0  # rows repeat cyclically
+    same = (torch.zeros(5, 3), torch.zeros(5, 1), torch.zeros(2, 16))
+    assert _distinct_rows(same, dynamic=2) is same

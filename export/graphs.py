@@ -51,14 +51,16 @@ def _decompositions() -> dict:
     return table
 
 
-def _export(fn, args: tuple[torch.Tensor, ...], names: tuple[list[str], list[str]], dynamic: int, path: Path,
-            opset: int) -> None:
-    """``make_fx`` + dynamo export of ``fn(*args)``; the first ``dynamic`` inputs get a dynamic axis 0."""
+def _export(fn, args: tuple[torch.Tensor, ...], names: tuple[list[str], list[str]], dynamic: int | tuple[int, ...],
+            path: Path, opset: int) -> None:
+    """``make_fx`` + dynamo export of ``fn(*args)``; the first ``dynamic`` inputs (or those at the indices
+    ``dynamic``) get a dynamic axis 0."""
     # frozen parameters are real tensors closed over by `fn`: they become constants of the graph
     graph = make_fx(fn, decomposition_table=_decompositions(), tracing_mode="symbolic",
                     _allow_non_fake_inputs=True)(*args)
     n = torch.export.Dim("n", min=1)
-    shapes = tuple({0: n} if i < dynamic else None for i in range(len(args)))
+    dynamic = tuple(range(dynamic)) if isinstance(dynamic, int) else dynamic
+    shapes = tuple({0: n} if i in dynamic else None for i in range(len(args)))
     quiet = logging.getLogger("torch.onnx")
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # e.g. "torchvision is not installed" on every export

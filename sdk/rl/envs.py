@@ -32,6 +32,9 @@ class VecEnv(ABC):
     horizon: int = 100
     #: discount of the returns the policy gradient uses
     discount: float = 0.99
+    #: per-dimension action bounds (the env clips to them)
+    action_low: tuple[float, ...] = ()
+    action_high: tuple[float, ...] = ()
 
     @abstractmethod
     def sample_tasks(self, rng: np.random.Generator, n: int) -> np.ndarray:
@@ -61,6 +64,7 @@ class PointNavigation(VecEnv):
     discount = 0.99
     goal_low, goal_high = -0.5, 0.5
     action_bound = 0.1
+    action_low, action_high = (-0.1, -0.1), (0.1, 0.1)
 
     def sample_tasks(self, rng: np.random.Generator, n: int) -> np.ndarray:
         return rng.uniform(self.goal_low, self.goal_high, (n, 2))
@@ -92,6 +96,7 @@ class PendulumSwingUp(VecEnv):
     #: the target state (upright, at rest) and the weights of the quadratic cost
     target = (np.pi, 0.0)
     q_angle, q_speed, r_action = 1.0, 0.1, 0.01
+    action_low, action_high = Pendulum.action_low, Pendulum.action_high
 
     def __init__(self) -> None:
         self.system = Pendulum()

@@ -26,7 +26,8 @@ from .policy import GaussianPolicy
 
 def pg_loss(policy: GaussianPolicy, theta: torch.Tensor, obs: torch.Tensor, actions: torch.Tensor,
             adv: torch.Tensor) -> torch.Tensor:
-    """``()`` REINFORCE loss ``-mean(log pi(a|o) A)`` over ``obs`` ``(N, O)``, ``actions`` ``(N, A)``, ``adv`` ``(N,)``."""
+    """``()`` REINFORCE loss ``-mean(log pi(a|o) A)`` over ``obs`` ``(N, O)``, ``actions`` ``(N, A)`` and
+    ``adv`` ``(N,)``."""
     return -(policy.log_prob(theta, obs, actions) * adv).mean()
 
 
@@ -105,6 +106,9 @@ class TRPOSettings:
     line_search_steps: int = 15
 
 
+DEFAULT_TRPO = TRPOSettings()
+
+
 @dataclass(frozen=True)
 class StepInfo:
     loss_before: float
@@ -114,7 +118,7 @@ class StepInfo:
 
 
 def trpo_step(policy: GaussianPolicy, theta: torch.Tensor, batch: MetaBatch, lr: float,
-              settings: TRPOSettings = TRPOSettings()) -> tuple[torch.Tensor, StepInfo]:
+              settings: TRPOSettings = DEFAULT_TRPO) -> tuple[torch.Tensor, StepInfo]:
     """One MAML-TRPO meta-update of ``theta`` ``(P,)``; returns the new parameters (the old ones when no line-search
     step is accepted) and what happened."""
     theta = theta.detach()

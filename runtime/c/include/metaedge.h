@@ -46,7 +46,7 @@ extern "C" {
  * a public struct, a status code's meaning). me_api_version() is the library's (MAJOR << 16 | MINOR), to check a
  * shared library against the header a binding was written for. */
 #define ME_API_VERSION_MAJOR 1u
-#define ME_API_VERSION_MINOR 1u
+#define ME_API_VERSION_MINOR 2u
 #define ME_API_VERSION ((ME_API_VERSION_MAJOR << 16) | ME_API_VERSION_MINOR)
 
 #define ME_FORMAT_VERSION 4u  /* the newest model.mebin format this library reads (it reads 1 to 3 too) */
@@ -207,6 +207,18 @@ ME_API me_status me_predict_interval(me_session *s, const float *xs, uint32_t k,
                                      float level, float *out, float *lower, float *upper);
 ME_API me_status me_suggest(me_session *s, const float *xs, uint32_t k, const float *candidates, uint32_t m,
                             uint32_t *best, float *scores);
+
+/* ---- policy adaptation (meta-RL): advantages for a policy bundle's adapt_step graph ---------------------------
+ * Discounted returns and advantages with the linear feature baseline (Duan et al. 2016) of one task's episodes,
+ * the definition of metaedge.runtime.policy.advantages: obs (episodes, steps, obs_dim) and rewards (episodes,
+ * steps) row-major in; advantages (and returns, unless NULL) (episodes, steps) out; flags ME_ADV_NORMALIZE
+ * standardises the advantages. work: me_advantages_work(obs_dim) doubles of the caller's (no malloc).
+ * ME_ERR_NONFINITE for NaN/inf inputs, ME_ERR_SINGULAR when the baseline's normal equations stay indefinite. */
+#define ME_ADV_NORMALIZE 1u
+ME_API size_t me_advantages_work(uint32_t obs_dim);
+ME_API me_status me_advantages(const float *obs, const float *rewards, uint32_t episodes, uint32_t steps,
+                               uint32_t obs_dim, float discount, uint32_t flags, double *work, float *returns,
+                               float *advantages);
 
 /* sizeof(me_model) and sizeof(me_session), for language bindings that allocate them */
 ME_API size_t me_sizeof_model(void);

@@ -25,6 +25,15 @@ from metaedge.sdk.rl.rollout import rollout
 from metaedge.sdk.rl.train import RLConfig, RLRun, save_run
 from metaedge.sdk.tasks.systems import Pendulum, wrap
 
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small batched ops: one torch thread is fastest, and several contend badly on a loaded 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 # --- families --------------------------------------------------------------------------------------------------------
 
 def test_point_navigation_step_by_hand():

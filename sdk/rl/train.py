@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -181,7 +181,7 @@ def train(config: RLConfig, out: Path | None = None, resume: bool = False,
             out = Path(out)
             if resume:
                 run = load_run(out)
-                if run.config != config:
+                if replace(run.config, iterations=config.iterations) != config:
                     raise InputError(f"{out} was trained with another config; resume it with its own config.json "
                                      "or start a new --out")
             elif out.exists() and any(out.iterdir()):

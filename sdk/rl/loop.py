@@ -86,8 +86,8 @@ def loop_trpo_step(policy: GaussianPolicy, theta: torch.Tensor, batch: MetaBatch
     base = theta.detach()
     for k in range(settings.line_search_steps):
         candidate = (base - settings.backtrack**k * step).requires_grad_(True)
-        after = float(loop_surrogate(policy, candidate, batch, lr, old_logp))
-        kl = float(loop_kl(policy, candidate, batch, lr, old_adapted))
+        after = float(loop_surrogate(policy, candidate, batch, lr, old_logp).detach())
+        kl = float(loop_kl(policy, candidate, batch, lr, old_adapted).detach())
         if after < before and kl < settings.max_kl:
             return candidate.detach(), StepInfo(before, after, kl, True)
     return base, StepInfo(before, before, 0.0, False)

@@ -75,13 +75,14 @@ def loop_trpo_step(policy: GaussianPolicy, theta: torch.Tensor, batch: MetaBatch
     loss = loop_surrogate(policy, theta, batch, lr, old_logp)
     g = torch.autograd.grad(loss, theta, retain_graph=True)[0]
 
+    # as cherry's hessian_vector_product: the KL gradient's graph once, one double backward per product
+    gkl = torch.autograd.grad(loop_kl(policy, theta, batch, lr, old_adapted), theta, create_graph=True)[0]
+
     def fvp(v: torch.Tensor) -> torch.Tensor:
-        kl = loop_kl(policy, theta, batch, lr, old_adapted)
-        gkl = torch.autograd.grad(kl, theta, create_graph=True)[0]
-        return torch.autograd.grad(gkl @ v, theta)[0] + settings.damping * v
+        return torch.autograd.grad(gkl @ v, theta, retain_graph=True)[0] + settings.damping * v
 
     step = conjugate_gradient(fvp, g, settings.cg_iterations)
-    step = step / torch.sqrt(0.5 * (step @ fvp(step)) / settings.max_kl)
+    step = (step / torch.sqrt(0.5 * (step @ fvp(step)) / settings.max_kl)).detach()
     before = float(loss.detach())
     base = theta.detach()
     for k in range(settings.line_search_steps):

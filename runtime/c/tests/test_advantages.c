@@ -38,7 +38,8 @@ static void test_exact_fit(void)
     for (int i = 0; i < E * T; i++) obs[i * O] = ret[i], obs[i * O + 1] = 0.3f * check_uniform(&seed);
     CHECK_STATUS(me_advantages(obs, rewards, E, T, O, 0.9f, 0, work, ret, adv), ME_OK);
     double worst = 0.0;
-    for (int i = 0; i < E * T; i++) worst = fmax(worst, fabs(adv[i]));
+    for (int i = 0; i < E * T; i++)
+        if (fabs(adv[i]) > worst) worst = fabs(adv[i]);
     CHECK(worst < 1e-3);
 }
 
@@ -60,8 +61,10 @@ static void test_orthogonal_and_standardised(void)
     CHECK(fabs(s1) < 1e-3 && fabs(st) < 1e-3 && fabs(so) < 1e-3);
     CHECK_STATUS(me_advantages(obs, rewards, E, T, O, 0.99f, ME_ADV_NORMALIZE, work, NULL, norm), ME_OK);
     double mean = 0.0, var = 0.0;
-    for (int i = 0; i < E * T; i++) mean += norm[i] / (E * T);
-    for (int i = 0; i < E * T; i++) var += (norm[i] - mean) * (norm[i] - mean) / (E * T);
+    for (int i = 0; i < E * T; i++) mean += norm[i];
+    mean /= E * T;
+    for (int i = 0; i < E * T; i++) var += (norm[i] - mean) * (norm[i] - mean);
+    var /= E * T;
     CHECK_CLOSE(mean, 0.0, 1e-6);
     CHECK_CLOSE(var, 1.0, 1e-5);
     /* standardisation is affine: norm = (adv - mean(adv)) / std(adv) */

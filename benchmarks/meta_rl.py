@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -81,18 +82,70 @@ def speed(config: RLConfig, iterations: int) -> dict[str, float]:
 
 def learn2learn(python: str, examples: str, iterations: int, timeout: float) -> dict[str, object]:
     worker = Path(__file__).resolve().parent / "_l2l_maml_trpo_worker.py"
+    # its own session, so that a timeout also ends the example's environment worker processes
+    proc = subprocess.Popen([python, str(worker), examples, str(iterations), "2"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        proc = subprocess.run([python, str(worker), examples, str(iterations), "2"], capture_output=True, text=True,
-                              timeout=timeout)
+        stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
         return {"ran": False, "reason": f"learn2learn's maml_trpo did not finish {iterations} meta-iterations in "
                                         f"{timeout:.0f} s"}
-    for line in proc.stdout.splitlines():
+    for line in stdout.splitlines():
         if line.startswith("@@L2L@@ "):
             rec = json.loads(line[8:])
             return {"ran": True, "iterations_per_second": rec["iterations"] / rec["seconds"]}
-    tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+    tail = (stderr.strip().splitlines() or ["no output"])[-1]
     return {"ran": False, "reason": f"learn2learn's maml_trpo exited with {proc.returncode}: {tail}"}
+
+
+def device(config: RLConfig, theta: torch.Tensor, episodes: int, repeats: int = 20) -> dict[str, float]:
+    """The device's side on the meta-trained policy: export a policy bundle, then for one unit's ``episodes``
+    episodes time the advantages (numpy, C) and the adaptation step (ONNX Runtime, one thread), and measure the
+    step's parity with PyTorch's inner step and the C advantages' with numpy's."""
+    import tempfile
+
+    from metaedge.export.policy import export_policy
+    from metaedge.runtime import native
+    from metaedge.runtime.policy import PolicyBundle, PolicyRuntime
+    from metaedge.runtime.policy import advantages as np_advantages
+    from metaedge.sdk.rl.maml import inner_step
+    from metaedge.sdk.rl.rollout import rollout
+    from metaedge.sdk.rl.train import RLRun, save_run
+
+    env, policy = make_env(config.family), config.policy()
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = Path(tmp) / "run"
+        run_dir.mkdir()
+        save_run(run_dir, RLRun(config, theta, config.iterations))
+        rt = PolicyRuntime(PolicyBundle.open(export_policy(run_dir, Path(tmp) / "bundle")))
+        rng = np.random.default_rng([config.seed, 2 * 10**6])
+        eps = rollout(env, policy, theta[None], env.sample_tasks(rng, 1), episodes, rng)
+        obs, act, rew = (t[0].numpy() for t in (eps.obs, eps.actions, eps.rewards))
+
+        def timed(fn) -> float:
+            fn()
+            start = time.perf_counter()
+            for _ in range(repeats):
+                fn()
+            return (time.perf_counter() - start) / repeats * 1e3
+
+        _, adv = np_advantages(obs, rew, env.discount)
+        flat_obs, flat_act = obs.reshape(-1, env.obs_dim), act.reshape(-1, env.action_dim)
+        want = inner_step(policy, theta, torch.as_tensor(flat_obs), torch.as_tensor(flat_act),
+                          torch.as_tensor(adv.reshape(-1)), config.inner_lr).detach().numpy()
+        out = {"samples": int(obs.shape[0] * obs.shape[1]), "parameters": int(theta.numel()),
+               "step_max_abs_diff_vs_torch": float(np.abs(rt.step(theta.numpy(), flat_obs, flat_act,
+                                                                  adv.reshape(-1)) - want).max()),
+               "numpy_advantages_ms": timed(lambda: np_advantages(obs, rew, env.discount)),
+               "onnx_step_ms": timed(lambda: rt.step(None, flat_obs, flat_act, adv.reshape(-1))),
+               "adapt_ms": timed(lambda: rt.adapt(None, obs, act, rew))}
+        if native.available():
+            out["c_advantages_max_abs_diff_vs_numpy"] = float(np.abs(native.advantages(obs, rew, env.discount)[1]
+                                                                     - adv).max())
+            out["c_advantages_ms"] = timed(lambda: native.advantages(obs, rew, env.discount))
+    return out
 
 
 def halfcheetah() -> dict[str, object]:
@@ -138,6 +191,9 @@ def main() -> None:
         print(f"{name:<11}" + "".join(f"{m:>10.2f} ± {c:<5.2f}" for m, c in zip(row["mean"], row["ci95"])))
     result = {"family": args.family, "config": config.to_dict(), "tasks": args.tasks, "episodes": args.episodes,
               "returns": table, "train_seconds": train_seconds, "cpu_count": os.cpu_count()}
+    result["device"] = device(config, trained["maml"], args.episodes)
+    print(f"\ndevice ({result['device']['samples']} samples, {result['device']['parameters']} parameters):",
+          ", ".join(f"{k} {v:.3g}" for k, v in result["device"].items() if k not in ("samples", "parameters")))
     if not args.no_speed:
         its = speed(config, args.speed_iterations)
         result["iterations_per_second"] = its

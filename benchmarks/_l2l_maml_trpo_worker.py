@@ -4,7 +4,8 @@ learn2learn venv (``/work/shared/tools/setup_learn2learn_venv.sh`` plus ``pip in
 gym==0.25.2``). Usage: ``python _l2l_maml_trpo_worker.py EXAMPLES_DIR ITERATIONS WORKERS``.
 
 Two compatibility shims, neither touching the algorithm: numpy 2 removed the ``np.bool8`` alias gym 0.25 still
-uses, and ``Particles2D-v1`` gets the 100-step horizon of the MAML paper (gym 0.25 applies none to it).
+uses, and ``Particles2D-v1`` is asked for the 100-step horizon of the MAML paper (``max_episode_steps=100``;
+its episodes still never end under gym 0.25.2, see docs/results.md).
 """
 
 import json

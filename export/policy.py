@@ -22,8 +22,15 @@ from ..atomic import atomic_rename_folder
 from ..errors import ExistsError, InputError
 from ..runtime.bundle import sha256
 from ..runtime.manifest import Layout
-from ..runtime.policy import (POLICY_FORMAT_VERSION, RECORD, PolicyBundle, PolicyGraphs, PolicyParity,
-                              PolicyRecord, advantages)
+from ..runtime.policy import (
+    POLICY_FORMAT_VERSION,
+    RECORD,
+    PolicyBundle,
+    PolicyGraphs,
+    PolicyParity,
+    PolicyRecord,
+    advantages,
+)
 from ..sdk.rl.maml import inner_step
 from ..sdk.rl.rollout import rollout
 from ..sdk.rl.train import RLRun, load_run

@@ -23,6 +23,7 @@ and the C library's ``me_advantages``:
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -154,7 +155,7 @@ class PolicyRecord(_Part):
     #: the run it came from and the metaedge version (opaque here)
     provenance: dict[str, str] | None = None
 
-    def _problems(self):
+    def _problems(self) -> Iterator[tuple[str, str]]:
         if self.format_version != POLICY_FORMAT_VERSION:
             yield "format_version", f"must be {POLICY_FORMAT_VERSION} (this runtime's), got {self.format_version}"
         if len(self.action_low) != self.action_dim or len(self.action_high) != self.action_dim:

@@ -256,3 +256,16 @@ def test_runtime_policy_imports_no_torch(policy_bundle):
     """)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == f"({PolicyBundle.open(path).record.size},)"
+
+
+@pytest.mark.parametrize("name", ["nav2d-maml.json", "pendulum-maml.json"])
+def test_shipped_configs_parse(name):
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "configs" / name
+    config = RLConfig.from_dict(json.loads(path.read_text()))
+    assert config.family == name.split("-")[0] and config.mode == "maml"
+    with pytest.raises(InputError, match="unknown rl-train option"):
+        RLConfig.from_dict({**json.loads(path.read_text()), "meta_lr": 1.0})
+    with pytest.raises(InputError, match="inner_lr must be a positive"):
+        RLConfig.from_dict({"inner_lr": -1})

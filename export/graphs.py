@@ -51,32 +51,37 @@ def _decompositions() -> dict:
     return table
 
 
-def _distinct_rows(args: tuple[torch.Tensor, ...], dynamic: int) -> tuple[torch.Tensor, ...]:
-    """The first ``dynamic`` inputs' rows re-indexed (cyclically) to a count no other dimension of the inputs has.
+def _distinct_rows(args: tuple[torch.Tensor, ...], dynamic: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
+    """The inputs at the indices ``dynamic`` with their rows re-indexed (cyclically) to a count no other dimension
+    of the inputs has.
 
     Symbolic tracing gives equal sizes one symbol (duck shaping), so a support of 16 samples traced beside a
     16-wide layer's parameters would freeze the sample axis at 16. The values do not matter for tracing.
     """
-    taken = {int(d) for i, a in enumerate(args) for j, d in enumerate(a.shape) if not (i < dynamic and j == 0)}
-    k = int(args[0].shape[0])
+    if not dynamic:
+        return args
+    taken = {int(d) for i, a in enumerate(args) for j, d in enumerate(a.shape) if not (i in dynamic and j == 0)}
+    k = int(args[dynamic[0]].shape[0])
     n = max(k, 2)
     while n in taken:
         n += 1
     if n == k:
         return args
     rows = torch.arange(n) % k
-    return tuple(a[rows] if i < dynamic else a for i, a in enumerate(args))
+    return tuple(a[rows] if i in dynamic else a for i, a in enumerate(args))
 
 
-def _export(fn, args: tuple[torch.Tensor, ...], names: tuple[list[str], list[str]], dynamic: int, path: Path,
-            opset: int) -> None:
-    """``make_fx`` + dynamo export of ``fn(*args)``; the first ``dynamic`` inputs get a dynamic axis 0."""
+def _export(fn, args: tuple[torch.Tensor, ...], names: tuple[list[str], list[str]], dynamic: int | tuple[int, ...],
+            path: Path, opset: int) -> None:
+    """``make_fx`` + dynamo export of ``fn(*args)``; the first ``dynamic`` inputs (or those at the indices
+    ``dynamic``) get a dynamic axis 0."""
+    dynamic = tuple(range(dynamic)) if isinstance(dynamic, int) else dynamic
     args = _distinct_rows(args, dynamic)
     # frozen parameters are real tensors closed over by `fn`: they become constants of the graph
     graph = make_fx(fn, decomposition_table=_decompositions(), tracing_mode="symbolic",
                     _allow_non_fake_inputs=True)(*args)
     n = torch.export.Dim("n", min=1)
-    shapes = tuple({0: n} if i < dynamic else None for i in range(len(args)))
+    shapes = tuple({0: n} if i in dynamic else None for i in range(len(args)))
     quiet = logging.getLogger("torch.onnx")
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # e.g. "torchvision is not installed" on every export

@@ -818,5 +818,48 @@ def kb_certificate(unit: str, out: Path, trust: tuple[Path, ...], db: str | None
 register_update_command(kb)
 
 
+# --- meta-RL: policies (docs/meta-rl.md) ---------------------------------------------------------------------------
+
+@main.command(name="rl-train")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="JSON/TOML of RLConfig keys, e.g. configs/nav2d-maml.json.")
+@click.option("--family", type=click.Choice(["nav2d", "pendulum"]), help="Task family. [default: nav2d]")
+@click.option("--mode", type=click.Choice(["maml", "pretrain"]),
+              help="maml: meta-train (MAML-TRPO); pretrain: one policy on all tasks, no adaptation. [maml]")
+@click.option("--iterations", type=int, help="Meta-iterations (a resumed run continues to this). [100]")
+@click.option("--seed", type=int, help="Seed of initialisation, tasks and noise. [0]")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run directory.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+def rl_train(config_path: Path | None, out: Path, resume: bool, **options: Any) -> None:
+    """Meta-train a Gaussian MLP policy with MAML (policy-gradient inner step, TRPO outer step) on a family of
+    tasks; writes config.json, model.safetensors, state.json and metrics.jsonl to --out."""
+    from .sdk.rl.train import RLConfig
+    from .sdk.rl.train import train as train_policy
+
+    data: dict[str, Any] = _read_config(config_path) if config_path else {}
+    data.update({k: v for k, v in options.items() if v is not None})
+    config = RLConfig.from_dict(data)
+
+    def show(record: dict[str, Any]) -> None:
+        if record["iteration"] % 10 == 0 or record["iteration"] == config.iterations:
+            click.echo(f"iteration {record['iteration']}: return {record['return_before']:.2f} before, "
+                       f"{record['return_after']:.2f} after adaptation ({record['seconds']:.2f} s)")
+
+    run = train_policy(config, out, resume=resume, on_iteration=show)
+    click.echo(f"run written to {out} ({run.iteration} iterations)")
+
+
+@main.command(name="rl-export")
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("-o", "--out", required=True, type=click.Path(path_type=Path), help="Policy bundle folder to write.")
+@click.option("--opset", default=18, show_default=True, help="ONNX opset of the graphs.")
+def rl_export(run: Path, out: Path, opset: int) -> None:
+    """Export a policy run as a policy bundle: forward.onnx, adapt_step.onnx (theta, obs, actions, advantages ->
+    adapted theta), theta0.npy and policy.json, checked against PyTorch before writing."""
+    from .export.policy import describe, export_policy
+
+    click.echo(describe(export_policy(run, out, opset=opset)))
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -115,6 +115,9 @@ def _declare(lib: ctypes.CDLL) -> None:
         "me_plan_result": (ctypes.c_int, [c_vp, c_vp, c_vp]),
         "me_observe": (ctypes.c_int, [c_vp, c_vp, c_vp, c_vp]),
         "me_last_adapt_info": (ctypes.c_int, [c_vp, c_vp]),
+        # meta-RL: policy advantages
+        "me_advantages_work": (c_size, [c_u32]),
+        "me_advantages": (ctypes.c_int, [c_vp, c_vp, c_u32, c_u32, c_u32, ctypes.c_float, c_u32, c_vp, c_vp, c_vp]),
     }
     for name, (res, args) in sigs.items():
         fn = getattr(lib, name)
@@ -166,6 +169,29 @@ def api_version() -> tuple[int, int]:
 def unavailable_reason() -> str | None:
     """Why :func:`available` is False (None when it is True)."""
     return _REASON
+
+
+ME_ADV_NORMALIZE = 1
+
+
+def advantages(obs: np.ndarray, rewards: np.ndarray, discount: float,
+               normalize: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """``(returns, advantages)`` ``(E, T)`` float32 of one task's episodes by the C library's ``me_advantages``
+    (``obs`` ``(E, T, O)``, ``rewards`` ``(E, T)``): the twin of :func:`metaedge.runtime.policy.advantages`."""
+    if _LIB is None:
+        raise UnavailableError(_REASON)
+    obs = np.ascontiguousarray(obs, dtype=np.float32)
+    rewards = np.ascontiguousarray(rewards, dtype=np.float32)
+    if obs.ndim != 3 or rewards.shape != obs.shape[:2]:
+        raise InputError(f"observations must be (episodes, steps, obs_dim) and rewards (episodes, steps), got "
+                         f"{obs.shape} and {rewards.shape}")
+    e, t, o = obs.shape
+    work = np.empty(_LIB.me_advantages_work(o), dtype=np.float64)
+    ret, adv = np.empty((e, t), np.float32), np.empty((e, t), np.float32)
+    NativeModel._check(_LIB.me_advantages(obs.ctypes.data, rewards.ctypes.data, e, t, o, float(discount),
+                                          ME_ADV_NORMALIZE if normalize else 0, work.ctypes.data, ret.ctypes.data,
+                                          adv.ctypes.data), "advantages")
+    return ret, adv
 
 
 class _AdaptInfo(ctypes.Structure):

@@ -259,6 +259,18 @@ ME_API me_status me_plan_result(const me_session *s, float *sequence, double *co
  * ME_ERR_SINGULAR) leaves the previous state. me_reset forgets the window too. */
 ME_API me_status me_observe(me_session *s, const float *state, const float *action, const float *next_state);
 
+/* ---- policy adaptation (meta-RL): advantages for a policy bundle's adapt_step graph ---------------------------
+ * Discounted returns and advantages with the linear feature baseline (Duan et al. 2016) of one task's episodes,
+ * the definition of metaedge.runtime.policy.advantages: obs (episodes, steps, obs_dim) and rewards (episodes,
+ * steps) row-major in; advantages (and returns, unless NULL) (episodes, steps) out; flags ME_ADV_NORMALIZE
+ * standardises the advantages. work: me_advantages_work(obs_dim) doubles of the caller's (no malloc).
+ * ME_ERR_NONFINITE for NaN/inf inputs, ME_ERR_SINGULAR when the baseline's normal equations stay indefinite. */
+#define ME_ADV_NORMALIZE 1u
+ME_API size_t me_advantages_work(uint32_t obs_dim);
+ME_API me_status me_advantages(const float *obs, const float *rewards, uint32_t episodes, uint32_t steps,
+                               uint32_t obs_dim, float discount, uint32_t flags, double *work, float *returns,
+                               float *advantages);
+
 /* sizeof(me_model) and sizeof(me_session), for language bindings that allocate them */
 ME_API size_t me_sizeof_model(void);
 ME_API size_t me_sizeof_session(void);

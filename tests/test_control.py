@@ -77,6 +77,11 @@ def test_registered_families_add_the_process_noise_and_state_a_valid_controller(
         assert fam.describe()["episode_steps"] == steps == fam.episode_steps
         assert fam.input_names == (*fam.system.state_names, *fam.system.action_names)
     assert make_family("pendulum-dynamics").control_defaults["wrap"] == [0]
+    # support trajectories start where episodes start (rest_fraction 1) or anywhere in the region (0)
+    for share, inside in ((1.0, 200), (0.0, 0)):
+        b = make_family("pendulum-dynamics", rest_fraction=share).sample_batch(np.random.default_rng(2), 200, 4, 1)
+        starts = b.x_support[:, 0, :2]
+        assert abs(int((np.abs(starts) <= 0.3).all(1).sum()) - inside) <= 2  # ~0.1% of region draws land there
 
 
 def _unit_transitions(n: int, seed: int):

@@ -148,9 +148,7 @@ def figure1(model: Model, run_config: dict[str, Any], units: int, seed: int) -> 
     t0 = time.perf_counter()
     report = evaluate_control(model, episodes=units, seed=seed, policies=policies,
                               on_episode=lambda i: print(f"  unit {i + 1}/{units}", flush=True) if i % 10 == 9 else 0)
-    out = report.to_dict()
-    for s in report.summaries:
-        out["controllers"][s.name].pop("returns")
+    out = report.to_dict()  # with every unit's return per controller
     out["gap_closed_scratch"] = report.gap_closed("scratch")
     # paired: the per-unit share of the gap is noisy where meta ~ oracle, so the CI is on the paired differences
     ret = {s.name: np.asarray(s.returns) for s in report.summaries}

@@ -148,9 +148,7 @@ def figure1(model: Model, run_config: dict[str, Any], units: int, seed: int) -> 
     t0 = time.perf_counter()
     report = evaluate_control(model, episodes=units, seed=seed, policies=policies,
                               on_episode=lambda i: print(f"  unit {i + 1}/{units}", flush=True) if i % 10 == 9 else 0)
-    out = report.to_dict()
-    for s in report.summaries:
-        out["controllers"][s.name].pop("returns")
+    out = report.to_dict()  # with every unit's return per controller
     out["gap_closed_scratch"] = report.gap_closed("scratch")
     # paired: the per-unit share of the gap is noisy where meta ~ oracle, so the CI is on the paired differences
     ret = {s.name: np.asarray(s.returns) for s in report.summaries}
@@ -194,10 +192,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=50)
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--work", type=Path, default=Path("runs/bench-control"))
+    ap.add_argument("--configs", type=Path, default=CONFIGS, help="Folder of the <family>.json configs.")
+    ap.add_argument("--out", default="control", help="Results are written to results/<out>_<family>.json.")
     args = ap.parse_args()
     torch.set_num_threads(1)
     for name in args.families.split(","):
-        cfg = TrainConfig.from_dict(json.loads((CONFIGS / f"{name}.json").read_text()))
+        cfg = TrainConfig.from_dict(json.loads((args.configs / f"{name}.json").read_text()))
         run, train_s = train_or_resume(cfg, args.work / name, progress=False)
         bundle = args.work / f"{name}.bundle"
         if not bundle.exists():
@@ -212,7 +212,7 @@ def main() -> None:
         print("  " + "  ".join(f"{k} {v['mean_return']:.2f}+-{v['ci95']:.2f} (held {v['held']})" for k, v in c.items()))
         print(f"  gap_closed {fig1['gap_closed']:.3f} (scratch {fig1['gap_closed_scratch']:.3f}); step ms: " +
               ", ".join(f"{b} {r['step_ms']:.2f}" for b, r in fig2["backends"].items()), flush=True)
-        print(f"results written to {write_result(f'control_{name}', result)}")
+        print(f"results written to {write_result(f'{args.out}_{name}', result)}")
 
 
 if __name__ == "__main__":

@@ -77,11 +77,17 @@ def test_registered_families_add_the_process_noise_and_state_a_valid_controller(
         assert fam.describe()["episode_steps"] == steps == fam.episode_steps
         assert fam.input_names == (*fam.system.state_names, *fam.system.action_names)
     assert make_family("pendulum-dynamics").control_defaults["wrap"] == [0]
+    # support trajectories start where episodes start (rest_fraction 1) or anywhere in the region (0)
+    for share, inside in ((1.0, 200), (0.0, 0)):
+        b = make_family("pendulum-dynamics", rest_fraction=share).sample_batch(np.random.default_rng(2), 200, 4, 1)
+        starts = b.x_support[:, 0, :2]
+        assert abs(int((np.abs(starts) <= 0.3).all(1).sum()) - inside) <= 2  # ~0.1% of region draws land there
 
 
 def _unit_transitions(n: int, seed: int):
-    """``n`` consecutive transitions of one new pendulum unit under smoothed random actions, and 200 query ones."""
-    fam = make_family("pendulum-dynamics")
+    """``n`` consecutive transitions of one new pendulum unit under smoothed random actions from a state of the
+    operating region, and 200 query ones."""
+    fam = make_family("pendulum-dynamics", rest_fraction=0.0)
     b = fam.sample_batch(np.random.default_rng(seed), 1, n, 200)
     return b.x_support[0], b.y_support[0], b.x_query[0], b.y_query[0]
 
@@ -107,7 +113,7 @@ def test_controller_readapts_on_schedule_and_its_model_beats_theta0(dynamics_bun
     assert not np.allclose(thetas[22], model.adapt(xs[11:21], ys[11:21]).theta, atol=1e-3)
     assert np.array_equal(meta.adapted.theta, model.theta0)
     rmse = lambda c: float(np.sqrt(np.mean((c.dynamics(xq) - yq) ** 2)))  # noqa: E731
-    assert rmse(ctl) < 0.5 * rmse(meta)
+    assert rmse(ctl) < 0.6 * rmse(meta)  # 0.045 against 0.091 rad(/s) over the region, from 10 transitions
     ctl.reset()
     assert ctl.adaptations == 0 and ctl.window[0].shape == (0, 3) and np.array_equal(ctl.adapted.theta, model.theta0)
 

@@ -15,9 +15,10 @@ A task is one unit, its physical parameters drawn from the System's documented r
 
 - **Support**: ``shots`` (M) consecutive transitions of the unit's own trajectory under the exploration policy a
   device can run before it has a model of its own: smoothed random actions (an AR(1) process over the full
-  action range, correlation :attr:`DynamicsFamily.smoothing` per step), from a start state drawn over the
-  operating region. What the device's window holds later, under the controller, is also a stretch of its own
-  trajectory.
+  action range, correlation :attr:`DynamicsFamily.smoothing` per step), for a share :attr:`DynamicsFamily.
+  rest_fraction` of the units from the plant's episode start (``System.initial_state``: where a device's window
+  begins, in a narrow corner of the state space), for the others from a state drawn over the operating region
+  (where the controller takes it later).
 - **Query**: ``queries`` further transitions of the same unit from states drawn uniformly over the operating
   region (:attr:`Region`) with uniform actions, so the adapted model is scored where the controller will go.
 """
@@ -56,6 +57,7 @@ class DynamicsFamily(TaskFamily):
         control: the controller a bundle of this family states (keys of the manifest's ``control`` part).
         episode_steps: control steps of one closed-loop episode (``metaedge control``'s default ``--steps``).
         smoothing: per-step correlation of the exploration actions (0: white noise).
+        rest_fraction: share of the units whose support trajectory starts where episodes start.
     """
 
     task_kind = "regression"
@@ -63,9 +65,11 @@ class DynamicsFamily(TaskFamily):
     metric = "rmse"
 
     def __init__(self, system: System, name: str, region: Region, control: dict[str, Any], episode_steps: int,
-                 smoothing: float = 0.8) -> None:
+                 smoothing: float = 0.8, rest_fraction: float = 0.5) -> None:
         if not 0 <= smoothing < 1:
             raise InputError(f"smoothing must be in [0, 1), got {smoothing}")
+        if not 0 <= rest_fraction <= 1:
+            raise InputError(f"rest_fraction must be in [0, 1], got {rest_fraction}")
         s, a = system.state_dim, system.action_dim
         if len(region.low) != s or len(region.high) != s:
             raise InputError(f"the operating region of {name} must bound each of its {s} states")
@@ -73,6 +77,7 @@ class DynamicsFamily(TaskFamily):
         self.name = name
         self.region = region
         self.smoothing = float(smoothing)
+        self.rest_fraction = float(rest_fraction)
         self.episode_steps = int(episode_steps)
         self.input_shape = (s + a,)
         self.output_dim = s
@@ -132,6 +137,8 @@ class DynamicsFamily(TaskFamily):
         """``n_tasks`` units at once (vectorised over units; every draw is a new unit, so ``split`` is ignored)."""
         params = self.system.sample_params(rng, n_tasks)
         start = self.region.sample(rng, n_tasks)
+        at_rest = rng.random(n_tasks) < self.rest_fraction
+        start[at_rest] = self.system.initial_state(rng, n_tasks)[at_rest]
         xs, ys, _ = self.trajectory(rng, params, start, self.explore(rng, n_tasks, shots))
         xq, yq = self.transitions(rng, params, queries)
         names = [p.name for p in self.system.parameters]
@@ -141,6 +148,7 @@ class DynamicsFamily(TaskFamily):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "system": self.system.name, "smoothing": self.smoothing,
+                "rest_fraction": self.rest_fraction,
                 "episode_steps": self.episode_steps,
                 "parameters": [{"name": p.name, "unit": p.unit, "low": p.low, "high": p.high, "log": p.log}
                                for p in self.system.parameters],
@@ -149,7 +157,7 @@ class DynamicsFamily(TaskFamily):
     @staticmethod
     def options(description: dict[str, Any]) -> dict[str, Any]:
         """The ``make_family`` options that rebuild the family a :meth:`describe` output came from."""
-        return {"smoothing": description["smoothing"]} if "smoothing" in description else {}
+        return {k: description[k] for k in ("smoothing", "rest_fraction") if k in description}
 
 
 def advance(system: System, state: np.ndarray, delta: np.ndarray) -> np.ndarray:
@@ -173,14 +181,14 @@ DC_MOTOR_CONTROL: dict[str, Any] = {**_CEM, "q": [1.0, 1e-4], "r": [1e-4], "targ
 
 
 @register_family("pendulum-dynamics")
-def pendulum_dynamics(smoothing: float = 0.8) -> DynamicsFamily:
+def pendulum_dynamics(smoothing: float = 0.8, rest_fraction: float = 0.5) -> DynamicsFamily:
     """Motor-driven pendulum units (:class:`.systems.Pendulum`); region theta in [-pi, pi), omega in +-10 rad/s."""
     return DynamicsFamily(Pendulum(), "pendulum-dynamics", Region((-np.pi, -10.0), (np.pi, 10.0)),
-                          PENDULUM_CONTROL, 120, smoothing)
+                          PENDULUM_CONTROL, 120, smoothing, rest_fraction)
 
 
 @register_family("dc-motor-dynamics")
-def dc_motor_dynamics(smoothing: float = 0.8) -> DynamicsFamily:
+def dc_motor_dynamics(smoothing: float = 0.8, rest_fraction: float = 0.5) -> DynamicsFamily:
     """DC motor position servos (:class:`.systems.DCMotor`); region angle in [-1, 2] rad, speed in +-30 rad/s."""
     return DynamicsFamily(DCMotor(), "dc-motor-dynamics", Region((-1.0, -30.0), (2.0, 30.0)), DC_MOTOR_CONTROL,
-                          100, smoothing)
+                          100, smoothing, rest_fraction)

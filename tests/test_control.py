@@ -192,3 +192,32 @@ def test_controller_runs_with_torch_onnx_and_sdk_unimportable(dynamics_bundle):
     """)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "adaptations 2" in result.stdout
+
+
+def test_gap_closed_bootstrap_ci_is_paired_over_units():
+    from metaedge.control_cli import ControlReport, Summary
+    from metaedge.runtime.manifest import Control
+
+    spec = Control(state_dim=2, action_dim=1, action_low=(-1.0,), action_high=(1.0,), planner="random-shooting",
+                   horizon=2, candidates=4, q=(1.0, 1.0), r=(0.0,), target=(0.0, 0.0), window=4, adapt_every=2,
+                   dt=0.1)
+    rng = np.random.default_rng(0)
+
+    def report(meta, oracle, adapted):
+        rows = {"adapted": adapted, "meta": meta, "oracle": oracle}
+        return ControlReport("f", len(meta), 10, 0, spec,
+                             tuple(Summary(k, float(np.mean(v)), 0.0, 0, tuple(v)) for k, v in rows.items()), {})
+
+    # units differ a lot, but adaptation closes exactly half of every unit's gap: pairing keeps the CI at 0.5
+    meta = rng.normal(-100, 30, 40)
+    oracle = meta + rng.uniform(5, 15, 40)
+    exact = report(meta, oracle, meta + 0.5 * (oracle - meta))
+    lo, hi = exact.gap_closed_ci()
+    assert exact.gap_closed() == pytest.approx(0.5) and lo == pytest.approx(0.5) and hi == pytest.approx(0.5)
+    # noise on the adapted returns widens it around the point estimate
+    noisy = report(meta, oracle, meta + 0.5 * (oracle - meta) + rng.normal(0, 5, 40))
+    lo, hi = noisy.gap_closed_ci()
+    assert lo < noisy.gap_closed() < hi and hi - lo > 0.2
+    assert "95% paired bootstrap CI over units" in noisy.table()
+    assert noisy.to_dict()["gap_closed_ci95"] == [pytest.approx(lo), pytest.approx(hi)]
+    assert np.isnan(report(meta, meta, meta).gap_closed_ci()[0])  # no gap: undefined

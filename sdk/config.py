@@ -10,6 +10,14 @@ import numpy as np
 from ..errors import InputError
 
 
+def refuse_unknown_keys(cls: type, data: dict[str, Any], what: str) -> None:
+    """:class:`InputError` naming the keys of ``data`` that are not fields of the dataclass ``cls``."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise InputError(f"unknown {what} option(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}")
+
+
 @dataclass
 class TrainConfig:
     """Everything that defines a meta-training run; ``config.json`` of a run directory holds it."""
@@ -58,10 +66,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """Build from a dict, refusing unknown keys with their names."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise InputError(f"unknown training option(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}")
+        refuse_unknown_keys(cls, data, "training")
         cfg = cls(**data)
         cfg.validate()
         return cfg

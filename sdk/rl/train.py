@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ import torch
 
 from ...errors import DivergedError, ExistsError, InputError
 from ..checkpoint import load_state, read_json, save_state, write_json
+from ..config import refuse_unknown_keys
 from .advantages import advantages
 from .envs import ENVS, VecEnv, make_env
 from .maml import MetaBatch, TRPOSettings, adapt_all, trpo_step
@@ -53,10 +54,7 @@ class RLConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RLConfig:
         """Build from decoded JSON, refusing unknown keys and out-of-range values with one sentence."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise InputError(f"unknown rl-train option(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}")
+        refuse_unknown_keys(cls, data, "rl-train")
         data = dict(data)
         if "hidden" in data:
             if not isinstance(data["hidden"], (list, tuple)) or not all(

@@ -5,8 +5,8 @@
  *   phi(o, t) = [c, c^2, t/100, (t/100)^2, (t/100)^3, 1],  c = clip(o, -10, 10)     (F = 2 O + 4 features)
  *   (Phi^T Phi + reg I) w = Phi^T R  by Cholesky; reg = 1e-5, times 10 (at most 5 tries) while not definite
  *   A = R - Phi w, then (A - mean) / (std + 1e-8) over all steps with ME_ADV_NORMALIZE.
- * Two passes over the data (the returns are recomputed rather than stored in double), the caller's work buffer,
- * no malloc. */
+ * Two or three passes over the data (the returns are recomputed rather than stored in double), the caller's
+ * work buffer, no malloc. */
 #include <math.h>
 #include <string.h>
 
@@ -38,6 +38,29 @@ static void features(double *phi, const float *o, uint32_t obs_dim, uint32_t t)
     phi[2u * obs_dim + 1u] = s * s;
     phi[2u * obs_dim + 2u] = s * s * s;
     phi[2u * obs_dim + 3u] = 1.0;
+}
+
+/* out[row] = ((R - Phi w)[row] - shift) * scale for every step, R recomputed backwards in time; adds the unscaled
+ * residuals and their squares to *sum and *sumsq */
+static void baseline_residuals(const float *obs, const float *rewards, uint32_t episodes, uint32_t steps,
+                               uint32_t obs_dim, double g, const double *w, double *phi, double shift, double scale,
+                               float *out, double *sum, double *sumsq)
+{
+    const uint32_t f = 2u * obs_dim + 4u;
+    for (uint32_t e = 0; e < episodes; e++) {
+        const float *r = rewards + (size_t)e * steps;
+        double acc = 0.0;
+        for (uint32_t t = steps; t-- > 0u;) {
+            acc = (double)r[t] + g * acc;
+            const size_t row = (size_t)e * steps + t;
+            features(phi, obs + row * obs_dim, obs_dim, t);
+            double a = acc;
+            for (uint32_t i = 0; i < f; i++) a -= phi[i] * w[i];
+            out[row] = (float)((a - shift) * scale);
+            *sum += a;
+            *sumsq += a * a;
+        }
+    }
 }
 
 me_status me_advantages(const float *obs, const float *rewards, uint32_t episodes, uint32_t steps,
@@ -90,40 +113,16 @@ me_status me_advantages(const float *obs, const float *rewards, uint32_t episode
         for (uint32_t k = i + 1u; k < f; k++) v -= chol[(size_t)k * f + i] * w[k];
         w[i] = v / chol[(size_t)i * f + i];
     }
-    /* pass 2: A = R - Phi w (with its mean and variance for the standardisation) */
+    /* pass 2: A = R - Phi w, with its mean and variance; pass 3 (ME_ADV_NORMALIZE) standardises A recomputed from
+     * R - Phi w in double rather than from the float copy: the same rounding as numpy's */
     double sum = 0.0, sumsq = 0.0;
-    for (uint32_t e = 0; e < episodes; e++) {
-        const float *r = rewards + (size_t)e * steps;
-        double acc = 0.0;
-        for (uint32_t t = steps; t-- > 0u;) {
-            acc = (double)r[t] + g * acc;
-            const size_t row = (size_t)e * steps + t;
-            features(phi, obs + row * obs_dim, obs_dim, t);
-            double a = acc;
-            for (uint32_t i = 0; i < f; i++) a -= phi[i] * w[i];
-            advantages[row] = (float)a;
-            sum += a;
-            sumsq += a * a;
-        }
-    }
+    baseline_residuals(obs, rewards, episodes, steps, obs_dim, g, w, phi, 0.0, 1.0, advantages, &sum, &sumsq);
     if (flags & ME_ADV_NORMALIZE) {
         const double mean = sum / (double)n;
         double var = sumsq / (double)n - mean * mean;
         var = var > 0.0 ? var : 0.0;
-        const double scale = 1.0 / (sqrt(var) + ADV_EPS);
-        /* recompute from R - Phi w in double rather than from the float copy: the same rounding as numpy's */
-        for (uint32_t e = 0; e < episodes; e++) {
-            const float *r = rewards + (size_t)e * steps;
-            double acc = 0.0;
-            for (uint32_t t = steps; t-- > 0u;) {
-                acc = (double)r[t] + g * acc;
-                const size_t row = (size_t)e * steps + t;
-                features(phi, obs + row * obs_dim, obs_dim, t);
-                double a = acc;
-                for (uint32_t i = 0; i < f; i++) a -= phi[i] * w[i];
-                advantages[row] = (float)((a - mean) * scale);
-            }
-        }
+        baseline_residuals(obs, rewards, episodes, steps, obs_dim, g, w, phi, mean, 1.0 / (sqrt(var) + ADV_EPS),
+                           advantages, &sum, &sumsq);
     }
     return ME_OK;
 }

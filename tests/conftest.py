@@ -9,6 +9,16 @@ import torch
 from metaedge.sdk.tasks import find_data_dir, make_family
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Small batched ops: one torch thread is fastest, and several contend badly on a loaded 2-core machine (use
+    with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def sinusoid_batch():
     """Eight sinusoid tasks (5 support, 7 query) as float32 tensors ``(T, n, 1)``."""

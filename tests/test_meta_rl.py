@@ -25,14 +25,8 @@ from metaedge.sdk.rl.rollout import rollout
 from metaedge.sdk.rl.train import RLConfig, RLRun, save_run
 from metaedge.sdk.tasks.systems import Pendulum, wrap
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small batched ops: one torch thread is fastest, and several contend badly on a loaded 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 # --- families --------------------------------------------------------------------------------------------------------
 

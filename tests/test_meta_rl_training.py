@@ -14,16 +14,9 @@ from metaedge.cli import main
 from metaedge.sdk.rl import RLConfig, load_run, train
 from metaedge.sdk.rl.evaluate import adaptation_returns
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 SHORT = {"family": "nav2d", "hidden": [32, 32], "meta_batch": 10, "episodes": 10, "seed": 0}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small batched ops: one torch thread is fastest, and several contend badly on a loaded 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -90,14 +90,22 @@ deployments = Table(
     Index("ix_deployments_host", "host_id"),
 )
 
+def _record_columns() -> list[Column]:
+    """What every journaled record (an adaptation, a check) has first: its id, the unit, the device, the bundle and
+    its signer, the device's time (new Column objects each call: a column belongs to one table)."""
+    return [
+        Column("record_id", String(NAME), primary_key=True),
+        Column("unit", String(NAME), ForeignKey("units.name"), nullable=False),
+        Column("host_id", String(NAME), ForeignKey("devices.host_id"), nullable=False),
+        Column("bundle_id", String(DIGEST), nullable=False),
+        Column("signing_key_id", String(NAME)),
+        Column("time", String(TIME), nullable=False),
+    ]
+
+
 adaptations = Table(
     "adaptations", metadata,
-    Column("record_id", String(NAME), primary_key=True),
-    Column("unit", String(NAME), ForeignKey("units.name"), nullable=False),
-    Column("host_id", String(NAME), ForeignKey("devices.host_id"), nullable=False),
-    Column("bundle_id", String(DIGEST), nullable=False),
-    Column("signing_key_id", String(NAME)),
-    Column("time", String(TIME), nullable=False),
+    *_record_columns(),
     Column("support_x", JSON, nullable=False),  # (k, n_inputs) physical units
     Column("support_y", JSON, nullable=False),  # (k, n_outputs)
     Column("n_points", Integer, nullable=False),
@@ -115,12 +123,7 @@ adaptations = Table(
 
 checks = Table(
     "checks", metadata,
-    Column("record_id", String(NAME), primary_key=True),
-    Column("unit", String(NAME), ForeignKey("units.name"), nullable=False),
-    Column("host_id", String(NAME), ForeignKey("devices.host_id"), nullable=False),
-    Column("bundle_id", String(DIGEST), nullable=False),
-    Column("signing_key_id", String(NAME)),
-    Column("time", String(TIME), nullable=False),
+    *_record_columns(),
     Column("x", JSON, nullable=False),  # (m, n_inputs)
     Column("reference", JSON, nullable=False),  # (m, n_outputs)
     Column("predicted", JSON, nullable=False),  # (m, n_outputs)

@@ -344,7 +344,7 @@ def evaluate(run: Path, tasks: int, shots: str, ways: str, queries: int | None, 
     if report_dir is not None:
         from .sdk.evaluate.report import write_report
 
-        write_report(report, report_dir, Run.load(run).family)
+        write_report(report, report_dir, loaded.family)
     click.echo(json.dumps(report, indent=2) if as_json else format_table(report))
     if report_dir is not None:
         click.echo(f"report written to {report_dir}")

@@ -29,6 +29,7 @@ import numpy as np
 from common import train_or_resume, write_result
 
 from metaedge.export.bundle import export_bundle
+from metaedge.export.uncertainty import interval_metrics
 from metaedge.runtime.model import Model
 from metaedge.sdk.config import TrainConfig
 from metaedge.sdk.tasks import make_family
@@ -56,21 +57,20 @@ def iteration_counts(text: str, families: list[str]) -> dict[str, int | None]:
     return {f: given.get(f) for f in families}
 
 
-def coverage(model: Model, fam, units: int, shots: int = 3) -> dict:
+def coverage(bundle: Path, fam, units: int, shots: int = 3) -> dict:
+    """Coverage and mean width at 95% and 80% (the evaluator's per-task metrics, averaged over units) and the RMSE
+    after ``shots`` random reference points, on ``units`` held-out units x 50 query points."""
     batch = fam.sample_batch(np.random.default_rng(1234), units, shots, 50, split="test")
     out: dict = {"units": units, "shots": shots, "queries": 50}
-    sq = []
     for level in (0.95, 0.8):
-        hits, widths = [], []
-        for i in range(units):
-            iv = model.adapt(batch.x_support[i], batch.y_support[i]).predict(batch.x_query[i], interval=level)
-            y = batch.y_query[i].reshape(iv.lower.shape)
-            hits.append(((y >= iv.lower) & (y <= iv.upper)).mean())
-            widths.append(float((iv.upper - iv.lower).mean()))
-            if level == 0.95:
-                sq.append(float(((y - iv.prediction) ** 2).mean()))
-        out[f"coverage_{int(level * 100)}"] = float(np.mean(hits))
-        out[f"width_{int(level * 100)}"] = float(np.mean(widths))
+        metrics = interval_metrics(bundle, level)(batch, shots)
+        out[f"coverage_{int(level * 100)}"] = float(metrics["coverage"].mean())
+        out[f"width_{int(level * 100)}"] = float(metrics["interval_width"].mean())
+    model = Model.load(bundle)
+    sq = []
+    for i in range(units):
+        pred = model.adapt(batch.x_support[i], batch.y_support[i]).predict(batch.x_query[i])
+        sq.append(float(((batch.y_query[i].reshape(pred.shape) - pred) ** 2).mean()))
     out["rmse"] = float(np.sqrt(np.mean(sq)))
     return out
 
@@ -95,7 +95,7 @@ def main() -> None:
             export_bundle(run, bundle, check=False)
         model = Model.load(bundle)
         fam = make_family(cfg.family)
-        cov = coverage(model, fam, args.units)
+        cov = coverage(bundle, fam, args.units)
         curve = selection_curve(model, fam, args.curve_units)
         results[name] = {"iterations": cfg.iterations, "train_seconds": train_s, "uncertainty":
                          {"noise_scale": model.uncertainty.noise_scale, "levels": model.uncertainty.levels,

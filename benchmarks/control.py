@@ -2,19 +2,20 @@
 
 For each dynamics family it meta-trains (or resumes) the run of ``configs/<family>.json``, exports it, and then:
 
-1. **Figure 1**: closed-loop episodes on ``--units`` new units (seed 1234, never seen in training), every
-   controller on the same units, start states and process noise (:func:`metaedge.control_cli.evaluate_control`),
-   mean return with a 95% CI for
+1. **Figure 1**: closed-loop episodes on ``--units`` new units (seed 1234, never seen in training), each after a
+   commissioning run of ``--explore`` steps (default M; the family's smoothed random actions), every controller
+   on the same units, commissioning runs, start states and process noise
+   (:func:`metaedge.control_cli.evaluate_control`), mean return with a 95% CI for
 
-   - ``adapted``: the runtime's :class:`~metaedge.runtime.control.Controller`, re-adapting (the bundle's guarded
-     adapt, from theta0) on its last M = ``window`` transitions every ``adapt_every`` steps; the meta-model plans
-     until its first window is full;
+   - ``adapted``: the runtime's :class:`~metaedge.runtime.control.Controller`, adapted (the bundle's guarded
+     adapt, from theta0) on its last M = ``window`` transitions every ``adapt_every`` steps, the commissioning run
+     included; with ``--explore 0`` the meta-model plans until its first adaptation;
    - ``meta``: the same planner with the meta-parameters, never adapted;
    - ``scratch``: the same loop, with a network of the bundle's architecture (hidden widths, activation, skip path)
      trained from random initialisation on the same window at the same times (Adam, lr 1e-2, full batch, up to 500
      steps, early stopping with patience 50 on a quarter of the window held out, the best weights restored), its
-     inputs and targets standardised on the window itself; before its first window it explores with the family's
-     smoothed random actions (it has no model to plan with);
+     inputs and targets standardised on the window itself; until its first window is full it explores with the
+     family's smoothed random actions (it has no model to plan with);
    - ``oracle``: the same planner on the true one-step change.
 
    ``gap_closed = (adapted - meta) / (oracle - meta)``.
@@ -23,6 +24,7 @@ For each dynamics family it meta-trains (or resumes) the run of ``configs/<famil
    ctypes, numpy around it) and ``onnxruntime`` backends: medians over ``--repeats`` of each part.
 
     python benchmarks/control.py [--families pendulum-dynamics,dc-motor-dynamics] [--units 100] [--repeats 50]
+        [--explore M]
 """
 
 from __future__ import annotations
@@ -135,7 +137,7 @@ def _np_act(fn, h: np.ndarray) -> np.ndarray:
     return np.tanh(h) if fn is torch.tanh else np.maximum(h, 0)
 
 
-def figure1(model: Model, run_config: dict[str, Any], units: int, seed: int) -> dict[str, Any]:
+def figure1(model: Model, run_config: dict[str, Any], units: int, seed: int, explore: int | None) -> dict[str, Any]:
     family = dynamics_family(model)
     train = run_config["train"]
     count = iter(range(10**9))
@@ -146,7 +148,7 @@ def figure1(model: Model, run_config: dict[str, Any], units: int, seed: int) -> 
     base = default_policies()
     policies = {"adapted": base["adapted"], "meta": base["meta"], "scratch": scratch, "oracle": base["oracle"]}
     t0 = time.perf_counter()
-    report = evaluate_control(model, episodes=units, seed=seed, policies=policies,
+    report = evaluate_control(model, episodes=units, seed=seed, policies=policies, explore=explore,
                               on_episode=lambda i: print(f"  unit {i + 1}/{units}", flush=True) if i % 10 == 9 else 0)
     out = report.to_dict()  # with every unit's return per controller
     out["gap_closed_scratch"] = report.gap_closed("scratch")
@@ -191,6 +193,7 @@ def main() -> None:
     ap.add_argument("--units", type=int, default=100)
     ap.add_argument("--repeats", type=int, default=50)
     ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--explore", type=int, help="Commissioning steps before each episode [the bundle's window M].")
     ap.add_argument("--work", type=Path, default=Path("runs/bench-control"))
     ap.add_argument("--configs", type=Path, default=CONFIGS, help="Folder of the <family>.json configs.")
     ap.add_argument("--out", default="control", help="Results are written to results/<out>_<family>.json.")
@@ -204,7 +207,7 @@ def main() -> None:
             export_bundle(run, bundle)
         print(f"{name}: trained in {train_s:.0f} s; closed loop on {args.units} units", flush=True)
         model = Model.load(bundle)
-        fig1 = figure1(model, json.loads((run / "config.json").read_text()), args.units, args.seed)
+        fig1 = figure1(model, json.loads((run / "config.json").read_text()), args.units, args.seed, args.explore)
         fig2 = figure2(bundle, args.repeats, args.seed)
         result = {"family": name, "units": args.units, "seed": args.seed, "algo": cfg.algo, "train_s": train_s,
                   "figure1": fig1, "figure2": fig2}

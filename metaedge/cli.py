@@ -619,16 +619,19 @@ def bench(bundle: Path, shots: int, steps: int | None, predict_n: int, repeats: 
 @click.option("--episodes", default=20, show_default=True, help="New simulated units, one episode each.")
 @click.option("--steps", type=int, help="Control steps per episode. [the family's episode length]")
 @click.option("--seed", default=0, show_default=True, help="Seed of the units, start states and process noise.")
+@click.option("--explore", type=int, help="Steps of each unit's commissioning run (smoothed random actions) "
+              "before its episode; 0 starts the adapted controller cold. [the bundle's window M]")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of a table.")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.png",
               help="Draw the first unit's states and actions under the three controllers.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
 @device_option
 @trust_option
-def control(bundle: Path, episodes: int, steps: int | None, seed: int, as_json: bool, plot: Path | None,
-            progress: bool, device: str, backend: str, trust: tuple[Path, ...]) -> None:
-    """Closed-loop episodes of a dynamics bundle on new simulated units of its family: mean return (95% CI) of
-    the adapted controller (re-adapting from its last transitions), the meta-model's (never adapted) and the
+def control(bundle: Path, episodes: int, steps: int | None, seed: int, explore: int | None, as_json: bool,
+            plot: Path | None, progress: bool, device: str, backend: str, trust: tuple[Path, ...]) -> None:
+    """Closed-loop episodes of a dynamics bundle on new simulated units of its family, each after a commissioning
+    run of --explore steps: mean return (95% CI) of the adapted controller (adapted on the commissioning run, then
+    re-adapting from its last transitions), the meta-model's (never adapted) and the
     oracle's (the planner on the true dynamics), and gap_closed = (adapted - meta) / (oracle - meta)
     (docs/control.md)."""
     from .control_cli import dynamics_family, evaluate_control, plot_trajectories
@@ -641,7 +644,8 @@ def control(bundle: Path, episodes: int, steps: int | None, seed: int, as_json: 
                                  param_hint="--plot")
     bar = progress_bar(total=episodes, enabled=progress and not as_json, desc="episodes",
                        unit="unit")
-    report = evaluate_control(model, episodes=episodes, steps=steps, seed=seed, on_episode=lambda i: bar.update(1))
+    report = evaluate_control(model, episodes=episodes, steps=steps, seed=seed, explore=explore,
+                              on_episode=lambda i: bar.update(1))
     bar.close()
     if plot is not None:
         system = family.system

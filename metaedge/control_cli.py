@@ -4,10 +4,16 @@ The bundle's family is rebuilt from ``manifest.family`` (``make_family``), so th
 documented ranges the model was meta-trained on, but are new (their own seed). Every controller meets the same
 units, start states and process noise; an episode's return is minus the sum over its steps of the bundle's
 quadratic cost ``(s_t - target)^T diag(q) (s_t - target) + a_t^T diag(r) a_t`` (angle errors wrapped) at the states
-actually reached. Controllers:
+actually reached.
+
+Before its episode each unit makes a commissioning run (``explore`` steps, default the bundle's window M): the
+family's smoothed random actions from a start state, what a drive does before it has a model of its unit (servo
+drives' inertia identification, a thermal chamber's step test). Every controller observes the same run; only the
+learners use it. With ``explore=0`` the adapted controller starts cold and learns within the episode.
+Controllers:
 
 - ``adapted``: :class:`~metaedge.runtime.control.Controller`, re-adapting from its last ``window`` transitions every
-  ``adapt_every`` steps (the device's loop);
+  ``adapt_every`` steps (the device's loop), the commissioning run included;
 - ``meta``: the same planner with the meta-parameters, never adapted;
 - ``oracle``: the same planner on the true one-step change :meth:`System.delta` of the unit (noise-free).
 
@@ -110,6 +116,28 @@ def episode(policy: Policy, spec: Control, system: Any, params: np.ndarray, star
     return Trajectory(states_a, actions_a, costs)
 
 
+class Replay:
+    """A scripted policy: the actions ``(T, A)`` in order (the commissioning run's exploration)."""
+
+    def __init__(self, actions: np.ndarray) -> None:
+        self.actions, self.t = actions, 0
+
+    def act(self, state: np.ndarray) -> np.ndarray:
+        self.t += 1
+        return self.actions[self.t - 1]
+
+    def observe(self, state: np.ndarray, action: np.ndarray, next_state: np.ndarray) -> None:
+        return None
+
+
+def commission(family: Any, spec: Control, params: np.ndarray, steps: int, rng: np.random.Generator) -> Trajectory:
+    """A unit's commissioning run: ``steps`` of the family's smoothed random exploration from a start state, with
+    process noise, all from ``rng``."""
+    system = family.system
+    start = system.initial_state(rng, 1)[0]
+    return episode(Replay(family.explore(rng, 1, steps)[:, 0]), spec, system, params, start, steps, rng)
+
+
 @dataclass(frozen=True)
 class Summary:
     """One controller over the episodes: mean return, the half-width of its 95% CI, and how many held the target."""
@@ -130,6 +158,8 @@ class ControlReport:
     steps: int
     seed: int
     spec: Control
+    #: steps of each unit's commissioning run before its episode (0: the learners start cold)
+    explore: int
     summaries: tuple[Summary, ...]
     #: the first unit's trajectory under each controller (for ``--plot``)
     first: dict[str, Trajectory]
@@ -165,6 +195,7 @@ class ControlReport:
         lo, hi = self.gap_closed_ci()
         return {
             "family": self.family, "episodes": self.episodes, "steps": self.steps, "seed": self.seed,
+            "explore": self.explore,
             "dt": self.spec.dt, "window": self.spec.window, "adapt_every": self.spec.adapt_every,
             "planner": self.spec.planner, "candidates": self.spec.candidates, "horizon": self.spec.horizon,
             "controllers": {s.name: {"mean_return": s.mean, "ci95": _finite(s.ci95), "held": s.held,
@@ -177,7 +208,7 @@ class ControlReport:
         """The report as text: one row per controller, then gap_closed."""
         lines = [f"{self.family}: {self.episodes} new units x {self.steps} steps ({self.steps * self.spec.dt:g} s), "
                  f"{self.spec.planner} {self.spec.candidates} x {self.spec.horizon}, window {self.spec.window}, "
-                 f"re-adapt every {self.spec.adapt_every}",
+                 f"re-adapt every {self.spec.adapt_every}, after a commissioning run of {self.explore} steps",
                  f"{'controller':<10} {'mean return':>12} {'95% CI':>10} {'held target':>12}"]
         for s in self.summaries:
             ci = f"+-{s.ci95:.2f}" if np.isfinite(s.ci95) else "n/a"
@@ -230,10 +261,11 @@ def default_policies() -> dict[str, PolicyFactory]:
 
 def evaluate_control(model: Model, episodes: int = 20, steps: int | None = None, seed: int = 0,
                      policies: dict[str, PolicyFactory] | None = None,
-                     on_episode: Callable[[int], None] | None = None) -> ControlReport:
+                     on_episode: Callable[[int], None] | None = None, explore: int | None = None) -> ControlReport:
     """Run ``episodes`` new units (drawn from generator ``seed``) for ``steps`` control periods (None: the family's
     episode length) under each of ``policies`` (default :func:`default_policies`; keys ``meta`` and ``oracle``
-    are needed for ``gap_closed``), every one on the same units, start states and noise."""
+    are needed for ``gap_closed``), every one on the same units, commissioning runs (``explore`` steps, None: the
+    bundle's window M; see the module docstring), start states and noise."""
     if episodes < 1:
         raise InputError(f"--episodes must be at least 1, got {episodes}")
     family = dynamics_family(model)
@@ -241,6 +273,9 @@ def evaluate_control(model: Model, episodes: int = 20, steps: int | None = None,
     steps = family.episode_steps if steps is None else int(steps)
     if steps < 1:
         raise InputError(f"--steps must be at least 1, got {steps}")
+    explore = spec.window if explore is None else int(explore)
+    if explore < 0:
+        raise InputError(f"--explore must be 0 or more steps, got {explore}")
     system = family.system
     policies = default_policies() if policies is None else policies
     # unit i comes from its own generator, so the first units are the same whatever --episodes says
@@ -251,9 +286,14 @@ def evaluate_control(model: Model, episodes: int = 20, steps: int | None = None,
     held: dict[str, int] = dict.fromkeys(policies, 0)
     first: dict[str, Trajectory] = {}
     for i in range(episodes):
+        run = commission(family, spec, params[i], explore, np.random.default_rng([seed, 13, i])) if explore else None
         for name, make in policies.items():
+            policy = make(model, spec, system, params[i])
+            if run is not None:
+                for s, a, s1 in zip(run.states[:-1], run.actions, run.states[1:]):
+                    policy.observe(s, a, s1)
             noise = np.random.default_rng([seed, 11, i])  # the same noise for every controller
-            traj = episode(make(model, spec, system, params[i]), spec, system, params[i], starts[i], steps, noise)
+            traj = episode(policy, spec, system, params[i], starts[i], steps, noise)
             returns[name].append(traj.ret)
             held[name] += traj.held(spec)
             if i == 0:
@@ -261,7 +301,7 @@ def evaluate_control(model: Model, episodes: int = 20, steps: int | None = None,
         if on_episode is not None:
             on_episode(i)
     summaries = tuple(Summary(name, *mean_ci(r), held[name], tuple(r)) for name, r in returns.items())
-    return ControlReport(family.name, episodes, steps, seed, spec, summaries, first)
+    return ControlReport(family.name, episodes, steps, seed, spec, explore, summaries, first)
 
 
 def plot_trajectories(report: ControlReport, names: Sequence[str], units: Sequence[str], action_names: Sequence[str],

@@ -11,7 +11,7 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 # CPU wheel first; set METAEDGE_TORCH to another spec (or a CUDA index) on GPU machines.
 .venv/bin/python -m pip install -q "$TORCH_SPEC"
-.venv/bin/python -m pip install -q -e ".[train,runtime,dev]" "$TORCH_SPEC"
+.venv/bin/python -m pip install -q -e ".[train,runtime,dev,mujoco]" "$TORCH_SPEC"
 # the C runtime's tests need cmake >= 3.20 (the wheel build fetches its own)
 if ! command -v cmake >/dev/null || ! cmake --version | awk 'NR==1 {split($3, v, "."); exit !(v[1] > 3 || (v[1] == 3 && v[2] >= 20))}'; then
   .venv/bin/python -m pip install -q "cmake>=3.20"

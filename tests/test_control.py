@@ -139,6 +139,28 @@ def test_closed_loop_adapted_controller_beats_the_meta_model(dynamics_bundle):
     # same units and noise for both: the returns are deterministic per seed
     again = evaluate_control(model, episodes=1, steps=80, seed=3, policies=policies)
     assert again.summary("meta").returns[0] == meta.returns[0]
+    assert report.explore == 10  # the bundle's window M by default
+
+
+def test_commissioning_run_adapts_before_the_episode_and_leaves_the_meta_model_alone(dynamics_bundle):
+    model = Model.load(dynamics_bundle)
+    made: list[Controller] = []
+
+    def adapted(model, spec, system, params):
+        made.append(Controller(model, "adapted"))
+        return made[-1]
+
+    policies = {"adapted": adapted, "meta": default_policies()["meta"]}
+    warm = evaluate_control(model, episodes=2, steps=2, seed=5, policies=policies, explore=6)
+    # K = 2: three re-adaptations from the 6 commissioning transitions, one more after the episode's two steps
+    assert [c.adaptations for c in made] == [4, 4] and [c.steps for c in made] == [8, 8]
+    cold = evaluate_control(model, episodes=2, steps=2, seed=5, policies=policies, explore=0)
+    assert made[-1].adaptations == 1 and cold.explore == 0
+    # the meta-model ignores what it observes, and the episode's units, starts and noise do not depend on explore
+    assert cold.summary("meta").returns == warm.summary("meta").returns
+    assert cold.summary("adapted").returns != warm.summary("adapted").returns
+    with pytest.raises(InputError, match="--explore must be 0 or more"):
+        evaluate_control(model, episodes=1, steps=1, policies=policies, explore=-1)
 
 
 def test_cli_control_json_and_plot(dynamics_bundle, tmp_path):
@@ -151,7 +173,7 @@ def test_cli_control_json_and_plot(dynamics_bundle, tmp_path):
     assert {"mean_return", "ci95", "held", "returns"} <= set(out["controllers"]["adapted"])
     c = {k: v["mean_return"] for k, v in out["controllers"].items()}
     assert out["gap_closed"] == pytest.approx((c["adapted"] - c["meta"]) / (c["oracle"] - c["meta"]))
-    assert out["window"] == 10 and out["adapt_every"] == 2 and out["dt"] == 0.05
+    assert out["window"] == 10 and out["adapt_every"] == 2 and out["dt"] == 0.05 and out["explore"] == 10
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -205,7 +227,7 @@ def test_gap_closed_bootstrap_ci_is_paired_over_units():
 
     def report(meta, oracle, adapted):
         rows = {"adapted": adapted, "meta": meta, "oracle": oracle}
-        return ControlReport("f", len(meta), 10, 0, spec,
+        return ControlReport("f", len(meta), 10, 0, spec, 0,
                              tuple(Summary(k, float(np.mean(v)), 0.0, 0, tuple(v)) for k, v in rows.items()), {})
 
     # units differ a lot, but adaptation closes exactly half of every unit's gap: pairing keeps the CI at 0.5

@@ -11,6 +11,8 @@ early, so a batch of rollouts is one dense ``(n, E, T, ...)`` block (what ``vmap
 * :class:`PendulumSwingUp`: the motor-driven arm of :class:`~metaedge.sdk.tasks.systems.Pendulum` (its own
   physics and parameter ranges: mass, length, friction, motor gain per unit), reward = minus the quadratic cost
   ``q_angle * wrap(theta - pi)^2 + q_speed * omega^2 + r * u^2`` towards the upright target ``(pi, 0)``.
+* :class:`~metaedge.sdk.rl.cheetah.HalfCheetahVelocity` (``half-cheetah-vel``): the MuJoCo half-cheetah running at a
+  per-task goal speed (Finn et al. 2017), optional: it needs the ``mujoco`` extra.
 """
 
 from __future__ import annotations
@@ -125,7 +127,10 @@ class PendulumSwingUp(VecEnv):
         return nxt, -self.cost(nxt, u.reshape(n, e, 1))
 
 
-ENVS: dict[str, type[VecEnv]] = {e.name: e for e in (PointNavigation, PendulumSwingUp)}
+# after VecEnv: the MuJoCo family subclasses it (and imports mujoco only when one is built)
+from .cheetah import HalfCheetahVelocity  # noqa: E402
+
+ENVS: dict[str, type[VecEnv]] = {e.name: e for e in (PointNavigation, PendulumSwingUp, HalfCheetahVelocity)}
 
 
 def make_env(name: str) -> VecEnv:

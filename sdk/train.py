@@ -23,12 +23,13 @@ from . import checkpoint as ckpt
 from .config import TrainConfig
 from .distributed import World, close_world, init_world
 from .learners import Learner, MetaState
+from .learners.mlp_fast import fast_meta_gradient
 from .normalize import Normalizer
 from .progress import progress as progress_bar
 from .run import Run, RunRecord, build_learner, model_config, sample_options, task_rng, to_tensors
 from .tasks import make_family
 
-__all__ = ["meta_lr_at", "train"]
+__all__ = ["meta_gradient_for", "meta_lr_at", "train"]
 
 
 def meta_lr_at(config: TrainConfig, iteration: int) -> float:
@@ -87,7 +88,7 @@ def _train(config, out, resume, progress, on_log, world: World) -> Path:
         normalizer = Normalizer.fit(family, np.random.default_rng([config.seed, 2**31 - 1]))
     state = {g: {k: v.to(config.device) for k, v in d.items()} for g, d in state.items()}
     trainable = [t.requires_grad_(False) for key in learner.trainable_keys() for t in state[key].values()]
-    optimizer = torch.optim.Adam(trainable, lr=config.meta_lr)
+    optimizer = _adam(trainable, config.meta_lr)
     if resume and (out / "optimizer.safetensors").exists():
         ckpt.load_optimizer(out / "optimizer.safetensors", optimizer)
 
@@ -103,7 +104,7 @@ def _train(config, out, resume, progress, on_log, world: World) -> Path:
     window: list[float] = []
     t0 = time.perf_counter()
     shard = world.shard(config.meta_batch)
-    meta_gradient = _compiled(learner.meta_gradient) if config.compile else learner.meta_gradient
+    meta_gradient = meta_gradient_for(config, learner)
     for it in bar:
         batch = family.sample_batch(task_rng(config.seed, it), config.meta_batch, config.shots, config.queries,
                                     **sample_options(config, family))
@@ -164,6 +165,29 @@ def start_from(config: TrainConfig, family, learner: Learner) -> tuple[MetaState
                                  "shape; train with the same architecture or drop init_from")
     state = {g: {n: start.state[g][n].detach().clone() for n in d} for g, d in fresh.items()}
     return state, start.normalizer
+
+
+def meta_gradient_for(config: TrainConfig, learner: Learner) -> Callable[..., tuple[MetaState, torch.Tensor]]:
+    """The meta-gradient function the trainer calls, same signature as ``learner.meta_gradient``.
+
+    ``config.compile`` None (the default): the hand-derived batched passes of
+    :mod:`~metaedge.sdk.learners.mlp_fast` where they serve the learner and model (MAML, first-order MAML, Meta-SGD,
+    ANIL over a plain MLP), else eager autograd. False: eager autograd. True: torch.compile of the autograd path.
+    """
+    if config.compile:
+        return _compiled(learner.meta_gradient)
+    if config.compile is None:
+        fast = fast_meta_gradient(learner)
+        if fast is not None:
+            return fast
+    return learner.meta_gradient
+
+
+def _adam(params: list[torch.Tensor], lr: float) -> torch.optim.Adam:
+    """Adam, with the fused kernel where torch has one for the device (one call for all tensors instead of a
+    dozen small ops per tensor: 3x less time per step for the small models of regression meta-learning)."""
+    fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+    return torch.optim.Adam(params, lr=lr, fused=fused or None, foreach=None if fused else True)
 
 
 def _compiled(fn: Callable) -> Callable:

@@ -25,11 +25,12 @@ from .distributed import World, close_world, init_world
 from .learners import Learner, MetaState
 from .learners.mlp_fast import fast_meta_gradient
 from .normalize import Normalizer
+from .optim import FusedAdam, fused_adam_serves
 from .progress import progress as progress_bar
 from .run import Run, RunRecord, build_learner, model_config, sample_options, task_rng, to_tensors
 from .tasks import make_family
 
-__all__ = ["meta_gradient_for", "meta_lr_at", "train"]
+__all__ = ["meta_gradient_for", "meta_lr_at", "meta_optimizer", "train"]
 
 
 def meta_lr_at(config: TrainConfig, iteration: int) -> float:
@@ -88,7 +89,7 @@ def _train(config, out, resume, progress, on_log, world: World) -> Path:
         normalizer = Normalizer.fit(family, np.random.default_rng([config.seed, 2**31 - 1]))
     state = {g: {k: v.to(config.device) for k, v in d.items()} for g, d in state.items()}
     trainable = [t.requires_grad_(False) for key in learner.trainable_keys() for t in state[key].values()]
-    optimizer = _adam(trainable, config.meta_lr)
+    optimizer = meta_optimizer(trainable, config.meta_lr)
     if resume and (out / "optimizer.safetensors").exists():
         ckpt.load_optimizer(out / "optimizer.safetensors", optimizer)
 
@@ -183,11 +184,13 @@ def meta_gradient_for(config: TrainConfig, learner: Learner) -> Callable[..., tu
     return learner.meta_gradient
 
 
-def _adam(params: list[torch.Tensor], lr: float) -> torch.optim.Adam:
-    """Adam, with the fused kernel where torch has one for the device (one call for all tensors instead of a
-    dozen small ops per tensor: 3x less time per step for the small models of regression meta-learning)."""
-    fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
-    return torch.optim.Adam(params, lr=lr, fused=fused or None, foreach=None if fused else True)
+def meta_optimizer(params: list[torch.Tensor], lr: float) -> FusedAdam | torch.optim.Adam:
+    """The outer Adam: :class:`~metaedge.sdk.optim.FusedAdam` on the CPU and CUDA (torch's fused kernel, one call
+    for all tensors, 3x less time per step than the default ``torch.optim.Adam`` for small models, and no 1-2 s
+    import of ``torch._dynamo``), else ``torch.optim.Adam``."""
+    if fused_adam_serves(params):
+        return FusedAdam(params, lr)
+    return torch.optim.Adam(params, lr=lr, foreach=True)
 
 
 def _compiled(fn: Callable) -> Callable:
@@ -208,7 +211,7 @@ def _compiled(fn: Callable) -> Callable:
     return call
 
 
-def _checkpoint(out: Path, state: MetaState, optimizer: torch.optim.Optimizer, iteration: int) -> None:
+def _checkpoint(out: Path, state: MetaState, optimizer: FusedAdam | torch.optim.Optimizer, iteration: int) -> None:
     """Each file is replaced atomically; ``state.json`` goes last, so a crash between the writes at worst
     repeats a few iterations on resume, and never leaves a torn file."""
     ckpt.save_state(out / "model.safetensors", state)

@@ -105,11 +105,12 @@ class _Forward:
     """Activations of one forward pass at one parameter point; ``T`` tasks, ``n`` points each.
 
     ``inputs[l]``: input of Linear layer ``l`` ``(T, n, i_l)`` (``inputs[0]`` is ``x``); ``slopes[l]``: the
-    activation's derivative at hidden layer ``l`` ``(T, n, h_l)``; ``out``: outputs ``(T, n, o)``.
+    activation's derivative at hidden layer ``l`` ``(T, n, h_l)`` (None for relu: its output masks instead);
+    ``out``: outputs ``(T, n, o)``.
     """
 
     inputs: list[Tensor]
-    slopes: list[Tensor]
+    slopes: list[Tensor | None]
     out: Tensor
 
 
@@ -190,15 +191,17 @@ class FastMLPMetaGradient:
         for _ in range(plan.steps):
             point = {**frozen, **fast}
             fwd = self._forward(point, xs)
-            bwd = self._backward(point, fwd, self._dloss(fwd.out, ys), self.lowest, plan.adapted, reduce=False)
+            bwd = self._backward(point, fwd, self._dloss(fwd.out, ys, 1.0), self.lowest, plan.adapted, reduce=False)
             trail.append((point, fwd, bwd))
-            fast = {n: f - rates[n] * bwd.grads[n] for n, f in fast.items()}
+            fast = {n: torch.addcmul(f, rates[n], bwd.grads[n], value=-1) for n, f in fast.items()}
         point = {**frozen, **fast}
         fwd = self._forward(point, xq)
         losses = self._task_losses(fwd.out, yq)
         # per-task adjoints are needed only where the reverse sweep reads them
         reduce_all = plan.first_order and not plan.learn_rates
-        bwd = self._backward(point, fwd, self._dloss(fwd.out, yq), 0, set(params), reduce=reduce_all)
+        # the sweep is linear in the query adjoint: scaling it by 1/denominator scales every meta-gradient
+        bwd = self._backward(point, fwd, self._dloss(fwd.out, yq, 1.0 / denominator), 0, set(params),
+                             reduce=reduce_all)
         adj = bwd.grads
         rate_grads = {n: torch.zeros_like(r) for n, r in rates.items()} if plan.learn_rates else {}
         for point, fwd_j, bwd_j in reversed(trail):
@@ -209,10 +212,9 @@ class FastMLPMetaGradient:
                 v = {n: rates[n] * adj[n] for n in plan.adapted}
                 hv = self._hvp(point, fwd_j, bwd_j, v, ys)
                 adj = {n: a - hv[n] for n, a in adj.items()}
-        grads = {n: (a if reduce_all else a.sum(0)) / denominator for n, a in adj.items()}
-        out: MetaState = {"params": {n: grads[n] for n in params}}
+        out: MetaState = {"params": {n: adj[n] if reduce_all else adj[n].sum(0) for n in params}}
         if plan.learn_rates:
-            out["rates"] = {n: g / denominator for n, g in rate_grads.items()}
+            out["rates"] = rate_grads
         return out, losses
 
     def _serves(self, xs: Tensor, ys: Tensor, yq: Tensor) -> bool:
@@ -230,12 +232,12 @@ class FastMLPMetaGradient:
         logp = out.log_softmax(-1)
         return -logp.gather(-1, y.unsqueeze(-1)).squeeze(-1).mean(1)
 
-    def _dloss(self, out: Tensor, y: Tensor) -> Tensor:
-        """d(task loss)/d(outputs) ``(T, n, o)``."""
+    def _dloss(self, out: Tensor, y: Tensor, scale: float) -> Tensor:
+        """``scale`` * d(task loss)/d(outputs) ``(T, n, o)``."""
         if self.plan.loss == "mse":
-            return (out - y) * (2.0 / (out.shape[1] * out.shape[2]))
+            return (out - y) * (2.0 * scale / (out.shape[1] * out.shape[2]))
         p = out.softmax(-1)
-        return (p - nn.functional.one_hot(y, out.shape[-1]).to(p.dtype)) / out.shape[1]
+        return (p - nn.functional.one_hot(y, out.shape[-1]).to(p.dtype)) * (scale / out.shape[1])
 
     def _rdloss(self, out: Tensor, r_out: Tensor) -> Tensor:
         """R-operator of :meth:`_dloss`: the loss Hessian wrt the outputs applied to ``r_out`` ``(T, n, o)``."""
@@ -245,13 +247,21 @@ class FastMLPMetaGradient:
         return p * (r_out - (p * r_out).sum(-1, keepdim=True)) / out.shape[1]
 
     # --- activation ----------------------------------------------------------------------------------------
-    def _activate(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        """Activation and its derivative at pre-activations ``z``."""
+    def _activate(self, z: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Activation and its derivative at pre-activations ``z`` (None for relu: see :meth:`_through`)."""
         kind = self.plan.activation
         if kind == "relu":
-            return z.clamp_min(0), (z > 0).to(z.dtype)
+            return z.relu(), None
         h = z.tanh() if kind == "tanh" else z.sigmoid()
         return h, (1 - h * h) if kind == "tanh" else h * (1 - h)
+
+    @staticmethod
+    def _through(g: Tensor, fwd: _Forward, layer: int) -> Tensor:
+        """``g`` times the activation's derivative at hidden layer ``layer``: back through the activation."""
+        slope = fwd.slopes[layer]
+        if slope is None:  # relu: pass where the output is positive, in one kernel (what autograd's relu does)
+            return torch.ops.aten.threshold_backward(g, fwd.inputs[layer + 1], 0.0)
+        return g * slope
 
     def _curvature(self, h: Tensor, slope: Tensor) -> Tensor:
         """The activation's second derivative from its output ``h`` and first derivative ``slope``."""
@@ -285,7 +295,7 @@ class FastMLPMetaGradient:
         for layer in range(top - 1, lowest - 1, -1):
             name = self.plan.hidden[layer]
             upstream[layer] = _times(delta, weight)
-            delta = deltas[layer] = upstream[layer] * fwd.slopes[layer]
+            delta = deltas[layer] = self._through(upstream[layer], fwd, layer)
             self._layer_grads(grads, name, delta, fwd.inputs[layer], wanted, reduce)
             weight = p[f"{name}.weight"]
         return _Backward(grads, upstream, deltas, dout)
@@ -327,7 +337,7 @@ class FastMLPMetaGradient:
         for layer, name in enumerate(plan.hidden):
             r_z = r_linear(fwd.inputs[layer], r_h, p[f"{name}.weight"], name)
             r_pre.append(r_z)
-            r_h = None if r_z is None else r_z * fwd.slopes[layer]
+            r_h = None if r_z is None else self._through(r_z, fwd, layer)
             r_inputs.append(r_h)
         top = len(plan.hidden)
         r_out = r_linear(fwd.inputs[top], r_h, p["head.weight"], "head")
@@ -356,7 +366,7 @@ class FastMLPMetaGradient:
             r_up = _times(r_delta, weight)
             if vw is not None:
                 r_up = r_up + torch.bmm(delta, vw)
-            r_delta = r_up * fwd.slopes[layer]
+            r_delta = self._through(r_up, fwd, layer)
             if r_pre[layer] is not None and plan.activation != "relu":  # relu'' = 0
                 r_delta = r_delta + bwd.upstream[layer] * self._curvature(fwd.inputs[layer + 1], fwd.slopes[layer]) \
                     * r_pre[layer]

@@ -120,7 +120,7 @@ def _train(config, out, resume, progress, on_log, world: World) -> Path:
             group["lr"] = meta_lr_at(config, it)
         optimizer.step()
         window.append(loss_sum.item() / config.meta_batch)
-        if not np.isfinite(window[-1]):
+        if not math.isfinite(window[-1]):
             raise DivergedError(
                 f"meta-loss became {window[-1]} at iteration {it}; lower --meta-lr or --inner-lr and retrain"
             )

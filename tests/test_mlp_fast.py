@@ -89,9 +89,10 @@ def test_losses_depths_and_adaptation_specs(algo, loss, hidden, adapt):
 def test_what_the_fast_path_does_not_serve_goes_to_autograd():
     gelu, _ = _learner("maml", "gelu")
     reptile, _ = _learner("reptile")
+    ridge, _ = _learner("ridge")  # a MAML subclass whose inner loop is Gauss-Newton solves
     conv = make_learner("maml", build_model({"kind": "conv4", "in_channels": 1, "out_dim": 3, "width": 4,
                                              "input_size": 8}), loss="cross_entropy")
-    for learner in (gelu, reptile, conv):
+    for learner in (gelu, reptile, ridge, conv):
         assert plan_for(learner) is None
         assert meta_gradient_for(TrainConfig(), learner) == learner.meta_gradient
     maml, _ = _learner("maml")

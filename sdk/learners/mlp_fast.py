@@ -26,6 +26,8 @@ from torch import Tensor, nn
 from ..models.mlp import MLP
 from .base import Learner, MetaState
 from .gradient import MAML, Reptile
+from .inner import InnerLoop
+from .losses import get_loss
 
 MetaGradient = Callable[..., tuple[MetaState, Tensor]]
 Grads = dict[str, Tensor]
@@ -68,13 +70,18 @@ class MLPPlan:
 def plan_for(learner: Learner) -> MLPPlan | None:
     """The fast-path plan for ``learner``, or ``None`` where the fast path does not serve it.
 
-    Served: :class:`MAML` and its subclasses that keep its meta-gradient (first-order MAML, Meta-SGD, ANIL; not
-    Reptile), any adaptation spec, over an :class:`MLP` with a head, relu/tanh/sigmoid, MSE or cross-entropy.
+    Served: :class:`MAML` and its subclasses that keep its meta-gradient, task objective and plain SGD inner loop
+    (first-order MAML, Meta-SGD, ANIL; not Reptile, not the ridge head's Gauss-Newton loop), any adaptation spec,
+    over an :class:`MLP` with a head, relu/tanh/sigmoid, MSE or cross-entropy.
     """
     if not isinstance(learner, MAML) or isinstance(learner, Reptile):
         return None
-    if type(learner).meta_gradient is not MAML.meta_gradient or type(learner).task_objective is not MAML.task_objective:
+    kind = type(learner)
+    if (kind.meta_gradient, kind.task_objective, kind.split) != (MAML.meta_gradient, MAML.task_objective,
+                                                                   Learner.split):
         return None  # a subclass that changed the objective is not what this file derives
+    if type(learner.inner) is not InnerLoop or learner.inner.loss is not get_loss(learner.loss_name):
+        return None  # another inner loop (the ridge head's Gauss-Newton solves) or loss
     model = learner.model
     if type(model) is not MLP or model.head is None or learner.loss_name not in _LOSSES:
         return None
@@ -90,7 +97,8 @@ def plan_for(learner: Learner) -> MLPPlan | None:
     activation = _ACTIVATIONS[next(iter(acts))] if acts else "relu"
     return MLPPlan(hidden=tuple(f"body.{i}" for i in range(0, len(mods), 2)), skip=model.skip is not None,
                    activation=activation, loss=learner.loss_name, adapted=frozenset(learner.adapted),
-                   first_order=learner.first_order, learn_rates=learner.learn_rates, steps=learner.inner_steps)
+                   first_order=learner.inner.first_order, learn_rates=learner.learn_rates,
+                   steps=learner.inner_steps)
 
 
 def fast_meta_gradient(learner: Learner) -> MetaGradient | None:

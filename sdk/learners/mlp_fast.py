@@ -218,7 +218,7 @@ class FastMLPMetaGradient:
                     rate_grads[n] = rate_grads[n] - (bwd_j.grads[n] * adj[n]).sum(0)
             if not plan.first_order:
                 v = {n: rates[n] * adj[n] for n in plan.adapted}
-                hv = self._hvp(point, fwd_j, bwd_j, v, ys)
+                hv = self._hvp(point, fwd_j, bwd_j, v)
                 adj = {n: a - hv[n] for n, a in adj.items()}
         out: MetaState = {"params": {n: adj[n] if reduce_all else adj[n].sum(0) for n in params}}
         if plan.learn_rates:
@@ -316,7 +316,7 @@ class FastMLPMetaGradient:
         if f"{name}.bias" in wanted:
             grads[f"{name}.bias"] = _bias_grad(delta, reduce)
 
-    def _hvp(self, p: dict[str, Tensor], fwd: _Forward, bwd: _Backward, v: dict[str, Tensor], y: Tensor) -> Grads:
+    def _hvp(self, p: dict[str, Tensor], fwd: _Forward, bwd: _Backward, v: dict[str, Tensor]) -> Grads:
         """Hessian of the support loss at ``p`` times ``v`` (per task, adapted parameters only; zero elsewhere),
         for every parameter: ``(T, *shape)``. R-forward, then R-backward through the cached passes."""
         plan = self.plan

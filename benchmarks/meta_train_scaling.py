@@ -11,9 +11,11 @@ autograd path (vmap). Each point: a one-iteration check that the meta-gradients 
 repeats of a timed run sized to about ``--seconds`` s from the warm-up's rate; the median it/s is reported.
 Results: ``benchmarks/results/meta_train_scaling.json``; plot: ``docs/scaling_meta_train.png``.
 
-Run (from the repository root)::
+Run (from the repository root; the allocator settings are those the trainer sets for itself, see
+``docs/results-fasttrain.md``, and the learn2learn worker inherits them)::
 
-    .venv/bin/python benchmarks/meta_train_scaling.py --l2l-python /path/to/l2l-venv/bin/python
+    MALLOC_MMAP_THRESHOLD_=1073741824 MALLOC_TRIM_THRESHOLD_=1073741824 \
+        .venv/bin/python benchmarks/meta_train_scaling.py --l2l-python /path/to/l2l-venv/bin/python --eager
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ from _protocol import write_json
 from meta_train_speed import ROOT, Ours, WorkerContender, compare, find_l2l_python, initial_weights, make_task_pool
 
 Contender = Ours | WorkerContender
+#: glibc allocator settings recorded with the results: with its defaults every tensor above the (dynamic) mmap
+#: threshold is fresh mmap pages, page-faulted in on each use, which dominates from about 64 tasks on
+MALLOC_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
 
 
 def time_point(contenders: list[Contender], algo: str, steps: int, repeats: int, seconds: float,
@@ -131,7 +136,9 @@ def main(argv: list[str] | None = None) -> int:
         "protocol": {"repeats": args.repeats, "seconds_per_run": args.seconds, "warmup": args.warmup,
                      "statistic": "median it/s", "order": "interleaved, rotating per repeat"},
         "environment": {"python": platform.python_version(), "torch": torch.__version__,
-                        "cpu_count": os.cpu_count(), "machine": platform.machine()},
+                        "cpu_count": os.cpu_count(), "machine": platform.machine(),
+                        # both contenders inherit these (the l2l worker is a subprocess of this one)
+                        "malloc_env": {k: os.environ.get(k) for k in MALLOC_ENV}},
         "sweeps": {"meta_batch": [], "inner_steps": []},
     }
     t_start = time.perf_counter()

@@ -1,8 +1,8 @@
 """The outer-loop optimiser: Adam as ``torch.optim.Adam(fused=True)`` computes it, without ``torch.optim``.
 
 Why not ``torch.optim.Adam``: constructing any ``torch.optim`` optimiser imports ``torch._dynamo`` (1.2-1.8 s on
-this project's 2-core machine), a tenth of a whole 5,000-iteration sinusoid run on the default path. This class
-calls the same fused kernel (``torch._fused_adam_``, one call for all tensors), so its steps equal
+this project's 2-core machine), a fifth of a whole 5,000-iteration first-order sinusoid run on the default path.
+This class calls the same fused kernel (``torch._fused_adam_``, one call for all tensors), so its steps equal
 ``torch.optim.Adam(fused=True)``'s bit for bit (``tests/test_optim.py``), and its ``state_dict`` has torch's layout,
 so ``optimizer.safetensors`` files are interchangeable with runs written by ``torch.optim.Adam``.
 """

@@ -173,7 +173,8 @@ def meta_gradient_for(config: TrainConfig, learner: Learner) -> Callable[..., tu
 
     ``config.compile`` None (the default): the hand-derived batched passes of
     :mod:`~metaedge.sdk.learners.mlp_fast` where they serve the learner and model (MAML, first-order MAML, Meta-SGD,
-    ANIL over a plain MLP), else eager autograd. False: eager autograd. True: torch.compile of the autograd path.
+    ANIL, Reptile over a plain MLP), else eager autograd. False: eager autograd. True: torch.compile of the autograd
+    path.
     """
     if config.compile:
         return _compiled(learner.meta_gradient)

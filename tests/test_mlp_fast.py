@@ -50,7 +50,8 @@ def _max_diff(reference, other) -> tuple[float, float]:
     return diff, scale
 
 
-CASES = list(itertools.product(["maml", "fomaml", "metasgd", "anil"], ["relu", "tanh", "sigmoid"], [False, True],
+CASES = list(itertools.product(["maml", "fomaml", "metasgd", "anil", "reptile"], ["relu", "tanh", "sigmoid"],
+                               [False, True],
                                [1, 5]))
 
 
@@ -73,7 +74,7 @@ def test_fast_meta_gradient_equals_autograd(algo, activation, skip, steps, dtype
 @pytest.mark.parametrize(("algo", "loss", "hidden", "adapt"), [
     ("maml", "cross_entropy", (8, 6), None), ("metasgd", "cross_entropy", (5,), None), ("maml", "mse", (), None),
     ("maml", "mse", (8, 6, 4), "biases"), ("maml", "mse", (8, 6), "body.2.*"), ("metasgd", "mse", (8, 6), "head.*"),
-    ("fomaml", "cross_entropy", (8, 6), "head"),
+    ("fomaml", "cross_entropy", (8, 6), "head"), ("reptile", "mse", (8, 6), "biases"),
 ])
 def test_losses_depths_and_adaptation_specs(algo, loss, hidden, adapt):
     """Cross-entropy, no hidden layer or three, and partial adaptation (frozen parameters still get meta-gradients
@@ -88,11 +89,10 @@ def test_losses_depths_and_adaptation_specs(algo, loss, hidden, adapt):
 
 def test_what_the_fast_path_does_not_serve_goes_to_autograd():
     gelu, _ = _learner("maml", "gelu")
-    reptile, _ = _learner("reptile")
     ridge, _ = _learner("ridge")  # a MAML subclass whose inner loop is Gauss-Newton solves
     conv = make_learner("maml", build_model({"kind": "conv4", "in_channels": 1, "out_dim": 3, "width": 4,
                                              "input_size": 8}), loss="cross_entropy")
-    for learner in (gelu, reptile, ridge, conv):
+    for learner in (gelu, ridge, conv):
         assert plan_for(learner) is None
         assert meta_gradient_for(TrainConfig(), learner) == learner.meta_gradient
     maml, _ = _learner("maml")
@@ -117,7 +117,7 @@ def _cfg(**kw) -> TrainConfig:
     return TrainConfig(**base)
 
 
-@pytest.mark.parametrize("algo", ["maml", "metasgd"])
+@pytest.mark.parametrize("algo", ["maml", "metasgd", "reptile"])
 def test_default_training_gives_the_weights_of_eager_autograd(tmp_path, algo):
     fast = train(_cfg(algo=algo), tmp_path / "fast", progress=False)
     eager = train(_cfg(algo=algo, compile=False), tmp_path / "eager", progress=False)

@@ -11,8 +11,9 @@ the same quantity is written out as batched matmuls over the ``T`` tasks of a me
   ``a_r -= g(f_j) * a_f`` (learned rates) and, second order only, ``a -= H(f_j) (r * a_f)``, the Hessian-vector
   product of the support loss by Pearlmutter's R-operator (an R-forward and an R-backward pass through the MLP).
 
-:func:`fast_meta_gradient` returns this for the learners and models it serves, else ``None`` (the trainer then
-keeps the autograd path). Tests compare it with ``learner.meta_gradient`` to 1e-5 (``tests/test_mlp_fast.py``).
+Reptile's "meta-gradient" ``theta - phi`` reuses the same batched inner loop. :func:`fast_meta_gradient` returns
+this for the learners and models it serves, else ``None`` (the trainer then keeps the autograd path). Tests compare
+it with ``learner.meta_gradient`` to 1e-5 (``tests/test_mlp_fast.py``).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class MLPPlan:
         first_order: whether the inner gradient is a constant for the outer derivative.
         learn_rates: whether the rates are trained (Meta-SGD).
         steps: inner steps.
+        reptile: the meta-gradient is Reptile's ``theta - phi`` (summed over tasks), not a derivative.
     """
 
     hidden: tuple[str, ...]
@@ -60,6 +62,7 @@ class MLPPlan:
     first_order: bool
     learn_rates: bool
     steps: int
+    reptile: bool = False
 
     @property
     def layers(self) -> tuple[str, ...]:
@@ -71,14 +74,15 @@ def plan_for(learner: Learner) -> MLPPlan | None:
     """The fast-path plan for ``learner``, or ``None`` where the fast path does not serve it.
 
     Served: :class:`MAML` and its subclasses that keep its meta-gradient, task objective and plain SGD inner loop
-    (first-order MAML, Meta-SGD, ANIL; not Reptile, not the ridge head's Gauss-Newton loop), any adaptation spec,
-    over an :class:`MLP` with a head, relu/tanh/sigmoid, MSE or cross-entropy.
+    (first-order MAML, Meta-SGD, ANIL; not the ridge head's Gauss-Newton loop) and :class:`Reptile`, any adaptation
+    spec, over an :class:`MLP` with a head, relu/tanh/sigmoid, MSE or cross-entropy.
     """
-    if not isinstance(learner, MAML) or isinstance(learner, Reptile):
+    if not isinstance(learner, MAML):
         return None
     kind = type(learner)
-    if (kind.meta_gradient, kind.task_objective, kind.split) != (MAML.meta_gradient, MAML.task_objective,
-                                                                   Learner.split):
+    reptile = isinstance(learner, Reptile)
+    expected = (Reptile.meta_gradient, kind.task_objective) if reptile else (MAML.meta_gradient, MAML.task_objective)
+    if (kind.meta_gradient, kind.task_objective, kind.split) != (*expected, Learner.split):
         return None  # a subclass that changed the objective is not what this file derives
     if type(learner.inner) is not InnerLoop or learner.inner.loss is not get_loss(learner.loss_name):
         return None  # another inner loop (the ridge head's Gauss-Newton solves) or loss
@@ -98,7 +102,7 @@ def plan_for(learner: Learner) -> MLPPlan | None:
     return MLPPlan(hidden=tuple(f"body.{i}" for i in range(0, len(mods), 2)), skip=model.skip is not None,
                    activation=activation, loss=learner.loss_name, adapted=frozenset(learner.adapted),
                    first_order=learner.inner.first_order, learn_rates=learner.learn_rates,
-                   steps=learner.inner_steps)
+                   steps=learner.inner_steps, reptile=reptile)
 
 
 def fast_meta_gradient(learner: Learner) -> MetaGradient | None:
@@ -200,11 +204,15 @@ class FastMLPMetaGradient:
             point = {**frozen, **fast}
             fwd = self._forward(point, xs)
             bwd = self._backward(point, fwd, self._dloss(fwd.out, ys, 1.0), self.lowest, plan.adapted, reduce=False)
-            trail.append((point, fwd, bwd))
+            if not plan.reptile:
+                trail.append((point, fwd, bwd))
             fast = {n: torch.addcmul(f, rates[n], bwd.grads[n], value=-1) for n, f in fast.items()}
         point = {**frozen, **fast}
         fwd = self._forward(point, xq)
         losses = self._task_losses(fwd.out, yq)
+        if plan.reptile:  # init minus the adapted parameters; frozen ones do not move
+            moves = {n: (params[n] - f).sum(0) / denominator for n, f in fast.items()}
+            return {"params": {n: moves[n] if n in moves else torch.zeros_like(p) for n, p in params.items()}}, losses
         # per-task adjoints are needed only where the reverse sweep reads them
         reduce_all = plan.first_order and not plan.learn_rates
         # the sweep is linear in the query adjoint: scaling it by 1/denominator scales every meta-gradient

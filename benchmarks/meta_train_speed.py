@@ -6,8 +6,10 @@ inner lr 0.01, Adam 1e-3, with 1 and 5 inner steps, second order (``maml``) and 
 
 Contenders, all on the same pre-generated task pool and from the same initial weights:
 
-* ``ours``: ``metaedge.sdk.learners`` (``learner.meta_gradient`` vmapped over tasks, then Adam on the
-  trainable tensors, exactly as ``metaedge.sdk.train`` does), in this interpreter;
+* ``ours``: the meta-step of ``metaedge.sdk.train`` with its default flags (``meta_gradient_for``: the
+  hand-derived batched MLP passes of ``sdk/learners/mlp_fast.py``; ``meta_optimizer``: fused Adam), in this
+  interpreter; ``--path eager`` / ``--path compile`` time the autograd path (vmap) / its torch.compile instead, and
+  ``--eager-column`` adds the eager autograd path as a second in-process contender ``eager``;
 * ``l2l``: ``learn2learn.algorithms.MAML(model, lr=0.01, first_order=...)`` with the per-task loop of
   learn2learn's examples (``clone``, ``adapt``, ``query_loss.backward()``, then ``opt.step()``), in a
   subprocess of the learn2learn venv (``--l2l-python``) running ``benchmarks/_l2l_maml_worker.py``;
@@ -18,6 +20,9 @@ Contenders run one at a time and interleaved (rotating order per repeat); warm-u
 excluded; the reported figure is the median over repeats of iterations/second. Before timing, each
 setting checks that all contenders give the same meta-gradient and the same weights after one
 iteration (max abs difference printed). Results go to ``benchmarks/results/meta_train_speed.json``.
+
+Whole ``metaedge train`` runs against learn2learn: ``benchmarks/meta_train_run.py``; iterations/s against
+meta-batch and inner steps: ``benchmarks/meta_train_scaling.py`` (both reuse this file's contenders).
 
 Run (from the repository root)::
 
@@ -51,9 +56,11 @@ import numpy as np
 import torch
 from _protocol import MARK, write_json
 
+from metaedge.sdk.config import TrainConfig
 from metaedge.sdk.learners import make_learner
 from metaedge.sdk.models import build_model
 from metaedge.sdk.tasks import make_family
+from metaedge.sdk.train import meta_gradient_for, meta_optimizer
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = Path(__file__).resolve().parent / "_l2l_maml_worker.py"
@@ -67,11 +74,11 @@ META_LR = 1e-3
 
 
 # --- data and weights ------------------------------------------------------------------------------
-def make_task_pool(n_batches: int, seed: int) -> dict[str, np.ndarray]:
-    """``n_batches`` sinusoid meta-batches, stacked: ``xs``/``ys`` ``(B, 25, 10, 1)``, same for query."""
+def make_task_pool(n_batches: int, seed: int, meta_batch: int = META_BATCH) -> dict[str, np.ndarray]:
+    """``n_batches`` sinusoid meta-batches, stacked: ``xs``/``ys`` ``(B, meta_batch, 10, 1)``, same for query."""
     family = make_family("sinusoid")
     rngs = [np.random.default_rng([seed, i]) for i in range(n_batches)]
-    batches = [family.sample_batch(rng, META_BATCH, SHOTS, QUERIES) for rng in rngs]
+    batches = [family.sample_batch(rng, meta_batch, SHOTS, QUERIES) for rng in rngs]
     return {
         "xs": np.stack([b.x_support for b in batches]).astype(np.float32),
         "ys": np.stack([b.y_support for b in batches]).astype(np.float32),
@@ -88,20 +95,33 @@ def initial_weights(seed: int) -> dict[str, torch.Tensor]:
 
 
 # --- ours --------------------------------------------------------------------------------------------
+#: ``--path``: the trainer's ``TrainConfig.compile`` value for each way of computing the meta-gradient
+PATHS: dict[str, bool | None] = {"default": None, "eager": False, "compile": True}
+
+
 class Ours:
-    """metaedge's meta-step, as in ``metaedge.sdk.train._train`` (minus sampling, logging, checkpoints)."""
+    """metaedge's meta-step, as in ``metaedge.sdk.train._train`` (minus sampling, logging, checkpoints).
 
-    name = "ours"
+    ``path``: ``default`` (the trainer's default: hand-derived MLP passes), ``eager`` (autograd, vmap over tasks)
+    or ``compile`` (torch.compile of the autograd path; the warm-up iterations absorb the compile).
+    """
 
-    def __init__(self, pool: dict[str, np.ndarray], weights: dict[str, torch.Tensor], compile: bool = False) -> None:
-        self.compile = compile
-        self.data = tuple(torch.from_numpy(pool[k]) for k in ("xs", "ys", "xq", "yq"))
+    def __init__(self, pool: dict[str, np.ndarray], weights: dict[str, torch.Tensor], path: str = "default",
+                 name: str = "ours") -> None:
+        self.name = name
+        self.path = path
+        self.set_pool(pool)
         self.weights = weights
-        self.pool = int(pool["xs"].shape[0])
         self.it = 0
         self.step: Callable[[int], float] | None = None
         self.state: dict[str, dict[str, torch.Tensor]] = {}
         self.grads: dict[str, torch.Tensor] = {}
+
+    def set_pool(self, pool: dict[str, np.ndarray]) -> None:
+        """Cycle through the meta-batches of ``pool`` from the next :meth:`setup` on."""
+        self.data = tuple(torch.from_numpy(pool[k]) for k in ("xs", "ys", "xq", "yq"))
+        self.pool = int(pool["xs"].shape[0])
+        self.meta_batch = int(pool["xs"].shape[1])
 
     def setup(self, algo: str, inner_steps: int, threads: int) -> None:
         torch.set_num_threads(threads)
@@ -111,21 +131,21 @@ class Ours:
         for n, w in self.weights.items():
             state["params"][n].copy_(w)
         trainable = [t.requires_grad_(False) for key in learner.trainable_keys() for t in state[key].values()]
-        optimizer = torch.optim.Adam(trainable, lr=META_LR)
+        optimizer = meta_optimizer(trainable, META_LR)
         xs_all, ys_all, xq_all, yq_all = self.data
         self.state, self.it = state, 0
-        # --compile: the trainer's TrainConfig(compile=True) path; the warm-up iterations absorb the compile
-        meta_gradient = torch.compile(learner.meta_gradient, dynamic=False) if self.compile else learner.meta_gradient
+        meta_gradient = meta_gradient_for(TrainConfig(compile=PATHS[self.path]), learner)
+        batch = self.meta_batch
 
         def step(b: int) -> float:
             xs, ys, xq, yq = xs_all[b], ys_all[b], xq_all[b], yq_all[b]
-            grads, losses = meta_gradient(state, xs, ys, xq, yq, denominator=META_BATCH)
+            grads, losses = meta_gradient(state, xs, ys, xq, yq, denominator=batch)
             flat = [grads[key][n] for key in learner.trainable_keys() for n in state[key]]
             for p, g in zip(trainable, flat, strict=True):
                 p.grad = g
             optimizer.step()
             self.grads = grads["params"]
-            return losses.sum().item() / META_BATCH
+            return losses.sum().item() / batch
 
         self.step = step
 
@@ -314,11 +334,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "query losses (examples/maml_sine.py)",
     )
     p.add_argument("--no-ref", action="store_true", help="skip the plain-PyTorch reference column")
-    p.add_argument("--compile", action="store_true", help="ours with torch.compile (TrainConfig compile=True)")
+    p.add_argument("--path", default="default", choices=list(PATHS),
+                   help="how ours computes the meta-gradient: the trainer's default, eager autograd, torch.compile")
+    p.add_argument("--compile", action="store_true", help="shorthand for --path compile")
+    p.add_argument("--eager-column", action="store_true", help="also time the eager autograd path ('eager')")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "meta_train_speed.json"))
     args = p.parse_args(argv)
     if args.quick:
         args.repeats, args.iters, args.warmup = 2, 10, 3
+    if args.compile:
+        args.path = "compile"
     return args
 
 
@@ -347,6 +372,7 @@ def write_record(
             "inner_lr": INNER_LR,
             "meta_lr": META_LR,
             "task_pool": args.pool,
+            "ours_path": args.path,
             "seed": args.seed,
         },
         "protocol": {
@@ -404,7 +430,9 @@ def main(argv: list[str] | None = None) -> int:
         np.savez(files["data"], **pool)
         np.savez(files["weights"], **{f"w{i}": w.numpy() for i, w in enumerate(weights.values())})
 
-        contenders: list[Contender] = [Ours(pool, weights, compile=args.compile)]
+        contenders: list[Contender] = [Ours(pool, weights, path=args.path)]
+        if args.eager_column:
+            contenders.append(Ours(pool, weights, path="eager", name="eager"))
         if l2l_python is not None:
             l2l = WorkerContender("l2l", "l2l", str(l2l_python), files, args.l2l_loop, Path(tmp) / "l2l.log")
             contenders.append(l2l)

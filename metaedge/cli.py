@@ -234,7 +234,9 @@ def families() -> None:
 @click.option("--seed", type=int, help="Seed for initialisation and task sampling. [default: 0]")
 @click.option("--device", help="torch device, e.g. cpu or cuda. [default: cpu]")
 @click.option("--compile/--no-compile", "compile_", default=None,
-              help="torch.compile the meta-gradient: much faster for small models after a 15-40 s compile.")
+              help="How to compute the meta-gradient. Default: the fastest correct path (hand-derived batched "
+                   "passes for MAML/FOMAML/Meta-SGD/ANIL/Reptile on MLPs, else eager autograd). --compile: "
+                   "torch.compile the autograd path (15-40 s compile); --no-compile: eager autograd.")
 @click.option("--threads", type=int, help="CPU threads for torch (0 = torch's default). [default: 1]")
 @click.option("--init-from", metavar="RUN", help="Start from this run's meta-parameters and normaliser (same "
               "architecture), e.g. a champion being updated. [a fresh initialisation]")

@@ -13,6 +13,7 @@ from safetensors.torch import load_file, save
 from ..atomic import atomic_write_bytes, atomic_write_text
 from ..errors import InputError, MissingError
 from .learners.base import MetaState
+from .optim import FusedAdam
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -58,7 +59,7 @@ def load_state(path: Path) -> MetaState:
         raise InputError(f"{path} is not a readable safetensors file ({e}); it may be truncated or corrupt") from e
 
 
-def save_optimizer(path: Path, optimizer: torch.optim.Optimizer) -> None:
+def save_optimizer(path: Path, optimizer: FusedAdam | torch.optim.Optimizer) -> None:
     """Optimizer state as safetensors (tensors) plus JSON metadata (hyper-parameters)."""
     sd = optimizer.state_dict()
     tensors = {f"{i}/{k}": torch.as_tensor(v).contiguous() for i, st in sd["state"].items() for k, v in st.items()}
@@ -66,7 +67,7 @@ def save_optimizer(path: Path, optimizer: torch.optim.Optimizer) -> None:
     atomic_write_bytes(path, save(tensors, metadata=meta))
 
 
-def load_optimizer(path: Path, optimizer: torch.optim.Optimizer) -> None:
+def load_optimizer(path: Path, optimizer: FusedAdam | torch.optim.Optimizer) -> None:
     """Restore what :func:`save_optimizer` wrote into ``optimizer``."""
     from safetensors import safe_open
 

@@ -52,8 +52,10 @@ class TrainConfig:
     device: str = "cpu"
     #: intra-op CPU threads; 1 is fastest for small models and avoids oversubscription under torchrun
     threads: int = 1
-    #: torch.compile the meta-gradient (several times faster for small models after a 15-40 s compile)
-    compile: bool = False
+    #: how the meta-gradient is computed: None (default) takes the fastest correct path, the hand-derived batched
+    #: passes of ``learners.mlp_fast`` where they serve the learner and model, else eager autograd; False forces
+    #: eager autograd (``vmap``); True torch.compiles the autograd path (15-40 s compile, eager if it fails)
+    compile: bool | None = None
     log_every: int = 100
     checkpoint_every: int = 1000
     #: a run directory whose meta-parameters (weights and learned rates) and normaliser this run starts from,
@@ -81,6 +83,8 @@ class TrainConfig:
             raise InputError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
         if self.init_from is not None and (not isinstance(self.init_from, str) or not self.init_from):
             raise InputError(f"init_from must be the path of a run directory, got {self.init_from!r}")
+        if self.compile is not None and not isinstance(self.compile, bool):
+            raise InputError(f"compile must be true, false or absent (the default path), got {self.compile!r}")
         if self.control is not None and not isinstance(self.control, dict):
             raise InputError(f"control must be an object of controller settings, got {self.control!r}")
         for name in ("inner_lr", "meta_lr"):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Split, Task, TaskFamily, register_family
+from .base import Split, Task, TaskBatch, TaskFamily, register_family
 
 
 @register_family("sinusoid")
@@ -39,6 +39,23 @@ class Sinusoid(TaskFamily):
         y = amp * np.sin(x - phase)
         x, y = x.astype(np.float32), y.astype(np.float32)
         return Task(x[:shots], y[:shots], x[shots:], y[shots:], {"amplitude": amp, "phase": phase})
+
+    def sample_batch(
+        self, rng: np.random.Generator, n_tasks: int, shots: int, queries: int, split: Split = "train"
+    ) -> TaskBatch:
+        """The tasks :meth:`sample_task` would draw one after the other, drawn in one call (the trainer samples a
+        meta-batch per iteration, and 25 small draws cost as much as the meta-gradient). ``uniform(lo, hi)`` is
+        ``lo + (hi - lo) * random()`` on the same stream, so the values are the same bit for bit."""
+        n = shots + queries
+        u = rng.random((n_tasks, 2 + n))
+        amp = self.amplitude[0] + (self.amplitude[1] - self.amplitude[0]) * u[:, 0]
+        phase = self.phase[0] + (self.phase[1] - self.phase[0]) * u[:, 1]
+        x = (self.x_range[0] + (self.x_range[1] - self.x_range[0]) * u[:, 2:])[..., None]
+        y = (amp[:, None, None] * np.sin(x - phase[:, None, None])).astype(np.float32)
+        x = x.astype(np.float32)
+        info = [{"amplitude": float(a), "phase": float(p)} for a, p in zip(amp, phase)]
+        parts = (x[:, :shots], y[:, :shots], x[:, shots:], y[:, shots:])
+        return TaskBatch(*(np.ascontiguousarray(a) for a in parts), info)
 
     def curve(self, info: dict, x: np.ndarray) -> np.ndarray:
         """The noiseless task function at ``x`` of shape ``(n, 1)``; used for plots."""

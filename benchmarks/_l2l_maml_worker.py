@@ -67,13 +67,15 @@ class Worker:
         self.opt: torch.optim.Optimizer | None = None
         self.pool = 0
         self.it = 0
+        self.device = torch.device("cpu")
 
     # --- setup ----------------------------------------------------------------------------------
     def setup(self, cfg: dict[str, Any]) -> dict[str, Any]:
         torch.set_num_threads(int(cfg["threads"]))
         torch.manual_seed(0)
+        self.device = device = torch.device(cfg.get("device", "cpu"))
         data = np.load(cfg["data"])
-        xs, ys, xq, yq = (torch.from_numpy(np.ascontiguousarray(data[k])) for k in ("xs", "ys", "xq", "yq"))
+        xs, ys, xq, yq = (torch.from_numpy(np.ascontiguousarray(data[k])).to(device) for k in ("xs", "ys", "xq", "yq"))
         self.pool = int(xs.shape[0])
         self.it = 0
         weights = np.load(cfg["weights"])
@@ -82,6 +84,7 @@ class Worker:
         with torch.no_grad():
             for i, p in enumerate(model.parameters()):
                 p.copy_(torch.from_numpy(weights[f"w{i}"]))
+        model.to(device)
         first_order = bool(cfg["first_order"])
         steps = int(cfg["inner_steps"])
         inner_lr = float(cfg["inner_lr"])
@@ -159,8 +162,8 @@ class Worker:
     def check(self, out: str) -> dict[str, Any]:
         assert self.step is not None
         loss = self.step(0)
-        arrays = {f"g{i}": p.grad.detach().numpy().copy() for i, p in enumerate(self.params)}
-        arrays.update({f"w{i}": p.detach().numpy().copy() for i, p in enumerate(self.params)})
+        arrays = {f"g{i}": p.grad.detach().cpu().numpy().copy() for i, p in enumerate(self.params)}
+        arrays.update({f"w{i}": p.detach().cpu().numpy().copy() for i, p in enumerate(self.params)})
         np.savez(out, **arrays)
         return {"loss": loss}
 
@@ -171,6 +174,8 @@ class Worker:
         for _ in range(iters):
             loss = self.step(self.it % self.pool)
             self.it += 1
+        if self.device.type == "cuda":  # every step ends in .item(), but be explicit about the timed work
+            torch.cuda.synchronize()
         seconds = time.perf_counter() - t0
         return {"seconds": seconds, "loss": loss}
 

@@ -107,9 +107,10 @@ class Ours:
     """
 
     def __init__(self, pool: dict[str, np.ndarray], weights: dict[str, torch.Tensor], path: str = "default",
-                 name: str = "ours") -> None:
+                 name: str = "ours", device: str = "cpu") -> None:
         self.name = name
         self.path = path
+        self.device = torch.device(device)
         self.set_pool(pool)
         self.weights = weights
         self.it = 0
@@ -119,7 +120,7 @@ class Ours:
 
     def set_pool(self, pool: dict[str, np.ndarray]) -> None:
         """Cycle through the meta-batches of ``pool`` from the next :meth:`setup` on."""
-        self.data = tuple(torch.from_numpy(pool[k]) for k in ("xs", "ys", "xq", "yq"))
+        self.data = tuple(torch.from_numpy(pool[k]).to(self.device) for k in ("xs", "ys", "xq", "yq"))
         self.pool = int(pool["xs"].shape[0])
         self.meta_batch = int(pool["xs"].shape[1])
 
@@ -130,6 +131,7 @@ class Ours:
         state = learner.init_state()
         for n, w in self.weights.items():
             state["params"][n].copy_(w)
+        state = {g: {k: v.to(self.device) for k, v in d.items()} for g, d in state.items()}
         trainable = [t.requires_grad_(False) for key in learner.trainable_keys() for t in state[key].values()]
         optimizer = meta_optimizer(trainable, META_LR)
         xs_all, ys_all, xq_all, yq_all = self.data
@@ -153,8 +155,8 @@ class Ours:
         assert self.step is not None
         self.step(0)
         names = list(self.weights)
-        out = {f"g{i}": self.grads[n].numpy().copy() for i, n in enumerate(names)}
-        out.update({f"w{i}": self.state["params"][n].numpy().copy() for i, n in enumerate(names)})
+        out = {f"g{i}": self.grads[n].cpu().numpy().copy() for i, n in enumerate(names)}
+        out.update({f"w{i}": self.state["params"][n].cpu().numpy().copy() for i, n in enumerate(names)})
         return out
 
     def run(self, iters: int) -> float:
@@ -163,6 +165,8 @@ class Ours:
         for _ in range(iters):
             self.step(self.it % self.pool)
             self.it += 1
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
         return time.perf_counter() - t0
 
     def close(self) -> None:
@@ -174,8 +178,8 @@ class WorkerContender:
     """A per-task-loop contender (``l2l`` or ``ref``) living in a subprocess running the worker script."""
 
     def __init__(self, name: str, impl: str, python: str, files: dict[str, str], loop: str, log: Path,
-                 worker: Path = WORKER) -> None:
-        self.name, self.impl, self.files, self.loop = name, impl, files, loop
+                 worker: Path = WORKER, device: str = "cpu") -> None:
+        self.name, self.impl, self.files, self.loop, self.device = name, impl, files, loop, device
         self.log = log
         self._log_file = open(log, "w")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -217,6 +221,7 @@ class WorkerContender:
                 "data": self.files["data"],
                 "weights": self.files["weights"],
                 "loop": self.loop,
+                "device": self.device,
             }
         )
 
@@ -339,6 +344,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--compile", action="store_true", help="shorthand for --path compile")
     p.add_argument("--eager-column", action="store_true", help="also time the eager autograd path ('eager')")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "meta_train_speed.json"))
+    p.add_argument("--device", default="cpu", help="torch device of every contender (cuda: benchmarks/gpu.sh)")
     args = p.parse_args(argv)
     if args.quick:
         args.repeats, args.iters, args.warmup = 2, 10, 3
@@ -374,6 +380,7 @@ def write_record(
             "task_pool": args.pool,
             "ours_path": args.path,
             "seed": args.seed,
+            "device": args.device,
         },
         "protocol": {
             "repeats": args.repeats,
@@ -430,11 +437,12 @@ def main(argv: list[str] | None = None) -> int:
         np.savez(files["data"], **pool)
         np.savez(files["weights"], **{f"w{i}": w.numpy() for i, w in enumerate(weights.values())})
 
-        contenders: list[Contender] = [Ours(pool, weights, path=args.path)]
+        contenders: list[Contender] = [Ours(pool, weights, path=args.path, device=args.device)]
         if args.eager_column:
-            contenders.append(Ours(pool, weights, path="eager", name="eager"))
+            contenders.append(Ours(pool, weights, path="eager", name="eager", device=args.device))
         if l2l_python is not None:
-            l2l = WorkerContender("l2l", "l2l", str(l2l_python), files, args.l2l_loop, Path(tmp) / "l2l.log")
+            l2l = WorkerContender("l2l", "l2l", str(l2l_python), files, args.l2l_loop, Path(tmp) / "l2l.log",
+                                  device=args.device)
             contenders.append(l2l)
             comparator = f"learn2learn (MAML, {args.l2l_loop} loop) via {l2l_python}"
         else:
@@ -445,7 +453,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(f"WARNING: {comparator}", file=sys.stderr)
         if l2l_python is None or not args.no_ref:
-            ref = WorkerContender("ref", "ref", sys.executable, files, "per-task", Path(tmp) / "ref.log")
+            ref = WorkerContender("ref", "ref", sys.executable, files, "per-task", Path(tmp) / "ref.log",
+                                  device=args.device)
             contenders.append(ref)
         names = [c.name for c in contenders]
         headline = "l2l" if l2l_python is not None else "ref"

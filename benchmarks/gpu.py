@@ -72,13 +72,14 @@ def main() -> int:
         print(f"no CUDA GPU ({record['reason']}): nothing ran; recorded in {out}")
         return 0
     speed = [sys.executable, str(HERE / "meta_train_speed.py"), "--device", args.device,
-             "--out", str(RESULTS / f"meta_train_speed_{args.device.split(':')[0]}.json")]
+             "--out", str(RESULTS / f"gpu_meta_train_speed_{args.device.split(':')[0]}.json")]
     speed += ["--quick"] if args.quick else ["--repeats", "3", "--iters", "200"]
     if args.l2l_python:
         speed += ["--l2l-python", args.l2l_python]
     omniglot = [sys.executable, str(HERE / "omniglot.py"), "--device", args.device, "--proto-iterations", "20000",
                 "--maml-iterations", "60000", "--budget-minutes", str(0.2 if args.quick else args.budget_minutes),
-                "--runs", str(Path("/tmp") / f"metaedge-gpu-omniglot-{int(time.time())}")]
+                "--runs", str(Path("/tmp") / f"metaedge-gpu-omniglot-{int(time.time())}"),
+                "--result", f"gpu_omniglot_{args.device.split(':')[0]}"]
     if args.quick:
         omniglot += ["--episodes", "20", "--calibrate-iterations", "3"]
     steps = [("meta_train_speed", speed, 900.0), ("omniglot", omniglot, 60 * (2 * args.budget_minutes + 10))]

@@ -54,6 +54,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="torch device to train on (cpu, cuda, cuda:1)")
     parser.add_argument("--budget-minutes", type=float, default=None, help="cap on each learner's training time")
     parser.add_argument("--calibrate-iterations", type=int, default=30)
+    parser.add_argument("--result", help="results/<name>.json to write [omniglot, or omniglot_<device> off the CPU]")
     args = parser.parse_args()
     configs = {
         "protonet": TrainConfig(family="omniglot", algo="protonet", ways=60, shots=5, queries=5, meta_batch=1,
@@ -86,7 +87,7 @@ def main() -> None:
                 acc = f"{100 * row['accuracy']:.2f} ± {100 * row['accuracy_ci']:.2f}"
                 budget = f"trained {r['iterations']} it, {r['train_wall_seconds']:.0f} s"
                 print(f"{name:9s} {row['ways']:2d}-way 1-shot steps={row['steps']}: {acc}  ({budget})")
-    name = "omniglot" if args.device == "cpu" else f"omniglot_{args.device.split(':')[0]}"
+    name = args.result or ("omniglot" if args.device == "cpu" else f"omniglot_{args.device.split(':')[0]}")
     print(f"written to {write_result(name, {'results': results, 'budget_minutes': args.budget_minutes})}")
 
 

@@ -58,6 +58,10 @@ class Normalizer:
             return y
         return y * np.asarray(self.y_std, np.float32) + np.asarray(self.y_mean, np.float32)
 
+    def samples(self, x: np.ndarray) -> np.ndarray:
+        """Samples ``(N, *input_shape)`` standardised as :meth:`batch` does (only 1-D features are)."""
+        return self.x(x) if x.ndim == 2 else x
+
     def batch(self, b: TaskBatch) -> TaskBatch:
         """A standardised copy of ``b`` (inputs of any shape: only 1-D features are standardised)."""
         tx = self.x if b.x_support.ndim == 3 else (lambda a: a)

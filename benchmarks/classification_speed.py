@@ -61,6 +61,7 @@ import torch
 from _protocol import write_json
 from meta_train_speed import Setting, WorkerContender, bench_setting, compare, find_l2l_python, median
 
+from metaedge.sdk.allocator import THRESHOLD, tune_allocator
 from metaedge.sdk.learners import make_learner
 from metaedge.sdk.models import build_model
 
@@ -151,6 +152,7 @@ class Ours(mts.Ours):
         self.dtype = "float32"
 
     def setup(self, algo: str, inner_steps: int, threads: int) -> None:
+        tune_allocator()  # as metaedge.sdk.train does (once per process; the user's MALLOC_* env wins)
         torch.set_num_threads(threads)
         suite = self.suites[suite_kind(algo)]
         dtype = getattr(torch, self.dtype)
@@ -314,12 +316,22 @@ def write_record(out: Path, args: argparse.Namespace, settings: list[Setting], s
                       + str(args.l2l_python_path),
         "environment": {"python": platform.python_version(), "torch": torch.__version__, "workers": info,
                         "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
+                        "allocator": allocator_record(),
                         "cpu_count": os.cpu_count(), "loadavg": list(os.getloadavg()),
                         "machine": platform.machine()},
         "total_seconds": seconds,
         "results": results,
     }
     write_json(out, record)
+
+
+def allocator_record() -> dict[str, str]:
+    """Which glibc allocator settings each side ran with (both inherit this process's ``MALLOC_*`` environment)."""
+    env = {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}
+    if env:
+        return {"ours": f"environment {env}", "l2l": f"environment {env}"}
+    tuned = f"mallopt mmap/trim thresholds {THRESHOLD} (metaedge.sdk.allocator)"
+    return {"ours": tuned if tune_allocator() else "glibc defaults", "l2l": "glibc defaults"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

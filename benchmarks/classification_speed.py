@@ -34,12 +34,16 @@ Run (from the repository root; about 4-5 minutes on 2 busy cores)::
     .venv/bin/python benchmarks/classification_speed.py --threads 1 2 --l2l-python .l2l-venv/venv/bin/python
 
 Memory allocator: with glibc's defaults the large conv activations (ProtoNet: 40 MB for the first layer)
-are fresh ``mmap`` pages every step, and page faults take ~40% of a ProtoNet step on both sides, varying
-with each process's allocator history (+-15% between otherwise identical processes). To compare compute
-alone, give both processes the same fixed allocator (the JSON records ``MALLOC_*``)::
+are fresh ``mmap`` pages every step, and page faults take ~40% of a ProtoNet step, varying with each
+process's allocator history (+-15% between otherwise identical processes). metaedge's trainer raises glibc's
+mmap and trim thresholds itself (``metaedge.sdk.allocator.tune_allocator``, ``mallopt``), and so does the
+metaedge side here; learn2learn runs with the glibc defaults it ships with (its users set no allocator), so
+the default run compares the two as users get them. For the like-for-like row (compute alone), give both
+processes the same fixed allocator through the environment, which ``tune_allocator`` then leaves alone (the
+JSON records each side's allocator)::
 
     MALLOC_MMAP_THRESHOLD_=1073741824 MALLOC_TRIM_THRESHOLD_=1073741824 \
-        .venv/bin/python benchmarks/classification_speed.py --out /tmp/classification_speed_malloc.json
+        .venv/bin/python benchmarks/classification_speed.py --out benchmarks/results/classification_speed_malloc.json
 """
 
 from __future__ import annotations

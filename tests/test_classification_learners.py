@@ -181,3 +181,34 @@ def test_inference_model_folds_batch_norm_and_matches_evaluation_mode(dims):
     torch.testing.assert_close(out, reference, atol=1e-5, rtol=1e-5)
     # the learner's own model is left as it was: not folded
     assert any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in learner.model.modules())
+
+
+@pytest.mark.parametrize(("norm", "dims", "adapt"), [("batch", 2, "all"), ("batch", 2, "head"), ("group", 1, "all"),
+                                                     ("none", 2, "all")])
+def test_fomaml_task_batched_conv_meta_gradient_matches_the_task_loop(norm, dims, adapt):
+    """forward_tasks (tasks side by side along the channels, plain autograd) against the per-task loop, float64."""
+    learner = make_learner("fomaml", _conv(norm=norm, dims=dims, dtype=torch.float64), loss="cross_entropy",
+                           inner_lr=0.1, inner_steps=2, adapt=adapt)
+    assert learner.task_batched
+    state = learner.init_state()
+    batch = _episodes(shape=(1, 16, 16) if dims == 2 else (1, 16), dtype=torch.float64)
+    g_b, l_b = learner.meta_gradient(state, *batch, denominator=5)
+    g_l, l_l = learner.meta_gradient(state, *batch, denominator=5, batched=False)
+    torch.testing.assert_close(l_b, l_l, atol=1e-12, rtol=1e-10)
+    assert set(g_b["params"]) == set(state["params"])
+    for name in g_l["params"]:
+        torch.testing.assert_close(g_b["params"][name], g_l["params"][name], atol=1e-12, rtol=1e-9)
+
+
+def test_forward_tasks_is_vmap_of_the_model():
+    from torch.func import functional_call, vmap
+
+    from metaedge.sdk.models.conv import supports_task_batching, use_batch_statistics
+
+    model = use_batch_statistics(_conv(out_dim=3))
+    assert supports_task_batching(model) and not supports_task_batching(_conv(out_dim=0))  # running stats: no
+    torch.manual_seed(1)
+    params = {n: p.detach() + 0.1 * torch.randn(4, *p.shape) for n, p in model.named_parameters()}  # per task
+    x = torch.randn(4, 6, 1, 16, 16)
+    ref = vmap(lambda p, xt: functional_call(model, p, (xt,)))(params, x)
+    torch.testing.assert_close(model.forward_tasks(params, x), ref, atol=1e-5, rtol=1e-5)

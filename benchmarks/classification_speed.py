@@ -34,12 +34,16 @@ Run (from the repository root; about 4-5 minutes on 2 busy cores)::
     .venv/bin/python benchmarks/classification_speed.py --threads 1 2 --l2l-python .l2l-venv/venv/bin/python
 
 Memory allocator: with glibc's defaults the large conv activations (ProtoNet: 40 MB for the first layer)
-are fresh ``mmap`` pages every step, and page faults take ~40% of a ProtoNet step on both sides, varying
-with each process's allocator history (+-15% between otherwise identical processes). To compare compute
-alone, give both processes the same fixed allocator (the JSON records ``MALLOC_*``)::
+are fresh ``mmap`` pages every step, and page faults take ~40% of a ProtoNet step, varying with each
+process's allocator history (+-15% between otherwise identical processes). metaedge's trainer raises glibc's
+mmap and trim thresholds itself (``metaedge.sdk.allocator.tune_allocator``, ``mallopt``), and so does the
+metaedge side here; learn2learn runs with the glibc defaults it ships with (its users set no allocator), so
+the default run compares the two as users get them. For the like-for-like row (compute alone), give both
+processes the same fixed allocator through the environment, which ``tune_allocator`` then leaves alone (the
+JSON records each side's allocator)::
 
     MALLOC_MMAP_THRESHOLD_=1073741824 MALLOC_TRIM_THRESHOLD_=1073741824 \
-        .venv/bin/python benchmarks/classification_speed.py --out /tmp/classification_speed_malloc.json
+        .venv/bin/python benchmarks/classification_speed.py --out benchmarks/results/classification_speed_malloc.json
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ import torch
 from _protocol import write_json
 from meta_train_speed import Setting, WorkerContender, bench_setting, compare, find_l2l_python, median
 
+from metaedge.sdk.allocator import THRESHOLD, tune_allocator
 from metaedge.sdk.learners import make_learner
 from metaedge.sdk.models import build_model
 
@@ -151,6 +156,7 @@ class Ours(mts.Ours):
         self.dtype = "float32"
 
     def setup(self, algo: str, inner_steps: int, threads: int) -> None:
+        tune_allocator()  # as metaedge.sdk.train does (once per process; the user's MALLOC_* env wins)
         torch.set_num_threads(threads)
         suite = self.suites[suite_kind(algo)]
         dtype = getattr(torch, self.dtype)
@@ -314,12 +320,22 @@ def write_record(out: Path, args: argparse.Namespace, settings: list[Setting], s
                       + str(args.l2l_python_path),
         "environment": {"python": platform.python_version(), "torch": torch.__version__, "workers": info,
                         "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
+                        "allocator": allocator_record(),
                         "cpu_count": os.cpu_count(), "loadavg": list(os.getloadavg()),
                         "machine": platform.machine()},
         "total_seconds": seconds,
         "results": results,
     }
     write_json(out, record)
+
+
+def allocator_record() -> dict[str, str]:
+    """Which glibc allocator settings each side ran with (both inherit this process's ``MALLOC_*`` environment)."""
+    env = {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}
+    if env:
+        return {"ours": f"environment {env}", "l2l": f"environment {env}"}
+    tuned = f"mallopt mmap/trim thresholds {THRESHOLD} (metaedge.sdk.allocator)"
+    return {"ours": tuned if tune_allocator() else "glibc defaults", "l2l": "glibc defaults"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

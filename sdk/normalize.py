@@ -63,6 +63,10 @@ class Normalizer:
         """Whether standardising changes nothing (unnormalised families, e.g. the sinusoid)."""
         return (all(m == 0.0 for m in self.x_mean + self.y_mean) and all(s == 1.0 for s in self.x_std + self.y_std))
 
+    def samples(self, x: np.ndarray) -> np.ndarray:
+        """Samples ``(N, *input_shape)`` standardised as :meth:`batch` does (only 1-D features are)."""
+        return self.x(x) if x.ndim == 2 else x
+
     def batch(self, b: TaskBatch) -> TaskBatch:
         """A standardised copy of ``b`` (inputs of any shape: only 1-D features are standardised); ``b`` itself
         where that changes nothing (the identity on float32 arrays: the trainer calls this every iteration)."""

@@ -20,6 +20,7 @@ import torch
 
 from ..errors import DivergedError, ExistsError, InputError
 from . import checkpoint as ckpt
+from .allocator import tune_allocator
 from .config import TrainConfig
 from .distributed import World, close_world, init_world
 from .learners import Learner, MetaState
@@ -64,6 +65,7 @@ def train(
 
 
 def _train(config, out, resume, progress, on_log, world: World) -> Path:
+    tune_allocator()  # conv activations reused in the heap, not page-faulted in every step (see .allocator)
     if config.threads > 0:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)

@@ -114,3 +114,101 @@ def test_ridge_head_is_exact_least_squares_for_a_linear_model():
     fast = learner.adapt_batch(state, xs, ys, 1)[1]
     torch.testing.assert_close(fast["head.weight"][0], torch.tensor([[2.0, -1.0]]), atol=1e-4, rtol=0)
     torch.testing.assert_close(fast["head.bias"][0], torch.tensor([0.5]), atol=1e-4, rtol=0)
+
+
+def test_sample_rows_draw_the_same_episodes_as_sample_batch():
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 256, size=(7 * 5, 1, 4, 4), dtype=np.uint8)
+    fam = EpisodicFamily({"train": (x, np.repeat(np.arange(7), 5))}, ways=3)
+    a = fam.sample_batch(np.random.default_rng(11), 4, 2, 3, ways=4)
+    rows = fam.sample_rows(np.random.default_rng(11), 4, 2, 3, ways=4)
+    b = fam.batch_of(rows)
+    for name in ("x_support", "y_support", "x_query", "y_query"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    assert a.info == b.info and rows.support.shape == (4, 8) and rows.query.shape == (4, 12)
+    # the rows index the split's class-sorted inputs that arrays() returns
+    np.testing.assert_array_equal(fam.arrays("train")[0][rows.query], a.x_query)
+
+
+def _protonet_with_running_statistics(dims=2):
+    learner = make_learner("protonet", _conv(out_dim=0, dims=dims), loss="cross_entropy")
+    state = learner.init_state()
+    shape = (1, 16, 16) if dims == 2 else (1, 16)
+    for seed in range(3):  # training steps move the running statistics away from (0, 1)
+        learner.meta_gradient(state, *_episodes(shape=shape, seed=seed))
+    return learner, state
+
+
+@pytest.mark.parametrize("dims", [2, 1])
+def test_protonet_batched_embeddings_give_the_per_episode_predictions(dims):
+    """The old evaluation path (each episode embedded on its own) against both new ones: all episodes embedded
+    together, and the split embedded once with episodes drawn as rows of it."""
+    from metaedge.sdk.evaluate.evaluator import SplitEmbeddings
+    from metaedge.sdk.normalize import Normalizer
+
+    learner, state = _protonet_with_running_statistics(dims)
+    assert learner.embeds_samples
+    rng = np.random.default_rng(5)
+    shape = (1, 16, 16) if dims == 2 else (1, 16)
+    x = rng.normal(size=(6 * 8, *shape)).astype(np.float32)
+    fam = EpisodicFamily({"val": (x, np.repeat(np.arange(6), 8))}, ways=4)
+    rows = fam.sample_rows(np.random.default_rng(9), 5, 2, 3, split="val")
+    b = fam.batch_of(rows)
+    xs, ys, xq = (torch.as_tensor(a) for a in (b.x_support, b.y_support, b.x_query))
+    with torch.no_grad():
+        reference = torch.stack([learner.episode_logits(state, a, c, d) for a, c, d in zip(xs, ys, xq)])
+    batched = learner.predictions_after_steps(state, xs, ys, xq, [0])[0]
+    split = SplitEmbeddings(learner, state, fam, "val", Normalizer.identity(0, 0)).logits(rows)
+    scale = reference.abs().max()
+    for logits in (batched, split):
+        assert logits.shape == (5, 12, 4)
+        torch.testing.assert_close(logits / scale, reference / scale, atol=1e-5, rtol=0)  # float32 rounding
+        assert torch.equal(logits.argmax(-1), reference.argmax(-1))
+
+
+@pytest.mark.parametrize("dims", [2, 1])
+def test_inference_model_folds_batch_norm_and_matches_evaluation_mode(dims):
+    from metaedge.sdk.models.conv import inference_input, inference_model
+
+    learner, state = _protonet_with_running_statistics(dims)
+    tensors = {**state["params"], **state["buffers"]}
+    fast = inference_model(learner.model, tensors)
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in fast.modules())
+    x = torch.randn(7, 1, 16, 16) if dims == 2 else torch.randn(7, 1, 16)
+    with torch.no_grad():
+        reference = learner.embed(state, x)
+        out = fast(inference_input(x))
+    torch.testing.assert_close(out, reference, atol=1e-5, rtol=1e-5)
+    # the learner's own model is left as it was: not folded
+    assert any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in learner.model.modules())
+
+
+@pytest.mark.parametrize(("norm", "dims", "adapt"), [("batch", 2, "all"), ("batch", 2, "head"), ("group", 1, "all"),
+                                                     ("none", 2, "all")])
+def test_fomaml_task_batched_conv_meta_gradient_matches_the_task_loop(norm, dims, adapt):
+    """forward_tasks (tasks side by side along the channels, plain autograd) against the per-task loop, float64."""
+    learner = make_learner("fomaml", _conv(norm=norm, dims=dims, dtype=torch.float64), loss="cross_entropy",
+                           inner_lr=0.1, inner_steps=2, adapt=adapt)
+    assert learner.task_batched
+    state = learner.init_state()
+    batch = _episodes(shape=(1, 16, 16) if dims == 2 else (1, 16), dtype=torch.float64)
+    g_b, l_b = learner.meta_gradient(state, *batch, denominator=5)
+    g_l, l_l = learner.meta_gradient(state, *batch, denominator=5, batched=False)
+    torch.testing.assert_close(l_b, l_l, atol=1e-12, rtol=1e-10)
+    assert set(g_b["params"]) == set(state["params"])
+    for name in g_l["params"]:
+        torch.testing.assert_close(g_b["params"][name], g_l["params"][name], atol=1e-12, rtol=1e-9)
+
+
+def test_forward_tasks_is_vmap_of_the_model():
+    from torch.func import functional_call, vmap
+
+    from metaedge.sdk.models.conv import supports_task_batching, use_batch_statistics
+
+    model = use_batch_statistics(_conv(out_dim=3))
+    assert supports_task_batching(model) and not supports_task_batching(_conv(out_dim=0))  # running stats: no
+    torch.manual_seed(1)
+    params = {n: p.detach() + 0.1 * torch.randn(4, *p.shape) for n, p in model.named_parameters()}  # per task
+    x = torch.randn(4, 6, 1, 16, 16)
+    ref = vmap(lambda p, xt: functional_call(model, p, (xt,)))(params, x)
+    torch.testing.assert_close(model.forward_tasks(params, x), ref, atol=1e-5, rtol=1e-5)

@@ -87,3 +87,24 @@ def test_regression_report_has_calibration_plot(tmp_path):
     files = {p.name for p in write_report(report, tmp_path / "rep", run.family)}
     assert {"calibration.png", "steps.png", "report.md"} <= files
     assert "classic LS multilinear" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_protonet_evaluation_from_split_embeddings_scores_the_per_episode_predictions(runs):
+    """The evaluator embeds the split once; its accuracies are those of the old path, which embedded every episode
+    on its own, on the same episodes (same seed, same draws)."""
+    import torch
+
+    proto, _ = runs
+    settings = EvalSettings(tasks=12, shots=[2], ways=[3], queries=3, steps=[0], baselines=False, chunk=5)
+    report = evaluate(proto, settings)
+    rng = np.random.default_rng(settings.seed)
+    per_task = []
+    for n in (5, 5, 2):  # the evaluator's chunks
+        b = proto.family.sample_batch(rng, n, 2, 3, split="test", ways=3)
+        xs, ys, xq = (torch.as_tensor(a) for a in (b.x_support, b.y_support, b.x_query))
+        with torch.no_grad():
+            logits = torch.stack([proto.learner.episode_logits(proto.state, *e) for e in zip(xs, ys, xq)])
+        per_task.append((logits.argmax(-1).numpy() == b.y_query).mean(1))
+    row = next(r for r in report["rows"] if r["method"] == "metaedge protonet")
+    assert row["tasks"] == 12
+    assert row["accuracy"] == pytest.approx(np.concatenate(per_task).mean(), abs=1e-12)

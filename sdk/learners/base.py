@@ -76,6 +76,10 @@ class Learner(ABC):
     task_kinds: ClassVar[tuple[TaskKind, ...]]
     #: whether the model ends in an output head (False: an embedding network whose outputs are compared)
     has_head: ClassVar[bool] = True
+    #: whether predictions come from per-sample embeddings (evaluation mode: no batch statistics), so an
+    #: evaluator may embed every sample of a split once and draw its episodes from the embeddings
+    #: (:meth:`embed_inputs`, :meth:`logits_from_embeddings`)
+    embeds_samples: ClassVar[bool] = False
 
     model: nn.Module
     loss_name: str

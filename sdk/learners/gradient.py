@@ -19,7 +19,7 @@ from torch import nn
 from torch.func import grad_and_value, vmap
 
 from ...errors import InputError
-from ..models.conv import has_batch_norm, use_batch_statistics
+from ..models.conv import has_batch_norm, supports_task_batching, use_batch_statistics
 from .base import DeviceSolver, Learner, MetaState
 from .inner import InnerLoop, Params
 from .losses import get_loss
@@ -174,10 +174,41 @@ class MAML(Learner):
 
 
 class FirstOrderMAML(MAML):
-    """First-order MAML: the inner gradient is a constant for the outer derivative."""
+    """First-order MAML: the inner gradient is a constant for the outer derivative.
+
+    On a conv net (:func:`~metaedge.sdk.models.conv.supports_task_batching`) the meta-batch runs through
+    ``model.forward_tasks`` with plain autograd: the tasks side by side along the channels (grouped convolutions)
+    instead of ``vmap``, and the inner steps outside the outer derivative, which first order does not need. The
+    same meta-gradient (tested against the task loop); about 1.25x faster for Conv4 (docs/results-conv.md).
+    """
 
     name = "fomaml"
     first_order = True
+
+    def __init__(self, model: nn.Module, **kw) -> None:
+        super().__init__(model, **kw)
+        self.task_batched = supports_task_batching(model)
+
+    def meta_gradient(self, state, xs, ys, xq, yq, denominator=None, batched=True):
+        """See :meth:`Learner.meta_gradient`; task-batched through ``forward_tasks`` where the model allows."""
+        if not (batched and self.task_batched):
+            return super().meta_gradient(state, xs, ys, xq, yq, denominator, batched)
+        denominator = denominator or xs.shape[0]
+        t = xs.shape[0]
+        per_task = {n: p.detach().expand(t, *p.shape) for n, p in state["params"].items()}  # (T, *shape) views
+        task_losses = vmap(self.inner.loss)  # (T, n, out), (T, n) -> (T,)
+        fast = {n: per_task[n] for n in self.adapted}
+        for _ in range(self.inner_steps):
+            leaves = {n: v.detach().requires_grad_(True) for n, v in fast.items()}
+            loss = task_losses(self.model.forward_tasks({**per_task, **leaves}, xs), ys).sum()
+            grads = torch.autograd.grad(loss, list(leaves.values()))
+            fast = {n: leaves[n].detach() - state["rates"][n] * g for n, g in zip(leaves, grads)}
+        # d(query loss)/d(theta) = d/d(adapted params) for the adapted ones (first order), directly for the others
+        leaves = {n: v.detach().requires_grad_(True) for n, v in {**per_task, **fast}.items()}
+        losses = task_losses(self.model.forward_tasks(leaves, xq), yq)
+        grads = torch.autograd.grad(losses.sum() / denominator, list(leaves.values()))
+        by_name = dict(zip(leaves, grads))
+        return {"params": {n: by_name[n].sum(0) for n in state["params"]}}, losses.detach()
 
 
 class MetaSGD(MAML):

@@ -11,18 +11,26 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from ..models.conv import inference_input, inference_model
 from .base import DeviceSolver, Learner, MetaState
+
+#: embeddings per forward pass when a split is embedded at once (bounds the activations: ~40 MB for Conv4 at 28x28)
+EMBED_BATCH = 1024
+#: (episode x query x class x dim) elements per slice of :func:`prototype_logits` over many episodes
+LOGITS_ELEMENTS = 1 << 24
 
 
 def prototypes(z: torch.Tensor, labels: torch.Tensor, ways: int) -> torch.Tensor:
-    """Class means of embeddings ``z`` ``(n, d)`` with ``labels`` ``(n,)`` in ``0..ways-1`` -> ``(ways, d)``."""
+    """Class means of embeddings ``z`` ``(..., n, d)`` with ``labels`` ``(..., n)`` in ``0..ways-1`` ->
+    ``(..., ways, d)`` (leading dims: episodes)."""
     onehot = F.one_hot(labels, ways).to(z.dtype)
-    return onehot.T @ z / onehot.sum(0).clamp_min(1)[:, None]
+    return onehot.mT @ z / onehot.sum(-2).clamp_min(1)[..., :, None]
 
 
 def prototype_logits(zq: torch.Tensor, protos: torch.Tensor) -> torch.Tensor:
-    """Negative squared Euclidean distances ``(q, ways)`` (the paper's choice of distance)."""
-    return -((zq[:, None, :] - protos[None, :, :]) ** 2).sum(-1)
+    """Negative squared Euclidean distances ``(..., q, ways)`` of ``zq`` ``(..., q, d)`` to ``protos``
+    ``(..., ways, d)`` (the paper's choice of distance)."""
+    return -((zq[..., :, None, :] - protos[..., None, :, :]) ** 2).sum(-1)
 
 
 class ProtoNet(Learner):
@@ -37,6 +45,7 @@ class ProtoNet(Learner):
     has_inner_loop = False
     task_kinds = ("classification",)
     has_head = False
+    embeds_samples = True
 
     def __init__(self, model: nn.Module, *, loss: str = "cross_entropy", inner_lr: float = 0.0,
                  inner_steps: int = 1, adapt: str | None = None) -> None:
@@ -78,6 +87,28 @@ class ProtoNet(Learner):
         z = self.embed(state, torch.cat([xs, xq]), params, train)
         return prototype_logits(z[len(xs):], prototypes(z[: len(xs)], ys, ways))
 
+    def embed_inputs(self, state: MetaState, x: torch.Tensor, batch_size: int = EMBED_BATCH) -> torch.Tensor:
+        """Evaluation-mode embeddings ``(N, d)`` of samples ``x`` ``(N, ...)``, ``batch_size`` at a time.
+
+        Batch norm uses the running statistics here, so each sample's embedding is independent of the others
+        it is embedded with: embedding a split once gives the embeddings every episode would compute. The
+        forward pass is :func:`~metaedge.sdk.models.conv.inference_model`'s (batch norm folded into the
+        convolutions, ``channels_last``): the same embeddings up to float32 rounding, about 2x faster.
+        """
+        model = inference_model(self.model, {**state["params"], **state.get("buffers", {})})
+        with torch.no_grad():
+            return torch.cat([model(inference_input(part)) for part in x.split(batch_size)])
+
+    def logits_from_embeddings(self, zs: torch.Tensor, ys: torch.Tensor, zq: torch.Tensor) -> torch.Tensor:
+        """Prototype logits ``(T, q, ways)`` from support ``zs`` ``(T, k, d)``, labels ``ys`` ``(T, k)`` and
+        queries ``zq`` ``(T, q, d)``, in slices of episodes that bound the distance tensor."""
+        ways = int(ys.max().item()) + 1
+        protos = prototypes(zs, ys, ways)  # (T, ways, d)
+        per_task = zq.shape[1] * ways * zq.shape[2]
+        step = max(1, LOGITS_ELEMENTS // max(per_task, 1))
+        with torch.no_grad():
+            return torch.cat([prototype_logits(zq[i:i + step], protos[i:i + step]) for i in range(0, len(zq), step)])
+
     def meta_gradient(self, state, xs, ys, xq, yq, denominator=None, batched=True):
         """Gradient of the mean query cross-entropy over the episodes ``(T, ...)`` (looped: T is usually 1)."""
         denominator = denominator or xs.shape[0]
@@ -88,7 +119,11 @@ class ProtoNet(Learner):
         return {"params": dict(zip(params, grads))}, losses.detach()
 
     def predictions_after_steps(self, state, xs, ys, xq, steps, guard: bool = False):
-        """Prototype logits ``(T, q, ways)``; identical for every step count (there is no inner loop)."""
-        with torch.no_grad():
-            logits = torch.stack([self.episode_logits(state, a, b, c) for a, b, c in zip(xs, ys, xq)])
+        """Prototype logits ``(T, q, ways)``; identical for every step count (there is no inner loop).
+
+        Every episode's support and query samples are embedded together in evaluation mode (per-sample, see
+        :meth:`embed_inputs`), then prototypes and distances are taken per episode."""
+        t, k = xs.shape[:2]
+        z = self.embed_inputs(state, torch.cat([xs.flatten(0, 1), xq.flatten(0, 1)]))
+        logits = self.logits_from_embeddings(z[: t * k].view(t, k, -1), ys, z[t * k:].view(t, xq.shape[1], -1))
         return {st: logits for st in steps}

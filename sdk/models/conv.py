@@ -13,8 +13,12 @@ Normalisation (``norm``):
 
 from __future__ import annotations
 
+import copy
+
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ...errors import InputError
 
@@ -64,6 +68,36 @@ class ConvNet(nn.Module):
         z = self.embed(x)
         return z if self.head is None else self.head(z)
 
+    def forward_tasks(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """``T`` tasks at once, each with its own parameters: ``params[name]`` ``(T, *shape)`` (every parameter),
+        ``x`` ``(T, n, C, *spatial)`` -> ``(T, n, out_dim or embedding_dim)``.
+
+        The same function as ``vmap(functional_call(self, ...))`` over tasks, without ``vmap``'s layout shuffles:
+        the tasks sit side by side along the channels, ``(n, T*C, *spatial)``, so each convolution is one grouped
+        convolution (``groups=T``), batch norm over the ``T*width`` channels is per-task batch statistics, group
+        norm with ``T*groups`` groups is per-task group norm, and ReLU / pooling act per channel anyway. Needs
+        :func:`supports_task_batching` (batch norm without running statistics, as :func:`use_batch_statistics`
+        leaves it).
+        """
+        t, n = x.shape[:2]
+        h = x.transpose(0, 1).reshape(n, t * x.shape[2], *x.shape[3:])
+        conv_fn = F.conv2d if isinstance(self.body[0], nn.Conv2d) else F.conv1d
+        for i, m in enumerate(self.body):
+            w, b = params.get(f"body.{i}.weight"), params.get(f"body.{i}.bias")
+            wf, bf = (None if v is None else v.reshape(-1) for v in (w, b))  # per-task vectors side by side
+            if isinstance(m, nn.modules.conv._ConvNd):
+                h = conv_fn(h, w.reshape(-1, *w.shape[2:]), bf, m.stride, m.padding, m.dilation, groups=t * m.groups)
+            elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+                h = F.batch_norm(h, None, None, wf, bf, training=True, eps=m.eps)
+            elif isinstance(m, nn.GroupNorm):
+                h = F.group_norm(h, t * m.num_groups, wf, bf, m.eps)
+            else:  # parameterless and per channel: ReLU, pooling, Identity
+                h = m(h)
+        z = h.reshape(n, t, -1).transpose(0, 1)  # (T, n, embedding_dim), each sample's features in flatten(1) order
+        if self.head is None:
+            return z
+        return torch.baddbmm(params["head.bias"][:, None, :], z, params["head.weight"].transpose(1, 2))
+
 
 def conv4(in_channels: int = 1, out_dim: int = 5, width: int = 64, input_size: int = 28, norm: str = "batch",
           **kw) -> ConvNet:
@@ -82,6 +116,21 @@ def has_batch_norm(model: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
+def supports_task_batching(model: nn.Module) -> bool:
+    """Whether ``model.forward_tasks`` computes what ``vmap`` over tasks would: a :class:`ConvNet` whose batch
+    norms (if any) normalise with batch statistics and keep no running ones."""
+    if not isinstance(model, ConvNet):
+        return False
+    allowed = (nn.modules.conv._ConvNd, nn.GroupNorm, nn.Identity, nn.ReLU, nn.modules.pooling._MaxPoolNd)
+    for m in model.body:
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            if m.running_mean is not None or m.track_running_stats:
+                return False
+        elif not isinstance(m, allowed):
+            return False
+    return True
+
+
 def use_batch_statistics(model: nn.Module) -> nn.Module:
     """Make every batch norm normalise with the current batch's statistics and keep no running stats.
 
@@ -90,3 +139,31 @@ def use_batch_statistics(model: nn.Module) -> nn.Module:
     """
     torch.func.replace_all_batch_norm_modules_(model)
     return model
+
+
+def inference_model(model: nn.Module, tensors: dict[str, torch.Tensor]) -> nn.Module:
+    """An evaluation-mode copy of ``model`` holding ``tensors`` (every parameter and buffer, by name), made fast
+    for inference only: each batch norm with running statistics folded into the convolution before it, and
+    2-D convolutions in ``channels_last`` memory format (feed it :func:`inference_input`).
+
+    Both are measured wins for embedding Omniglot-sized images on a CPU (together about 2x for Conv4); outputs
+    differ from the unfolded model by float32 rounding only (~1e-6 relative). The copy has no gradients.
+    """
+    fast = copy.deepcopy(model).eval()
+    fast.load_state_dict({k: v.detach() for k, v in tensors.items()}, strict=True)
+    for seq in [m for m in fast.modules() if isinstance(m, nn.Sequential)]:
+        layers = list(seq)
+        for i in range(len(layers) - 1):
+            conv, norm = layers[i], layers[i + 1]
+            if (isinstance(conv, nn.modules.conv._ConvNd) and isinstance(norm, nn.modules.batchnorm._BatchNorm)
+                    and norm.running_mean is not None):
+                seq[i], seq[i + 1] = fuse_conv_bn_eval(conv, norm), nn.Identity()
+    fast.requires_grad_(False)
+    if any(isinstance(m, nn.Conv2d) for m in fast.modules()):
+        fast = fast.to(memory_format=torch.channels_last)
+    return fast
+
+
+def inference_input(x: torch.Tensor) -> torch.Tensor:
+    """Images ``(n, C, H, W)`` in the ``channels_last`` layout :func:`inference_model` expects; else unchanged."""
+    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x

@@ -11,11 +11,12 @@ from . import sinusoid as _sinusoid  # noqa: F401  (registers "sinusoid")
 from . import table as _table  # noqa: F401  (registers "table", "purpleair", "cmapss")
 from . import timeseries as _timeseries  # noqa: F401  (registers "ucr", "ucr-basicmotions", "ucr-wiimote", ...)
 from .base import Task, TaskBatch, TaskFamily, family_names, make_family, register_family
-from .episodes import EpisodicFamily
+from .episodes import EpisodeRows, EpisodicFamily
 from .mixture import FleetMixture
 from .table import TableFamily, find_data_dir
 
 __all__ = [
+    "EpisodeRows",
     "EpisodicFamily",
     "FleetMixture",
     "TableFamily",

@@ -13,6 +13,7 @@ when an episode is drawn), so large image sets cost a quarter of the memory.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -39,6 +40,46 @@ def sample_without_replacement(rng: np.random.Generator, counts: np.ndarray, nee
         keys[np.arange(width) >= counts[:, None]] = 2.0
         return np.argsort(keys, axis=1)[:, :need].astype(np.int64)
     return np.stack([rng.choice(int(c), need, replace=False) for c in counts]).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class EpisodeRows:
+    """Episodes as row indices into a split's class-sorted inputs (``family.arrays(split)[0]``).
+
+    Attributes:
+        split: the split the rows index.
+        support: ``(T, ways*shots)`` int64 rows, class-major (label 0's ``shots`` rows, then label 1's...).
+        query: ``(T, ways*queries)`` int64 rows, likewise.
+        classes: ``(T, ways)`` class id of label ``0..ways-1`` of each episode.
+        shots, queries: samples per class in the support and query sets.
+    """
+
+    split: str
+    support: np.ndarray
+    query: np.ndarray
+    classes: np.ndarray
+    shots: int
+    queries: int
+
+    def __len__(self) -> int:
+        return int(self.support.shape[0])
+
+    @property
+    def ways(self) -> int:
+        return int(self.classes.shape[1])
+
+    def _labels(self, per_class: int) -> np.ndarray:
+        return np.tile(np.repeat(np.arange(self.ways, dtype=np.int64), per_class), (len(self), 1))
+
+    @property
+    def y_support(self) -> np.ndarray:
+        """Support labels ``(T, ways*shots)`` int64."""
+        return self._labels(self.shots)
+
+    @property
+    def y_query(self) -> np.ndarray:
+        """Query labels ``(T, ways*queries)`` int64."""
+        return self._labels(self.queries)
 
 
 class EpisodicFamily(TaskFamily):
@@ -200,7 +241,24 @@ class EpisodicFamily(TaskFamily):
         """``n_tasks`` independent episodes, drawn at once: arrays ``(n_tasks, ways*shots|ways*queries, ...)``.
 
         Classes are drawn uniformly among the classes of ``split`` that hold at least ``shots + queries``
-        samples; a seed fixes the batch. ``queries`` is per class.
+        samples; a seed fixes the batch. ``queries`` is per class. The same draw as
+        ``batch_of(sample_rows(rng, ...))``.
+        """
+        return self.batch_of(self.sample_rows(rng, n_tasks, shots, queries, split, ways=ways))
+
+    def sample_rows(
+        self,
+        rng: np.random.Generator,
+        n_tasks: int,
+        shots: int,
+        queries: int,
+        split: Split = "train",
+        ways: int | None = None,
+    ) -> EpisodeRows:
+        """Which rows of :meth:`arrays` ``(split)`` make ``n_tasks`` episodes, without gathering any input.
+
+        Consumes ``rng`` exactly as :meth:`sample_batch` does (which is this plus :meth:`batch_of`), so an
+        evaluator that embeds a split once can draw the very same episodes from the embeddings.
         """
         s = self._split(split)
         w = self.ways if ways is None else self._check_ways(ways)
@@ -220,15 +278,15 @@ class EpisodicFamily(TaskFamily):
         pos = eligible[np.stack([rng.choice(len(eligible), w, replace=False) for _ in range(n_tasks)])]  # (T, w)
         picks = sample_without_replacement(rng, self._count[s][pos].ravel(), need).reshape(n_tasks, w, need)
         rows = self._start[s][pos][:, :, None] + picks  # (T, w, need) rows of the class-sorted x
-        x = self._x[s]
-        x_support = _as_float(x[rows[:, :, :shots].reshape(n_tasks, w * shots)])
-        x_query = _as_float(x[rows[:, :, shots:].reshape(n_tasks, w * queries)])
-        labels = np.arange(w, dtype=np.int64)
-        y_support = np.tile(np.repeat(labels, shots), (n_tasks, 1))
-        y_query = np.tile(np.repeat(labels, queries), (n_tasks, 1))
-        chosen = self._classes[s][pos]  # (T, w) class id of label 0..w-1
-        info = [self._info(s, ids) for ids in chosen.tolist()]
-        return TaskBatch(x_support, y_support, x_query, y_query, info)
+        return EpisodeRows(split=s, support=rows[:, :, :shots].reshape(n_tasks, w * shots),
+                           query=rows[:, :, shots:].reshape(n_tasks, w * queries),
+                           classes=self._classes[s][pos], shots=shots, queries=queries)
+
+    def batch_of(self, rows: EpisodeRows) -> TaskBatch:
+        """The episodes ``rows`` (from :meth:`sample_rows`) with their inputs gathered: a :class:`TaskBatch`."""
+        x = self._x[self._split(rows.split)]
+        info = [self._info(rows.split, ids) for ids in rows.classes.tolist()]
+        return TaskBatch(_as_float(x[rows.support]), rows.y_support, _as_float(x[rows.query]), rows.y_query, info)
 
     def _info(self, split: str, ids: list[int]) -> dict[str, Any]:
         info: dict[str, Any] = {"split": split, "ways": len(ids), "classes": ids}

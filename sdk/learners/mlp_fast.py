@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from ..models.mlp import MLP
 from .base import Learner, MetaState
-from .gradient import MAML, Reptile
+from .gradient import MAML, FirstOrderMAML, Reptile
 from .inner import InnerLoop
 from .losses import get_loss
 
@@ -81,8 +81,10 @@ def plan_for(learner: Learner) -> MLPPlan | None:
         return None
     kind = type(learner)
     reptile = isinstance(learner, Reptile)
-    expected = (Reptile.meta_gradient, kind.task_objective) if reptile else (MAML.meta_gradient, MAML.task_objective)
-    if (kind.meta_gradient, kind.task_objective, kind.split) != (*expected, Learner.split):
+    # first-order MAML's own meta_gradient only batches conv nets' tasks; on an MLP it is MAML's
+    served = (Reptile.meta_gradient,) if reptile else (MAML.meta_gradient, FirstOrderMAML.meta_gradient)
+    objective = kind.task_objective if reptile else MAML.task_objective
+    if kind.meta_gradient not in served or kind.task_objective is not objective or kind.split is not Learner.split:
         return None  # a subclass that changed the objective is not what this file derives
     if type(learner.inner) is not InnerLoop or learner.inner.loss is not get_loss(learner.loss_name):
         return None  # another inner loop (the ridge head's Gauss-Newton solves) or loss

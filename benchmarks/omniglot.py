@@ -12,8 +12,9 @@ On 2 CPU cores the budget is minutes, not the papers' hours: the wall time is re
     python benchmarks/omniglot.py [--proto-iterations 2000] [--maml-iterations 1000] [--episodes 600]
         [--device cuda] [--budget-minutes 10]
 
-``--budget-minutes`` caps each learner's training: a short timed run (``--calibrate-iterations``, setup included,
-so the estimate errs long) sets the iterations that fit, at most the requested ones; the result records both.
+``--budget-minutes`` caps each learner's training: a short timed run (``--calibrate-iterations``) measures the
+setup and the seconds per iteration, which set the iterations that fit, at most the requested ones; the result
+records both.
 """
 
 from __future__ import annotations
@@ -34,13 +35,16 @@ from metaedge.sdk.train import train
 
 
 def fitting_iterations(config: TrainConfig, budget_s: float, calibrate: int) -> int:
-    """The iterations of ``config`` that fit in ``budget_s`` seconds, from a timed run of ``calibrate`` ones."""
+    """The iterations of ``config`` that fit in ``budget_s`` seconds of a run: a timed run of ``calibrate`` ones
+    gives the setup time (data loading, model building) and the seconds per iteration of the loop itself."""
+    loop: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         train(replace(config, iterations=calibrate, log_every=calibrate, checkpoint_every=calibrate), Path(tmp) / "r",
-              progress=False)
-        per_iteration = (time.perf_counter() - t0) / calibrate
-    return max(1, min(config.iterations, int(budget_s / per_iteration)))
+              progress=False, on_log=lambda record: loop.append(record["seconds"]))
+        total = time.perf_counter() - t0
+    per_iteration, setup = loop[-1] / calibrate, total - loop[-1]
+    return max(1, min(config.iterations, int((budget_s - setup) / per_iteration)))
 
 
 def main() -> None:
@@ -54,6 +58,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="torch device to train on (cpu, cuda, cuda:1)")
     parser.add_argument("--budget-minutes", type=float, default=None, help="cap on each learner's training time")
     parser.add_argument("--calibrate-iterations", type=int, default=30)
+    parser.add_argument("--learners", default="protonet,fomaml", help="comma-separated: protonet, fomaml")
     parser.add_argument("--result", help="results/<name>.json to write [omniglot, or omniglot_<device> off the CPU]")
     args = parser.parse_args()
     configs = {
@@ -64,6 +69,7 @@ def main() -> None:
                               inner_steps=5, inner_lr=0.4, iterations=args.maml_iterations, meta_lr=1e-3,
                               threads=args.threads, log_every=100, checkpoint_every=250, device=args.device),
     }
+    configs = {name: configs[name] for name in args.learners.split(",")}
     requested = {name: cfg.iterations for name, cfg in configs.items()}
     if args.budget_minutes:
         configs = {name: replace(cfg, iterations=fitting_iterations(cfg, 60 * args.budget_minutes,

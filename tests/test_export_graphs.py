@@ -137,8 +137,8 @@ def test_traced_support_size_differs_from_every_other_dimension():
     from metaedge.export.graphs import _distinct_rows
 
     xs, ys, w = torch.arange(16.0).reshape(16, 1), torch.zeros(16, 2), torch.zeros(2, 16)
-    rx, ry, rw = _distinct_rows((xs, ys, w), dynamic=(0, 1))
+    rx, ry, rw = _distinct_rows((xs, ys, w), ((0, 1),))
     assert rx.shape[0] == ry.shape[0] == 17 and rw is w
     assert torch.equal(rx[:16], xs) and rx[16, 0] == 0  # rows repeat cyclically
     same = (torch.zeros(5, 3), torch.zeros(5, 1), torch.zeros(2, 16))
-    assert _distinct_rows(same, dynamic=(0, 1)) is same
+    assert _distinct_rows(same, ((0, 1),)) is same

@@ -155,3 +155,31 @@ def test_exported_graphs_are_simplified(small_bundle):
         model = onnx.load(str(small_bundle / name))
         assert simplify(model)[1] == 0, name
         assert not any(n.op_type == "Pow" for n in model.graph.node), name
+
+
+def test_simplify_stacks_reduced_scalars_and_hoists_power_of_two_scales():
+    """The unrolled graph's loss stacking and its per-step ``a * (x * 2)``: fewer nodes, same values."""
+    axes0, two, three = np.array([0]), np.float32(2), np.float32(3)
+    nodes = [helper.make_node("Mul", ["x", "x"], ["sq"]),
+             helper.make_node("ReduceMean", ["sq"], ["m1"], keepdims=0),
+             helper.make_node("ReduceMean", ["x"], ["m2"], keepdims=0),
+             helper.make_node("Unsqueeze", ["m1", "axes0"], ["u1"]),
+             helper.make_node("Unsqueeze", ["m2", "axes0"], ["u2"]),
+             helper.make_node("Concat", ["u1", "u2"], ["losses"], axis=0),   # -> keepdims=1, Concat, one Reshape
+             helper.make_node("Abs", ["x"], ["a"]),
+             helper.make_node("Mul", ["x", "two"], ["x2"]),
+             helper.make_node("Mul", ["a", "x2"], ["g1"]),                   # -> Mul(x, a * 2)
+             helper.make_node("Mul", ["sq", "two"], ["sq2"]),
+             helper.make_node("Mul", ["sq2", "a"], ["g2"]),                  # -> Mul(sq, a * 2): a * 2 shared
+             helper.make_node("Mul", ["x", "three"], ["x3"]),
+             helper.make_node("Mul", ["a", "x3"], ["g3"])]                   # 3 is no power of two: kept
+    model = _graph(nodes, {"axes0": axes0, "two": two, "three": three},
+                   {"losses": [2], "g1": ["n", 3], "g2": ["n", 3], "g3": ["n", 3]})
+    new, removed = simplify(model)
+    ops = [n.op_type for n in new.graph.node]
+    assert removed == 2 - 1 + 2 - 1 and "Unsqueeze" not in ops and ops.count("Reshape") == 1
+    assert ops.count("Mul") == 1 + 1 + 2 + 2  # the square, a * 2, g1, g2, and x * 3 with g3
+    x = np.random.default_rng(1).normal(size=(9, 3)).astype(np.float32)
+    for before, after in zip(_run(model, x), _run(new, x)):
+        assert before.shape == after.shape
+        np.testing.assert_array_equal(before, after)

@@ -18,9 +18,9 @@ the same pool of tasks (call ``i`` uses task ``i mod pool``):
 * ``rt-guard-2call``: the same model through ``model.adapt(xs, ys, steps=5).predict(xq)``: the unrolled
   ``adapt_steps.onnx`` (whose support losses serve the guard: a step that raised the loss is rolled back), then
   ``forward.onnx``, two graph runs;
-* ``rt-guard@base`` / ``rt-noguard@base`` (with ``--baseline-python``, e.g. the interpreter of a checkout of the
-  previous release): that checkout's ``metaedge export`` and runtime, ``adapt(...).predict(...)``, in the same
-  run, so the table shows before and after side by side;
+* ``rt-guard@base`` / ``rt-noguard@base`` / ``native-guard@base`` (with ``--baseline-python``, e.g. the
+  interpreter of a checkout of the previous release): that checkout's ``metaedge export`` and runtime,
+  ``adapt(...).predict(...)``, in the same run, so the table shows before and after side by side;
 * ``native-guard`` / ``native-noguard``: ``model.adapt_predict`` on the C library (``backend="native"``, what
   ``Model.load`` picks by default for a bundle with ``model.mebin``; it adapts and predicts in two library calls);
 * ``l2l``: ``learn2learn.algorithms.MAML(model, lr=0.01)``: ``learner = maml.clone()``, 5 x
@@ -244,7 +244,7 @@ def pure_c_contenders(bundle: Path) -> list[PureC]:
 
 
 #: contenders compared with the guarded torch.func trajectory
-GUARDED = {"rt-guard", "rt-guard-2call", "rt-guard@base", "native-guard"}
+GUARDED = {"rt-guard", "rt-guard-2call", "rt-guard@base", "native-guard", "native-guard@base"}
 
 
 def worker_main(impl: str) -> None:
@@ -493,6 +493,10 @@ def main(argv: list[str] | None = None) -> int:
                     name = "rt-guard@base" if guard else "rt-noguard@base"
                     contenders.append(WorkerProc(name, args.baseline_python, {**base_cfg, "guard": guard},
                                                  tmp / f"{name}.log"))
+                if manifest.has_mebin:
+                    contenders.append(WorkerProc("native-guard@base", args.baseline_python,
+                                                 {**base_cfg, "guard": True, "backend": "native"},
+                                                 tmp / "native-base.log"))
             if manifest.has_mebin:  # the C library through the same Model API
                 for guard in (True, False):
                     name = "native-guard" if guard else "native-noguard"

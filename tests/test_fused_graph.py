@@ -65,6 +65,9 @@ def test_fused_path_from_a_start_state_and_back_to_theta0(models):
     again, again_pred = model.adapt_predict(xs, ys, xq)
     np.testing.assert_allclose(again.theta, first.theta, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(again_pred, first.predict(xq), rtol=1e-5, atol=1e-4)
+    kept_copy = again_pred.copy()
+    model.adapt_predict(xs2, ys2, xq2)  # results are new arrays, not views of reused output buffers
+    np.testing.assert_array_equal(again_pred, kept_copy)
     other_steps, _ = model.adapt_predict(xs, ys, xq, steps=3)  # not the unrolled count: the step graph
     np.testing.assert_allclose(other_steps.theta, model.adapt(xs, ys, steps=3).theta, rtol=1e-6, atol=1e-6)
 

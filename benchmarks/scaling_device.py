@@ -12,6 +12,8 @@ latency does not depend on the weights' values), exported with ``--inner-steps 5
 
 * support sweep: ``h = 40`` (the ``runtime_latency.py`` model), ``k = 1, 2, 4, ..., 1024`` support shots;
 * width sweep: ``k = 10``, ``h = 16, 32, 40, 64, 128, 256, 512``;
+* ridge sweep: the same widths and ``k = 10`` for ``ridge`` (a Gauss-Newton head on MLP features: ``P = h + 1``
+  adapted parameters, its one default step a damped ``P x P`` solve in float64), to show the solve's cubic term;
 * every point: adapt on ``k`` shots (5 steps, unguarded) then predict 100 query points. Contenders:
   ``C`` (``me_bench --model model.mebin --shots k --no-guard``: reset + adapt + predict with no Python, its own
   fixed task), ``native`` (``Model.load(backend="native").adapt_predict``: the C library through ctypes) and
@@ -69,8 +71,8 @@ def tasks(n: int, shots: int, seed: int) -> dict[str, np.ndarray]:
 
 
 # --- bundles (this process: torch) ------------------------------------------------------------------------------
-def build_bundles(widths: tuple[int, ...], work: Path) -> dict[int, Path]:
-    """One exported bundle per width (``work/w<h>.meb``), trained for 20 meta-iterations."""
+def build_bundles(widths: tuple[int, ...], work: Path, algo: str = "maml") -> dict[int, Path]:
+    """One exported bundle of ``algo`` per width (``work/<algo><h>.meb``), trained for 20 meta-iterations."""
     import torch
 
     from metaedge.export.bundle import export_bundle
@@ -81,10 +83,12 @@ def build_bundles(widths: tuple[int, ...], work: Path) -> dict[int, Path]:
     out = {}
     for h in widths:
         t0 = time.perf_counter()
-        run = train(TrainConfig(family="sinusoid", algo="maml", shots=10, queries=10, meta_batch=4, iterations=20,
-                                hidden=[h, h], inner_steps=1, inner_lr=0.01), work / f"run{h}", progress=False)
-        out[h] = export_bundle(run, work / f"w{h}.meb", formats="all", check=False, inner_steps=STEPS)
-        print(f"  width {h}: trained + exported in {time.perf_counter() - t0:.1f}s", flush=True)
+        run = train(TrainConfig(family="sinusoid", algo=algo, shots=10, queries=10, meta_batch=4, iterations=20,
+                                hidden=[h, h], inner_steps=1, inner_lr=0.01), work / f"run-{algo}{h}", progress=False)
+        # no predictive-interval fit for ridge: its meta-validation Jacobians take minutes at h >= 128
+        out[h] = export_bundle(run, work / f"{algo}{h}.meb", formats="all", check=False,
+                               inner_steps=STEPS if algo == "maml" else None, intervals=algo == "maml")
+        print(f"  {algo} width {h}: trained + exported in {time.perf_counter() - t0:.1f}s", flush=True)
     return out
 
 
@@ -109,11 +113,11 @@ def sizes(bundle: Path) -> dict[str, Any]:
 
 
 # --- the torch-free worker ---------------------------------------------------------------------------------------
-def _caller(model: Any, data: dict[str, np.ndarray]) -> Any:
+def _caller(model: Any, data: dict[str, np.ndarray], steps: int) -> Any:
     """``call(i)``: adapt + predict on task ``i`` of ``data``, returning ``(adapted, predictions)``."""
 
     def call(i: int) -> Any:
-        return model.adapt_predict(data["xs"][i], data["ys"][i], data["xq"][i], steps=STEPS)
+        return model.adapt_predict(data["xs"][i], data["ys"][i], data["xq"][i], steps=steps)
 
     return call
 
@@ -126,10 +130,10 @@ def worker(spec_path: str) -> None:
     repeats, pool = int(spec["repeats"]), 4
     results = []
     for point in spec["points"]:
-        bundle, k = point["bundle"], int(point["shots"])
+        bundle, k, steps = point["bundle"], int(point["shots"]), int(point["steps"])
         data = tasks(pool, k, 0)
         models = {b: Model.load(bundle, backend=b, guard=False) for b in ("native", "onnxruntime")}
-        calls = {b: _caller(m, data) for b, m in models.items()}
+        calls = {b: _caller(m, data, steps) for b, m in models.items()}
         agree = float(np.abs(calls["native"](0)[1] - calls["onnxruntime"](0)[1]).max())
         per_call = {}
         for name, fn in calls.items():  # warm-up, and how many calls make ~TARGET_S
@@ -147,7 +151,7 @@ def worker(spec_path: str) -> None:
                 if name == "C":
                     n = int(min(20000, max(5, TARGET_S / max(c_per_call, 1e-6))))
                     out = subprocess.run([spec["me_bench"], "--model", str(Path(bundle) / "model.mebin"), "--shots",
-                                          str(k), "--steps", str(STEPS), "--repeats", str(n), "--no-guard"],
+                                          str(k), "--steps", str(steps), "--repeats", str(n), "--no-guard"],
                                          capture_output=True, text=True, check=True).stdout
                     medians["C"].append(float(re.search(r"median ([0-9.]+) us", out).group(1)) / 1e3)
                     gflops.append(float(re.search(r"-> ([0-9.]+) GFLOP/s", out).group(1)))
@@ -159,12 +163,13 @@ def worker(spec_path: str) -> None:
                     fn(j % pool)
                     ms.append((time.perf_counter() - t0) * 1e3)
                 medians[name].append(statistics.median(ms))
-        row = {"width": point["width"], "shots": k, "agreement_native_vs_ort": agree,
+        row = {"width": point["width"], "shots": k, "steps": steps, "algo": point["algo"],
+               "agreement_native_vs_ort": agree,
                "C_gflops": statistics.median(gflops),
                **{f"{n}_ms": statistics.median(v) for n, v in medians.items()},
                "repeat_medians_ms": medians}
-        print(f"  h={point['width']:4d} k={k:5d}: C {row['C_ms']:.4f} ms, native {row['native_ms']:.4f} ms, "
-              f"onnxruntime {row['onnxruntime_ms']:.4f} ms (C {row['C_gflops']:.1f} GFLOP/s)", flush=True)
+        print(f"  {point['algo']} h={point['width']:4d} k={k:5d}: C {row['C_ms']:.4f} ms, native "
+              f"{row['native_ms']:.4f} ms, onnxruntime {row['onnxruntime_ms']:.4f} ms (C {row['C_gflops']:.1f} GFLOP/s)", flush=True)
         results.append(row)
     if "torch" in sys.modules:
         raise RuntimeError("the timing worker imported torch")
@@ -178,11 +183,12 @@ def plot(record: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4.4))
     styles = {"C": ("C library alone (me_bench)", "o-"), "native": ("native backend (ctypes)", "s-"),
               "onnxruntime": ("ONNX Runtime backend", "^-")}
-    for key, ax, xlabel in (("support", axes[0], "support shots k (h = 40)"),
-                            ("width", axes[1], "hidden width h (k = 10)")):
+    for key, ax, xlabel in (("support", axes[0], "MAML, support shots k (h = 40)"),
+                            ("width", axes[1], "MAML, hidden width h (k = 10)"),
+                            ("ridge", axes[3], "ridge, hidden width h = head size - 1 (k = 10)")):
         rows = record[key]
         x = [r["shots"] if key == "support" else r["width"] for r in rows]
         for name, (label, style) in styles.items():
@@ -190,7 +196,8 @@ def plot(record: dict[str, Any], path: Path) -> None:
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel(xlabel)
-        ax.set_ylabel("ms per adapt (5 steps) + predict 100")
+        ax.set_ylabel("ms per adapt (5 steps) + predict 100" if key != "ridge" else
+                      "ms per adapt (1 Gauss-Newton step) + predict 100")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     ax = axes[2]
@@ -240,8 +247,14 @@ def main(argv: list[str] | None = None) -> int:
         print("bundles:", flush=True)
         bundles = build_bundles(widths, tmp)
         size_rows = {str(h): sizes(b) for h, b in bundles.items()}
-        points = [{"bundle": str(bundles[BASE_WIDTH]), "width": BASE_WIDTH, "shots": k} for k in shots]
-        points += [{"bundle": str(bundles[h]), "width": h, "shots": BASE_SHOTS} for h in widths]
+        ridge = build_bundles(widths, tmp, "ridge")
+        size_rows = {**size_rows, **{f"ridge{h}": sizes(b) for h, b in ridge.items()}}
+        points = [{"bundle": str(bundles[BASE_WIDTH]), "width": BASE_WIDTH, "shots": k, "steps": STEPS,
+                   "algo": "maml"} for k in shots]
+        points += [{"bundle": str(bundles[h]), "width": h, "shots": BASE_SHOTS, "steps": STEPS, "algo": "maml"}
+                   for h in widths]
+        points += [{"bundle": str(ridge[h]), "width": h, "shots": BASE_SHOTS, "steps": 1, "algo": "ridge"}
+                   for h in widths]
         spec = {"points": points, "repeats": repeats, "me_bench": args.me_bench, "out": str(tmp / "times.json")}
         (tmp / "spec.json").write_text(json.dumps(spec))
         print("timing (torch-free worker):", flush=True)
@@ -257,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
         "protocol": {"repeats": repeats, "statistic": "median over repeats of per-repeat medians (ms per call)",
                      "order": "contenders interleaved within each repeat, rotating", "target_s_per_repeat": TARGET_S},
         "shots": list(shots), "widths": list(widths),
-        "support": rows[:n_support], "width": rows[n_support:], "sizes": size_rows,
+        "support": rows[:n_support], "width": rows[n_support:n_support + len(widths)],
+        "ridge": rows[n_support + len(widths):], "sizes": size_rows,
         "environment": {"python": platform.python_version(), "numpy": np.__version__, "cpu_count": os.cpu_count(),
                         "loadavg": list(os.getloadavg()), "machine": platform.machine()},
         "total_seconds": time.perf_counter() - t_start,
@@ -266,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
     plot(record, Path(args.plot))
     print(f"\n{'sweep':8} {'h':>5} {'k':>5} {'C ms':>9} {'native ms':>10} {'ORT ms':>9} {'ORT/C':>7} {'C GFLOP/s':>10}")
-    for key in ("support", "width"):
+    for key in ("support", "width", "ridge"):
         for r in record[key]:
             print(f"{key:8} {r['width']:>5} {r['shots']:>5} {r['C_ms']:>9.4f} {r['native_ms']:>10.4f} "
                   f"{r['onnxruntime_ms']:>9.4f} {r['onnxruntime_ms'] / r['C_ms']:>7.1f} {r['C_gflops']:>10.1f}")

@@ -169,7 +169,8 @@ def worker(spec_path: str) -> None:
                **{f"{n}_ms": statistics.median(v) for n, v in medians.items()},
                "repeat_medians_ms": medians}
         print(f"  {point['algo']} h={point['width']:4d} k={k:5d}: C {row['C_ms']:.4f} ms, native "
-              f"{row['native_ms']:.4f} ms, onnxruntime {row['onnxruntime_ms']:.4f} ms (C {row['C_gflops']:.1f} GFLOP/s)", flush=True)
+              f"{row['native_ms']:.4f} ms, onnxruntime {row['onnxruntime_ms']:.4f} ms (C {row['C_gflops']:.1f} "
+              "GFLOP/s)", flush=True)
         results.append(row)
     if "torch" in sys.modules:
         raise RuntimeError("the timing worker imported torch")

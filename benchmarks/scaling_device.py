@@ -1,7 +1,7 @@
 """How device adaptation cost grows: adapt + predict latency against the support-set size and the model width, for
 the C library alone, the ``native`` backend and ONNX Runtime; bundle size and C arena against model size.
 
-Run (from the repository root; about 6-9 minutes on 2 busy cores)::
+Run (from the repository root; about 2 minutes on 2 busy cores)::
 
     .venv/bin/python benchmarks/scaling_device.py            # full: 5 repeats per point
     .venv/bin/python benchmarks/scaling_device.py --quick    # smoke test: 2 repeats, fewer points

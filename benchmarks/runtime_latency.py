@@ -12,11 +12,17 @@ then predictions for 100 query points; one thread everywhere. Contenders, all fr
 the same pool of tasks (call ``i`` uses task ``i mod pool``):
 
 * ``rt-guard``: ``metaedge.runtime.model.Model.load(bundle, backend="onnxruntime")``,
-  ``model.adapt(xs, ys, steps=5).predict(xq)``: the 5 steps run as one unrolled graph whose support losses also
-  serve the guard (a step that raised the loss is rolled back), then one forward graph;
+  ``model.adapt_predict(xs, ys, xq, steps=5)``: one run of ``adapt_predict.onnx`` (the 5 steps unrolled, their
+  support losses for the guard, and the forward pass on the queries; constants bound once through I/O binding);
 * ``rt-noguard``: the same with ``guard=False``;
-* ``native-guard`` / ``native-noguard``: the same ``Model`` API on the C library (``backend="native"``, what
-  ``Model.load`` picks by default for a bundle with ``model.mebin``);
+* ``rt-guard-2call``: the same model through ``model.adapt(xs, ys, steps=5).predict(xq)``: the unrolled
+  ``adapt_steps.onnx`` (whose support losses serve the guard: a step that raised the loss is rolled back), then
+  ``forward.onnx``, two graph runs;
+* ``rt-guard@base`` / ``rt-noguard@base`` / ``native-guard@base`` (with ``--baseline-python``, e.g. the
+  interpreter of a checkout of the previous release): that checkout's ``metaedge export`` and runtime,
+  ``adapt(...).predict(...)``, in the same run, so the table shows before and after side by side;
+* ``native-guard`` / ``native-noguard``: ``model.adapt_predict`` on the C library (``backend="native"``, what
+  ``Model.load`` picks by default for a bundle with ``model.mebin``; it adapts and predicts in two library calls);
 * ``l2l``: ``learn2learn.algorithms.MAML(model, lr=0.01)``: ``learner = maml.clone()``, 5 x
   ``learner.adapt(mse(learner(xs), ys))``, then ``learner(xq)`` under ``torch.no_grad()``; in a subprocess of
   the learn2learn venv (``--l2l-python``) running this file with ``--worker`` (line protocol and process
@@ -84,13 +90,14 @@ L2L_NAMES = {
 
 
 # --- shared helpers (also used by runtime_memory.py) ---------------------------------------------------
-def export_bundle_cli(run: Path, out: Path) -> float:
+def export_bundle_cli(run: Path, out: Path, python: str = sys.executable) -> float:
     """``metaedge export RUN -o OUT --inner-steps 5`` (the benchmark's steps, unrolled into one graph; ONNX graphs
-    and the C library's model.mebin) in a subprocess of this interpreter; returns the seconds it took."""
+    and the C library's model.mebin) in a subprocess of ``python`` (default: this interpreter); returns the seconds
+    it took."""
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "metaedge.cli", "export", str(run), "-o", str(out), "--inner-steps",
+    proc = subprocess.run([python, "-m", "metaedge.cli", "export", str(run), "-o", str(out), "--inner-steps",
                            str(STEPS), "--format", "all"],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
     if proc.returncode != 0:
         raise RuntimeError(f"metaedge export failed ({proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
     return time.perf_counter() - t0
@@ -124,7 +131,8 @@ class AdaptWorker:
     """``setup`` / ``check`` / ``run`` for ``_protocol.serve``: one adapt + predict per call.
 
     ``setup`` field ``impl``: ``l2l`` (``lr``, ``first_order``, ``weights``) or ``runtime`` (``bundle``,
-    ``guard``); both take ``data``, ``steps``, ``threads``.
+    ``guard``, ``api``: ``fused`` for ``model.adapt_predict``, ``two-calls`` for ``adapt(...).predict(...)``); both
+    take ``data``, ``steps``, ``threads``.
     """
 
     def __init__(self) -> None:
@@ -144,13 +152,17 @@ class AdaptWorker:
 
             model = Model.load(cfg["bundle"], guard=bool(cfg["guard"]), backend=cfg.get("backend", "onnxruntime"))
 
-            def call_rt(i: int) -> np.ndarray:
+            def call_fused(i: int) -> np.ndarray:
+                return model.adapt_predict(xs_all[i], ys_all[i], xq_all[i], steps=steps)[1]
+
+            def call_two(i: int) -> np.ndarray:
                 return model.adapt(xs_all[i], ys_all[i], steps=steps).predict(xq_all[i])
 
-            self.call = call_rt
+            self.call = call_fused if cfg.get("api", "fused") == "fused" else call_two
             kept = [model.adapt(xs_all[i], ys_all[i], steps=steps).steps_kept for i in range(self.pool)]
             info: dict[str, Any] = {"onnxruntime": ort.__version__, "numpy": np.__version__, "steps_kept": kept,
-                                    "backend": model.backend}
+                                    "backend": model.backend, "api": cfg.get("api", "fused"),
+                                    "graphs": sorted(model.bundle.manifest.graphs.files())}
             if cfg.get("identity"):  # ONNX Runtime overheads, measured here, without torch in the process
                 info["overheads"] = ort_overheads(model, cfg["identity"], xs_all[0], ys_all[0], xq_all[0],
                                                   int(cfg["overhead_repeats"]), int(cfg["overhead_calls"]))
@@ -232,7 +244,7 @@ def pure_c_contenders(bundle: Path) -> list[PureC]:
 
 
 #: contenders compared with the guarded torch.func trajectory
-GUARDED = {"rt-guard", "native-guard"}
+GUARDED = {"rt-guard", "rt-guard-2call", "rt-guard@base", "native-guard", "native-guard@base"}
 
 
 def worker_main(impl: str) -> None:
@@ -355,9 +367,9 @@ def write_identity_graph(path: Path) -> Path:
 
 def ort_overheads(model: Any, identity: str, xs: np.ndarray, ys: np.ndarray, xq: np.ndarray, repeats: int,
                   calls: int) -> dict[str, dict[str, float]]:
-    """Per-run time (ms) of the Identity graph and of each bundle graph with prebuilt feeds, and of the
-    runtime's per-step Python work (theta split + concatenation, the guard's support loss). Runs in the
-    torch-free runtime worker."""
+    """Per-run time (ms) of the Identity graph and of each bundle graph with prebuilt feeds (the fused graph
+    through the backend's I/O binding, as the runtime runs it), and of the runtime's per-step Python work (theta
+    split + concatenation, the guard's support loss). Runs in the torch-free runtime worker."""
     from metaedge.runtime.backends.onnxruntime import session
 
     ident = session(Path(identity))  # same session options as the runtime (1 intra-op thread)
@@ -370,6 +382,7 @@ def ort_overheads(model: Any, identity: str, xs: np.ndarray, ys: np.ndarray, xq:
         "adapt_steps_unrolled_run_k10": lambda: runner._steps.run(None, step_feed),
         "forward_run_n10": lambda: runner._forward.run(None, {"x": xs, **theta}),
         "forward_run_n100": lambda: runner._forward.run(None, {"x": xq, **theta}),
+        "adapt_predict_run_k10_n100": lambda: runner._fused.run({"xs": xs, "ys": ys, "xq": xq}),
         "split_theta_and_concat": lambda: np.concatenate([v.ravel() for v in layout.split(model.theta0).values()]),
         "guard_support_loss_k10": lambda: runner._support_loss(model.theta0, xs, ys),
     }
@@ -404,6 +417,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--run", default=str(RUN), help="trained sinusoid MAML run directory")
     p.add_argument("--bundle", default=None, help="an exported bundle of --run (default: export into a temp dir)")
     p.add_argument("--l2l-python", default=None, help="learn2learn interpreter (default: .l2l-venv/[venv/]bin/python)")
+    p.add_argument("--baseline-python", default=None,
+                   help="interpreter of another metaedge checkout (e.g. the previous release): adds its export and "
+                        "runtime as rt-guard@base / rt-noguard@base")
     p.add_argument("--out", default=str(OUT))
     p.add_argument("--worker", choices=["l2l", "runtime"], default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -466,6 +482,21 @@ def main(argv: list[str] | None = None) -> int:
             contenders.append(WorkerProc("rt-noguard", sys.executable, {
                 **rt_cfg, "guard": False, "identity": str(write_identity_graph(tmp / "identity.onnx")),
                 "overhead_repeats": max(args.repeats, 2), "overhead_calls": args.calls}, tmp / "rt.log"))
+            contenders.append(WorkerProc("rt-guard-2call", sys.executable, {**rt_cfg, "guard": True,
+                                                                             "api": "two-calls"}, tmp / "rt-2.log"))
+            if args.baseline_python:  # the other checkout's exporter and runtime, same run
+                base_bundle = tmp / "base.meb"
+                base_export_s = export_bundle_cli(Path(args.run), base_bundle, args.baseline_python)
+                print(f"baseline export ({args.baseline_python}) in {base_export_s:.1f}s", flush=True)
+                base_cfg = {**rt_cfg, "bundle": str(base_bundle), "api": "two-calls"}
+                for guard in (True, False):
+                    name = "rt-guard@base" if guard else "rt-noguard@base"
+                    contenders.append(WorkerProc(name, args.baseline_python, {**base_cfg, "guard": guard},
+                                                 tmp / f"{name}.log"))
+                if manifest.has_mebin:
+                    contenders.append(WorkerProc("native-guard@base", args.baseline_python,
+                                                 {**base_cfg, "guard": True, "backend": "native"},
+                                                 tmp / "native-base.log"))
             if manifest.has_mebin:  # the C library through the same Model API
                 for guard in (True, False):
                     name = "native-guard" if guard else "native-noguard"
@@ -518,13 +549,16 @@ def main(argv: list[str] | None = None) -> int:
     rep_med = {n: [median(rep) for rep in times[n]] for n in names}
     ratio = {n: med["l2l"] / med[n] for n in names}
     ratio_fo = {n: med["l2l-fo"] / med[n] for n in names}
-    # the default step count runs as one unrolled graph whose support losses also serve the guard
-    graph_ms = overheads["adapt_steps_unrolled_run_k10"]["median_ms"] + overheads["forward_run_n100"]["median_ms"]
+    # adapt_predict: one graph (steps, guard losses, forward); two calls: the unrolled steps, then the forward
+    graph_ms = overheads["adapt_predict_run_k10_n100"]["median_ms"]
+    graph2_ms = overheads["adapt_steps_unrolled_run_k10"]["median_ms"] + overheads["forward_run_n100"]["median_ms"]
     breakdown = {
         "rt-noguard_graph_ms": graph_ms,
         "rt-noguard_python_ms": med["rt-noguard"] - graph_ms,
         "rt-guard_python_ms": med["rt-guard"] - graph_ms,
-        "session_runs_per_call": {"rt-noguard": 2, "rt-guard": 2},
+        "rt-guard-2call_graph_ms": graph2_ms,
+        "rt-guard-2call_python_ms": med["rt-guard-2call"] - graph2_ms,
+        "session_runs_per_call": {"rt-noguard": 1, "rt-guard": 1, "rt-guard-2call": 2},
     }
 
     title = (f"adapt ({SHOTS} shots, {STEPS} steps) + predict {PREDICT_N} points, MLP 1-40-40-1, 1 thread; "
@@ -542,9 +576,10 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print("ONNX Runtime per session.run (prebuilt feeds, median ms): "
           + ", ".join(f"{k} {v['median_ms']:.4f}" for k, v in overheads.items()))
-    print(f"ONNX Runtime call breakdown: adapt_steps.onnx ({STEPS} steps unrolled) + forward(n=100) = {graph_ms:.3f} "
-          f"ms in graphs; Python/numpy {breakdown['rt-noguard_python_ms']:.3f} ms unguarded, "
-          f"{breakdown['rt-guard_python_ms']:.3f} ms guarded")
+    print(f"ONNX Runtime call breakdown: adapt_predict.onnx ({STEPS} steps unrolled + forward(n=100)) = "
+          f"{graph_ms:.3f} ms in the graph; Python/numpy {breakdown['rt-noguard_python_ms']:.3f} ms unguarded, "
+          f"{breakdown['rt-guard_python_ms']:.3f} ms guarded; two calls: adapt_steps.onnx + forward.onnx = "
+          f"{graph2_ms:.3f} ms in graphs, Python/numpy {breakdown['rt-guard-2call_python_ms']:.3f} ms guarded")
     default = "native-guard" if "native-guard" in ratio else "rt-guard"  # what Model.load picks for this bundle
     goal = ratio[default] >= 10
     print(f"goal runtime >= 10x faster than learn2learn: {'MET' if goal else 'NOT MET'} with the default backend "
@@ -556,7 +591,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "setting": {"run": str(args.run), "model": "MLP 1-40-40-1 relu", "shots": SHOTS, "steps": STEPS,
                     "predict_n": PREDICT_N, "inner_lr": lr, "task_pool": args.pool, "seed": args.seed,
-                    "threads": 1, "bundle_export_seconds": export_s},
+                    "threads": 1, "bundle_export_seconds": export_s, "baseline_python": args.baseline_python},
         "protocol": {"repeats": args.repeats, "calls_per_repeat": args.calls, "warmup_calls": args.warmup,
                      "statistic": "median and p90 over all timed calls (ms per adapt+predict)",
                      "order": "interleaved, rotating per repeat"},

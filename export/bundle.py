@@ -393,7 +393,7 @@ def parity(run: Run, bundle_dir: Path, tasks: int = 3) -> Parity:
     predictions (PyTorch's outputs on the task's queries at both results, max difference relative to the
     largest output), so directions the outputs do not depend on (ill-conditioned in a Gauss-Newton solve) do
     not count; the forward graph is compared at the parameters after the default and after 5 steps, and the
-    unrolled graph with the chain of single steps.
+    unrolled graph (and ``adapt_predict.onnx``'s query outputs) with the chain of single steps.
     """
     from ..runtime.model import Model  # the runtime has no torch dependency; imported here to check it
 
@@ -440,6 +440,9 @@ def parity(run: Run, bundle_dir: Path, tasks: int = 3) -> Parity:
             unrolled = model.adapt(*support, steps=default).theta
             results.append((_relative_max(outputs(unrolled, i), outputs(chain, i)),
                             f"task {i} unrolled {default} steps"))
+            if model.bundle.manifest.graphs.adapt_predict is not None:  # the fused graph's query outputs too
+                _, fused = model._adapt(*support, default, None, model._inputs(batch.x_query[i], "queries"))
+                results.append((_relative_max(fused, outputs(chain, i)), f"task {i} adapt_predict {default} steps"))
     return _summary(results)
 
 

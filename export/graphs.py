@@ -1,6 +1,9 @@
 """Trace the learner's own functions into ONNX graphs with plain operators.
 
 ``forward.onnx``: ``(x, *adapted) -> y``; ``adapt_step.onnx``: ``(xs, ys, *adapted, *rates) -> (*adapted', loss)``;
+with an unrolled step count also ``adapt_steps.onnx`` (every step's parameters and losses, for the guard) and
+``adapt_predict.onnx`` (``(xs, ys, xq, *adapted, *rates) -> (y, *steps, losses)``: the same steps and the forward
+pass on the queries in one call, what a device runs per adaptation);
 for Gauss-Newton learners (``ridge``) ``gauss_newton.onnx``: ``(xs, ys, *adapted) -> (jacobian, residual)``, the
 linearised least-squares problem whose small damped solve the runtime does in float64 (ONNX has no solver).
 All come from the very functions the trainer differentiates (``InnerLoop.forward`` / ``InnerLoop.step``):
@@ -22,6 +25,7 @@ from torch.fx.experimental.proxy_tensor import make_fx
 
 from ..errors import InputError
 from ..sdk.learners import Learner, MetaState
+from .simplify import simplify_file
 
 
 def _convolution_backward(grad_output, input, weight, bias_sizes, stride, padding, dilation, transposed,
@@ -51,37 +55,41 @@ def _decompositions() -> dict:
     return table
 
 
-def _distinct_rows(args: tuple[torch.Tensor, ...], dynamic: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
-    """The inputs at the indices ``dynamic`` with their rows re-indexed (cyclically) to a count no other dimension
-    of the inputs has.
+def _distinct_rows(args: tuple[torch.Tensor, ...], groups: tuple[tuple[int, ...], ...]) -> tuple[torch.Tensor, ...]:
+    """The inputs of each group of indices (inputs sharing one sample axis) with their rows re-indexed
+    (cyclically) to a count no other dimension of the inputs, and no other group, has.
 
     Symbolic tracing gives equal sizes one symbol (duck shaping), so a support of 16 samples traced beside a
-    16-wide layer's parameters would freeze the sample axis at 16. The values do not matter for tracing.
+    16-wide layer's parameters would freeze the sample axis at 16 (and a query batch as large as the support
+    would share its axis). The values do not matter for tracing.
     """
-    if not dynamic:
-        return args
-    taken = {int(d) for i, a in enumerate(args) for j, d in enumerate(a.shape) if not (i in dynamic and j == 0)}
-    k = int(args[dynamic[0]].shape[0])
-    n = max(k, 2)
-    while n in taken:
-        n += 1
-    if n == k:
-        return args
-    rows = torch.arange(n) % k
-    return tuple(a[rows] if i in dynamic else a for i, a in enumerate(args))
+    grouped = {i for g in groups for i in g}
+    taken = {int(d) for i, a in enumerate(args) for j, d in enumerate(a.shape) if not (i in grouped and j == 0)}
+    out = list(args)
+    for group in groups:
+        k = int(args[group[0]].shape[0])
+        n = max(k, 2)
+        while n in taken:
+            n += 1
+        taken.add(n)
+        if n != k:
+            rows = torch.arange(n) % k
+            for i in group:
+                out[i] = args[i][rows]
+    return args if all(o is a for o, a in zip(out, args)) else tuple(out)
 
 
 def _export(fn, args: tuple[torch.Tensor, ...], names: tuple[list[str], list[str]], dynamic: int | tuple[int, ...],
-            path: Path, opset: int) -> None:
+            path: Path, opset: int, queries: tuple[int, ...] = ()) -> None:
     """``make_fx`` + dynamo export of ``fn(*args)``; the first ``dynamic`` inputs (or those at the indices
-    ``dynamic``) get a dynamic axis 0."""
+    ``dynamic``) get a dynamic axis 0 (the support), those at the indices ``queries`` another one (the queries)."""
     dynamic = tuple(range(dynamic)) if isinstance(dynamic, int) else dynamic
-    args = _distinct_rows(args, dynamic)
+    args = _distinct_rows(args, tuple(g for g in (dynamic, queries) if g))
     # frozen parameters are real tensors closed over by `fn`: they become constants of the graph
     graph = make_fx(fn, decomposition_table=_decompositions(), tracing_mode="symbolic",
                     _allow_non_fake_inputs=True)(*args)
-    n = torch.export.Dim("n", min=1)
-    shapes = tuple({0: n} if i in dynamic else None for i in range(len(args)))
+    n, m = torch.export.Dim("n", min=1), torch.export.Dim("m", min=1)
+    shapes = tuple({0: n} if i in dynamic else {0: m} if i in queries else None for i in range(len(args)))
     quiet = logging.getLogger("torch.onnx")
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # e.g. "torchvision is not installed" on every export
@@ -94,6 +102,7 @@ def _export(fn, args: tuple[torch.Tensor, ...], names: tuple[list[str], list[str
                               external_data=False)
         finally:
             quiet.setLevel(level)
+    simplify_file(path)  # exact rewrites: fewer nodes for the runtime to dispatch
 
 
 def export_graphs(learner: Learner, state: MetaState, out_dir: Path, example_x: torch.Tensor,
@@ -107,7 +116,10 @@ def export_graphs(learner: Learner, state: MetaState, out_dir: Path, example_x: 
         unrolled_steps: if positive, also ``adapt_steps.onnx``: that many steps unrolled into one graph, with
             outputs ``steps.<name>`` ``(K, *shape)`` (the parameters after each step) and ``losses`` ``(K + 1,)``
             (the support loss before each step and after the last), so a device adapts in one call and can still
-            roll back to the last step that lowered the support loss.
+            roll back to the last step that lowered the support loss; and ``adapt_predict.onnx``: the same steps
+            then the forward pass on queries ``xq`` ``(m, *input_shape)``, outputs ``y`` ``(m, out)`` (at the
+            parameters after the last step) then those of ``adapt_steps.onnx``, so adapting and predicting is one
+            call where the guard keeps every step (where it does not, the kept state is in the history).
     """
     fast, frozen = learner.split(state["params"])
     frozen = {k: v.detach() for k, v in frozen.items()}
@@ -143,7 +155,9 @@ def export_graphs(learner: Learner, state: MetaState, out_dir: Path, example_x: 
             2, paths["adapt_step"], opset)
     if unrolled_steps > 0:
 
-        def steps(xs: torch.Tensor, ys: torch.Tensor, *flat: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        def unroll(xs: torch.Tensor, ys: torch.Tensor, flat: tuple[torch.Tensor, ...]
+                   ) -> tuple[list[dict[str, torch.Tensor]], torch.Tensor]:
+            """The parameters after each of the steps, and the support losses ``(K + 1,)``."""
             params, rates_ = dict(zip(names, flat[: len(names)])), dict(zip(names, flat[len(names):]))
             history, losses = [], []
             for _ in range(unrolled_steps):
@@ -151,12 +165,27 @@ def export_graphs(learner: Learner, state: MetaState, out_dir: Path, example_x: 
                 history.append(params)
                 losses.append(loss)
             losses.append(inner.support_loss(params, frozen, xs, ys))
-            return (*[torch.stack([h[k] for h in history]) for k in names], torch.stack(losses))
+            return history, torch.stack(losses)
+
+        def steps(xs: torch.Tensor, ys: torch.Tensor, *flat: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            history, losses = unroll(xs, ys, flat)
+            return (*[torch.stack([h[k] for h in history]) for k in names], losses)
+
+        def adapt_predict(xs: torch.Tensor, ys: torch.Tensor, xq: torch.Tensor, *flat: torch.Tensor
+                          ) -> tuple[torch.Tensor, ...]:
+            history, losses = unroll(xs, ys, flat)
+            return (inner.forward(history[-1], frozen, xq), *[torch.stack([h[k] for h in history]) for k in names],
+                    losses)
 
         paths["adapt_steps"] = out_dir / "adapt_steps.onnx"
         _export(steps, (example_x, example_y, *theta, *rates), (step_inputs, [*[f"steps.{k}" for k in names],
                                                                                "losses"]),
                 2, paths["adapt_steps"], opset)
+        paths["adapt_predict"] = out_dir / "adapt_predict.onnx"
+        fused_inputs = ["xs", "ys", "xq", *step_inputs[2:]]
+        _export(adapt_predict, (example_x, example_y, example_x, *theta, *rates),
+                (fused_inputs, ["y", *[f"steps.{k}" for k in names], "losses"]), 2, paths["adapt_predict"], opset,
+                queries=(2,))
     return paths
 
 

@@ -38,8 +38,9 @@ from .ops import graph_ops
 
 #: graph inputs whose first axis is the number of samples (support set or prediction batch)
 SAMPLE_INPUTS = {"xs": "shots", "ys": "shots", "x": "batch"}
-#: roles of a bundle's graphs (the manifest's ``graphs``)
-ROLES = GRAPH_ROLES
+#: roles of a bundle's graphs (the manifest's ``graphs``) that get engines; not ``adapt_predict``, whose forward pass
+#: would bypass the refittable forward engine (the TensorRT backend adapts through ``adapt_steps``)
+ROLES = tuple(r for r in GRAPH_ROLES if r != "adapt_predict")
 
 
 def _major(version: str) -> float:
@@ -117,7 +118,7 @@ def static_check(bundle_dir: str | Path, profile: Profile) -> list[str]:
     if not graphs:
         return ["the bundle has no ONNX graphs (exported with --format c only)"]
     version = _profile_tensorrt(profile)
-    return [p for name in graphs.values() for p in check_graph(bundle_dir / name, version)]
+    return [p for role, name in graphs.items() if role in ROLES for p in check_graph(bundle_dir / name, version)]
 
 
 # --- graph rewrites (no TensorRT needed) --------------------------------------------------------------------------
@@ -175,6 +176,8 @@ def prepare_graphs(bundle_dir: str | Path, work: str | Path, tensorrt_version: s
     work.mkdir(parents=True, exist_ok=True)
     out = {}
     for role, name in m.graphs.files().items():
+        if role not in ROLES:
+            continue
         model = onnx.load(str(bundle.file(name)))
         if role == "forward":
             model = forward_with_weights(model, theta)

@@ -40,7 +40,7 @@ TaskKind = Literal["regression", "classification"]
 #: how a regression bundle's predictive intervals are formed (see :class:`Uncertainty`)
 IntervalMethod = Literal["gaussian-posterior", "scaled-conformal"]
 #: roles of a bundle's ONNX graphs
-GRAPH_ROLES = ("forward", "adapt_step", "adapt_steps", "gauss_newton")
+GRAPH_ROLES = ("forward", "adapt_step", "adapt_steps", "gauss_newton", "adapt_predict")
 _REEXPORT = "re-export the bundle with `metaedge export`"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -443,6 +443,8 @@ class Graphs(_Part):
     adapt_step: str | None = None
     adapt_steps: str | None = None
     gauss_newton: str | None = None
+    #: the unrolled steps and the forward pass on queries in one graph (optional: older bundles lack it)
+    adapt_predict: str | None = None
 
     def files(self) -> dict[str, str]:
         """``{role: file name}`` of the graphs present."""

@@ -236,11 +236,33 @@ class Model:
         """
         if journal is not None:
             unit = unit_id(unit)  # checked before anything is written
+        adapted, _ = self._adapt(xs, ys, steps, start, None)
+        if save is not None:
+            adapted.save(save)
+        if journal is not None:
+            adapted.journal(journal, unit)
+        return adapted
+
+    def adapt_predict(self, xs: np.ndarray, ys: np.ndarray, x: np.ndarray, steps: int | None = None,
+                      start: np.ndarray | Adapted | None = None) -> tuple[Adapted, np.ndarray]:
+        """``adapted = model.adapt(xs, ys, steps, start)`` and ``adapted.predict(x)`` (``x`` ``(n,
+        *input_shape)``) in one backend call where the backend has one (ONNX Runtime with a bundle's
+        ``adapt_predict.onnx``: one graph run for the default step count); returns ``(adapted, predictions)``,
+        the same as the two calls. Save or journal the result with :meth:`Adapted.save` / :meth:`Adapted.journal`.
+        """
+        adapted, out = self._adapt(xs, ys, steps, start, self._inputs(x, "inputs"))
+        return adapted, self._finish(out)
+
+    def _adapt(self, xs: np.ndarray, ys: np.ndarray, steps: int | None, start: np.ndarray | Adapted | None,
+               queries: Samples | None) -> tuple[Adapted, np.ndarray | None]:
+        """The checked adaptation of :meth:`adapt`, and the backend's raw outputs at the result for ``queries``
+        (None: none asked), through the backend's ``adapt_outputs`` where it has one."""
         steps = self.bundle.manifest.adaptation.inner_steps if steps is None else int(steps)
         if steps < 0:
             raise InputError(f"steps must be >= 0, got {steps}")
         x = self._inputs(xs, "support inputs")
         y = self._targets(ys, len(x.physical))
+        out = None
         if self.prototypes:
             labels = y.physical
             missing = sorted(set(range(int(labels.max()) + 1)) - set(labels.tolist()))
@@ -255,14 +277,16 @@ class Model:
                 raise InputError(f"start must be a finite adapted state of {self.theta0.size} values, got shape "
                                  f"{np.shape(begin)}; pass an Adapted (or its theta) of this bundle")
             begin = None if begin is None else np.asarray(begin, np.float32)
-            theta, kept = self.runner.adapt(begin, x, y, steps, self.guard)
+            fused = getattr(self.runner, "adapt_outputs", None) if queries is not None else None
+            if fused is not None:
+                theta, kept, out = fused(begin, x, y, queries, steps, self.guard)
+            else:
+                theta, kept = self.runner.adapt(begin, x, y, steps, self.guard)
             adapted = Adapted(self, theta, steps_run=steps, steps_kept=kept,
                               support=Support(x, y, self.theta0 if begin is None else begin, origin))
-        if save is not None:
-            adapted.save(save)
-        if journal is not None:
-            adapted.journal(journal, unit)
-        return adapted
+        if queries is not None and out is None:
+            out = self.runner.outputs(adapted.theta, queries)
+        return adapted, out
 
     def support_loss(self, theta: np.ndarray, x: Samples, y: Samples) -> float:
         """The loss the guard compares, at ``theta``: regression: mean squared error over all support values in the
@@ -302,7 +326,10 @@ class Model:
         return out
 
     def _predict(self, theta: np.ndarray, x: np.ndarray) -> np.ndarray:
-        out = self.runner.outputs(theta, self._inputs(x, "inputs"))
+        return self._finish(self.runner.outputs(theta, self._inputs(x, "inputs")))
+
+    def _finish(self, out: np.ndarray) -> np.ndarray:
+        """The backend's raw outputs ``(n, out)`` as predictions: labels ``(n,)`` or physical values ``(n, out)``."""
         if self.classification:
             return out.argmax(1)
         return out if self._physical_outputs else out * self._y_std + self._y_mean

@@ -32,8 +32,9 @@ def _unit(seed=0, k=3):
 
 def test_bundle_contents_and_parity(bundle):
     manifest = json.loads((bundle / "manifest.json").read_text())
-    assert set(manifest["files"]) == {"forward.onnx", "adapt_step.onnx", "adapt_steps.onnx", "theta0.npy",
-                                      "rates.npy", "model.mebin", "model_data.h"}  # --format auto: an MLP gets both
+    assert set(manifest["files"]) == {"forward.onnx", "adapt_step.onnx", "adapt_steps.onnx", "adapt_predict.onnx",
+                                      "theta0.npy", "rates.npy", "model.mebin",
+                                      "model_data.h"}  # --format auto: an MLP gets both
     assert manifest["native_parity"]["max_scaled_difference"] <= 1e-5
     assert manifest["parity_max_relative_difference"] <= 1e-5
     assert manifest["normalization"]["x_std"][0] > 1 and manifest["adaptation"]["inner_steps"] == 2

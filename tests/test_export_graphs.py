@@ -103,6 +103,12 @@ def test_classification_bundle_runs_on_the_runtime(tmp_path):
     labels, proba = adapted.predict(task.x_query), adapted.probabilities(task.x_query)
     assert proba.shape == (9, 3) and np.allclose(proba.sum(1), 1, atol=1e-5)
     assert (labels == proba.argmax(1)).all()
+    onnx_model = Model.load(bundle, backend="onnxruntime")  # the fused graph of a classification bundle: labels
+    default = onnx_model.bundle.manifest.adaptation.inner_steps
+    fused, fused_labels = onnx_model.adapt_predict(task.x_support, task.y_support, task.x_query)
+    two = onnx_model.adapt(task.x_support, task.y_support, steps=default)
+    assert fused.steps_kept == two.steps_kept and (fused_labels == two.predict(task.x_query)).all()
+    np.testing.assert_allclose(fused.theta, two.theta, rtol=1e-6, atol=1e-6)
     with pytest.raises(ValueError, match="integers in 0..2"):
         model.adapt(task.x_support, np.full(len(task.x_support), 7))
 
@@ -126,6 +132,8 @@ def test_protonet_bundle_builds_prototypes_on_the_device(tmp_path):
     assert proba.shape == (12, 4) and (adapted.predict(task.x_query) == proba.argmax(1)).all()
     adapted.save(tmp_path / "s.npz")
     assert (Adapted.load(model, tmp_path / "s.npz").predict(task.x_query) == adapted.predict(task.x_query)).all()
+    _, labels = model.adapt_predict(task.x_support, task.y_support, task.x_query)  # prototypes: adapt + outputs
+    assert (labels == adapted.predict(task.x_query)).all()
     with pytest.raises(ValueError, match="no sample of class"):
         model.adapt(task.x_support[:2], np.array([0, 2]))
 
@@ -137,8 +145,8 @@ def test_traced_support_size_differs_from_every_other_dimension():
     from metaedge.export.graphs import _distinct_rows
 
     xs, ys, w = torch.arange(16.0).reshape(16, 1), torch.zeros(16, 2), torch.zeros(2, 16)
-    rx, ry, rw = _distinct_rows((xs, ys, w), dynamic=(0, 1))
+    rx, ry, rw = _distinct_rows((xs, ys, w), ((0, 1),))
     assert rx.shape[0] == ry.shape[0] == 17 and rw is w
     assert torch.equal(rx[:16], xs) and rx[16, 0] == 0  # rows repeat cyclically
     same = (torch.zeros(5, 3), torch.zeros(5, 1), torch.zeros(2, 16))
-    assert _distinct_rows(same, dynamic=(0, 1)) is same
+    assert _distinct_rows(same, ((0, 1),)) is same

@@ -40,7 +40,7 @@ def _stage(run: Run, folder, formats: str = "all") -> dict:
 def test_the_steps_stage_what_the_manifest_lists(run, tmp_path):
     manifest = _stage(run, tmp_path)
     assert sorted(manifest.files) == sorted(p.name for p in tmp_path.iterdir() if p.name != "manifest.json")
-    assert set(manifest.graphs.files()) == {"forward", "adapt_step", "adapt_steps"}
+    assert set(manifest.graphs.files()) == {"forward", "adapt_step", "adapt_steps", "adapt_predict"}
     assert manifest.adaptation.solver == "sgd" and manifest.adaptation.inner_steps == 2
     theta = np.load(tmp_path / "theta0.npy", allow_pickle=False)
     np.testing.assert_array_equal(theta[:8], run.state["params"]["body.0.weight"].numpy().ravel())

@@ -8,6 +8,7 @@ module with a class that satisfies :class:`Backend`, plus ``register_backend("na
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Protocol
@@ -42,7 +43,11 @@ class Plan:
 
 class Backend(Protocol):
     """One way of running a bundle. Instances come from :meth:`open`; states are flat float32 ``theta`` ``(P,)``
-    in the manifest's layout (prototype bundles: ``(ways * embedding_dim,)``)."""
+    in the manifest's layout (prototype bundles: ``(ways * embedding_dim,)``).
+
+    Optional: ``adapt_outputs(theta, xs, ys, x, steps, guard) -> (theta', kept, outputs)``, :meth:`adapt` and
+    :meth:`outputs` at the result for ``x`` in one go (``Model.adapt_predict`` uses it where present; the
+    ``onnxruntime`` backend's is one graph run)."""
 
     #: True where :meth:`outputs` gives regression predictions in physical units (the C library de-standardises
     #: itself); False: standardised predictions. Classification outputs are logits either way.
@@ -137,5 +142,8 @@ def kept_steps(losses: np.ndarray, steps: int, guard: bool) -> int:
     steps the guard keeps: those before the first that raised the loss or made it non-finite."""
     if not guard:
         return steps
-    worse = ~(np.isfinite(losses[1:]) & (losses[1:] <= losses[:-1]))
-    return int(worse.argmax()) if worse.any() else steps
+    values = losses.tolist()  # K + 1 floats: a Python loop beats numpy's per-call overhead on a hot path
+    for i in range(steps):
+        if not (math.isfinite(values[i + 1]) and values[i + 1] <= values[i]):
+            return i
+    return steps

@@ -1,7 +1,8 @@
 """The ``onnxruntime`` backend: the bundle's ONNX graphs in ONNX Runtime sessions (the only place it is imported).
 
 Solvers: ``sgd`` steps through ``adapt_step.onnx`` (the default step count through the unrolled
-``adapt_steps.onnx`` in one call), ``gauss-newton`` solves the damped normal equations in float64 on
+``adapt_steps.onnx`` in one call; adapting and predicting together through ``adapt_predict.onnx``, one call, where
+the bundle has it), ``gauss-newton`` solves the damped normal equations in float64 on
 ``gauss_newton.onnx``'s Jacobian, ``prototypes`` averages the embeddings of ``forward.onnx`` per class. Everything
 takes standardised samples (``Samples.standard``).
 """
@@ -9,6 +10,7 @@ takes standardised samples (``Samples.standard``).
 from __future__ import annotations
 
 import importlib.util
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -39,6 +41,44 @@ def session(path: Path, plan: Plan | None = None) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), options, providers=list(zip(plan.providers, plan.provider_options)))
 
 
+class BoundSession:
+    """An ONNX Runtime session run through I/O binding, with the inputs that rarely change bound once.
+
+    ``defaults`` (e.g. the rates and ``theta0``) are turned into ``OrtValue`` s once and stay bound; a call binds
+    only the arrays it passes (the support and the queries: no per-call conversion of the constants), and a
+    default replaced by one call is bound again on the next call that does not pass it. One binding per thread,
+    so a backend may serve several threads as a plain session does.
+    """
+
+    def __init__(self, session: ort.InferenceSession, defaults: dict[str, np.ndarray]) -> None:
+        import onnxruntime as ort
+
+        self._session = session
+        self._defaults = {k: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(v)) for k, v in defaults.items()}
+        self._outputs = [o.name for o in session.get_outputs()]
+        self._local = threading.local()
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """The outputs (new arrays, in graph order) for ``feeds`` plus the defaults they do not replace."""
+        local = self._local
+        binding = getattr(local, "binding", None)
+        if binding is None:
+            binding = local.binding = self._session.io_binding()
+            local.replaced = set(self._defaults)
+            for name in self._outputs:
+                binding.bind_output(name, "cpu")
+        replaced = local.replaced
+        for name in [n for n in replaced if n not in feeds]:
+            binding.bind_ortvalue_input(name, self._defaults[name])
+            replaced.discard(name)
+        for name, value in feeds.items():
+            binding.bind_cpu_input(name, np.ascontiguousarray(value))
+            if name in self._defaults:
+                replaced.add(name)
+        self._session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()
+
+
 class OnnxRuntimeBackend:
     """Sessions by graph role (``forward``, ``adapt_step``, ``adapt_steps``, ``gauss_newton``; absent: None) and
     the solvers that drive them. Any object with ``run(None, feeds) -> [outputs]`` serves as a session (the
@@ -48,7 +88,8 @@ class OnnxRuntimeBackend:
 
     def __init__(self, bundle: Bundle, sessions: dict[str, Any], theta0: np.ndarray, rates: np.ndarray) -> None:
         m = bundle.manifest
-        self._forward, self._step, self._steps, self._gauss_newton = (sessions.get(r) for r in GRAPH_ROLES)
+        self._forward, self._step, self._steps, self._gauss_newton, self._fused = (
+            sessions.get(r) for r in GRAPH_ROLES)
         self._layout = m.adaptation.layout
         self._solver = m.adaptation.solver
         self._classification = m.classification
@@ -56,6 +97,10 @@ class OnnxRuntimeBackend:
         self._out_dim = m.output.dim
         self._theta0 = theta0
         self._rates = self._layout.split(rates, "rate.")  # per-call constants, prepared once: a device's hot path
+        # the fused graph through I/O binding with theta0 and the rates bound once (ONNX Runtime sessions only)
+        fused = self._fused
+        self._fused = (BoundSession(fused, {**self._layout.split(theta0, "theta."), **self._rates})
+                       if fused is not None and hasattr(fused, "io_binding") else None)
         if self._solver == "gauss-newton":
             self._damping = np.exp(rates.astype(np.float64)) + m.adaptation.min_damping
 
@@ -93,6 +138,25 @@ class OnnxRuntimeBackend:
         step = self._gauss_newton_step(x, y) if self._solver == "gauss-newton" else self._gradient_step(x, y)
         theta, kept = guarded_steps(step, lambda t: self._support_loss(t, x, y), start, steps, guard)
         return (theta.copy() if theta is start else theta), kept
+
+    def adapt_outputs(self, theta: np.ndarray | None, xs: Samples, ys: Samples, x: Samples, steps: int,
+                      guard: bool) -> tuple[np.ndarray, int, np.ndarray]:
+        """:meth:`adapt` then :meth:`outputs` at the adapted state for ``x``: one run of ``adapt_predict.onnx``
+        where the bundle has it and ``steps`` is its step count (where the guard rolls back, the kept state comes
+        from the graph's history and one forward run predicts); otherwise :meth:`adapt` + :meth:`outputs`."""
+        if self._fused is None or not steps or steps != self._default_steps:
+            theta, kept = self.adapt(theta, xs, ys, steps, guard)
+            return theta, kept, self.outputs(theta, x)
+        feeds = {"xs": xs.standard, "ys": ys.standard, "xq": x.standard}
+        if theta is not None:
+            feeds.update(self._layout.split(theta, "theta."))
+        out = self._fused.run(feeds)
+        kept = kept_steps(out[-1], steps, guard)
+        if not kept:
+            start = self._theta0 if theta is None else theta
+            return start.copy(), 0, self.outputs(start, x)
+        adapted = np.concatenate([h[kept - 1].ravel() for h in out[1:-1]])
+        return adapted, kept, (out[0] if kept == steps else self.outputs(adapted, x))
 
     def _gradient_step(self, x: np.ndarray, y: np.ndarray) -> Callable[[np.ndarray], tuple[np.ndarray, float]]:
         """``theta -> (theta - rates * grad, support loss at theta)`` through ``adapt_step.onnx``."""

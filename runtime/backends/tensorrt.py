@@ -195,5 +195,6 @@ class TensorRTBackend(OnnxRuntimeBackend):
     def open(cls, bundle: Bundle, plan: Plan, theta0: np.ndarray, rates: np.ndarray) -> TensorRTBackend:
         sessions: dict[str, Any] = dict(load_sessions(bundle, plan.device))
         for role, name in bundle.manifest.graphs.files().items():
-            sessions.setdefault(role, session(bundle.file(name)))
+            if role != "adapt_predict":  # its forward pass would bypass the TensorRT forward engine
+                sessions.setdefault(role, session(bundle.file(name)))
         return cls(bundle, sessions, theta0, rates)

@@ -10,7 +10,9 @@
  * (format 5, --model a bundle's model.mebin): me_plan, and me_observe with its re-adaptation every K observations,
  * on states spread over the model's input normalisation; prints N x H, the arena, the operation count of one
  * step and a Cortex-M4F / M7 estimate from it (cycle costs stated in docs/results.md, "control step in C").
- *   me_bench [--repeats N] [--shots K] [--steps S] [--model model.mebin] [--intervals N] [--control] */
+ * --no-guard adapts without the guard (every step taken), as the scaling benchmark compares backends; the arena
+ * of a model or support set too large for the static one (wide models, up to ME_MAX_SHOTS shots) is malloc'd.
+ *   me_bench [--repeats N] [--shots K] [--steps S] [--model model.mebin] [--intervals N] [--control] [--no-guard] */
 #define _POSIX_C_SOURCE 199309L
 #include <stdio.h>
 #include <stdlib.h>
@@ -243,12 +245,13 @@ static int bench_control(me_session *s, const me_model *m, int repeats)
 int main(int argc, char **argv)
 {
     int repeats = 20000;
-    unsigned shots = 10, steps = 5, queries = 100, intervals = 0, control = 0;
+    unsigned shots = 10, steps = 5, queries = 100, intervals = 0, control = 0, flags = ME_GUARD;
     const unsigned char *data = me_model_data;
     size_t data_len = me_model_data_len;
     for (int i = 1; i < argc; i += 2) {
-        if (!strcmp(argv[i], "--control")) { /* a flag */
-            control = 1u;
+        if (!strcmp(argv[i], "--control") || !strcmp(argv[i], "--no-guard")) { /* flags */
+            if (argv[i][2] == 'c') control = 1u;
+            else flags = 0u;
             i--;
             continue;
         }
@@ -268,7 +271,7 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--steps")) steps = (unsigned)atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--intervals")) intervals = (unsigned)atoi(argv[i + 1]);
     }
-    if (repeats < 1 || repeats > MAX_REPEATS || shots < 1 || shots > 1000 || intervals > 1000) {
+    if (repeats < 1 || repeats > MAX_REPEATS || shots < 1 || shots > ME_MAX_SHOTS || intervals > 1000) {
         fprintf(stderr, "bad arguments\n");
         return 2;
     }
@@ -295,7 +298,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "the benchmark's task needs a model with one input and one output\n");
         return 2;
     }
-    if (st == ME_OK) st = me_session_init(&s, &m, arena, sizeof arena, shots);
+    const size_t need = st == ME_OK ? me_arena_bytes(&m, shots) : 0u;
+    unsigned char *work = need > sizeof arena ? malloc(need) : arena;
+    if (st == ME_OK) st = work ? me_session_init(&s, &m, work, need > sizeof arena ? need : sizeof arena, shots)
+                               : ME_ERR_ARENA;
     if (st != ME_OK) {
         fprintf(stderr, "%s\n", me_strerror(st));
         return 1;
@@ -316,7 +322,7 @@ int main(int argc, char **argv)
     for (int r = -repeats / 10 - 1; r < repeats; r++) { /* the first tenth warms caches and clocks */
         const double t0 = now_us();
         me_reset(&s);
-        me_adapt(&s, xs, ys, shots, steps, ME_GUARD, &info);
+        me_adapt(&s, xs, ys, shots, steps, flags, &info);
         me_predict(&s, xq, queries, out);
         const double t1 = now_us();
         if (r >= 0) times[r] = t1 - t0;
@@ -338,5 +344,6 @@ int main(int argc, char **argv)
     free(xq);
     free(out);
     free(times);
+    if (work != arena) free(work);
     return 0;
 }

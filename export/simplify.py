@@ -1,0 +1,260 @@
+"""Exact peephole rewrites of traced ONNX graphs: fewer nodes for ONNX Runtime to dispatch.
+
+A traced adaptation step is dozens of tiny operators, and ONNX Runtime spends about 0.3 us on each whatever its
+size (``docs/results-ort.md``), so on a small MLP the node count, not the FLOPs, sets the latency. The autograd
+trace carries nodes that compute nothing new; each rewrite below computes the same float32 values (ONNX Runtime's
+own fusions may then round one scaling differently: 7e-9 at most on the sinusoid bundle's outputs):
+
+* ``Pow(x, 1)`` (the derivative of a square, ``2 * x ** (2 - 1)``) is ``x``;
+* ``Pow(x, 2)`` is ``Mul(x, x)`` (both the correctly rounded square; the multiply kernel is the cheaper one);
+* ``ReduceSum`` / ``ReduceMean`` with ``keepdims=1`` whose only consumer is a ``Reshape`` or ``Squeeze`` that drops
+  exactly the reduced axes becomes the same reduction with ``keepdims=0`` (a bias gradient, a loss value).
+
+* ``Concat(axis=0)`` of ``Unsqueeze(axes=[0])`` of scalars that full reductions produce (the unrolled graph's
+  support losses) becomes the concatenation of the reductions with ``keepdims=1`` (one ``Reshape`` after it
+  where their inputs have more than one axis);
+* ``Mul(a, Mul(x, c))`` with ``c`` a power of two (the derivative of a square times ``1/n``, once per step)
+  becomes ``Mul(x, a * c)``, with ``a * c`` computed once for every such pair: scaling by a power of two is exact,
+  so the product is rounded once either way (barring overflow).
+
+The exporter's per-node debug metadata (the FX node, its name scopes and class hierarchy: about 90% of a small
+model's graph bytes) is dropped too, which the runtime never reads; the bundle's graphs shrink about tenfold.
+
+Shapes come from ONNX shape inference; a rewrite whose shapes are not all known is skipped. ONNX Runtime's own
+optimiser (which fuses the transposes into Gemm / MatMul) still runs on the result when a session loads it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper, shape_inference
+
+_REDUCE = ("ReduceSum", "ReduceMean")
+
+
+def _scalar_constants(graph: onnx.GraphProto) -> dict[str, float]:
+    """Initializers and ``Constant`` nodes holding a single float, by name."""
+    out: dict[str, float] = {}
+    tensors = [(t.name, t) for t in graph.initializer]
+    tensors += [(n.output[0], a.t) for n in graph.node if n.op_type == "Constant" for a in n.attribute
+                if a.name == "value"]
+    for name, tensor in tensors:
+        value = numpy_helper.to_array(tensor)
+        if value.size == 1 and value.dtype.kind == "f":
+            out[name] = float(value.ravel()[0])
+    return out
+
+
+def _int_constants(graph: onnx.GraphProto) -> dict[str, tuple[int, ...]]:
+    """Initializers and ``Constant`` nodes holding integers (reduction axes, shapes), by name."""
+    out: dict[str, tuple[int, ...]] = {}
+    tensors = [(t.name, t) for t in graph.initializer]
+    tensors += [(n.output[0], a.t) for n in graph.node if n.op_type == "Constant" for a in n.attribute
+                if a.name == "value"]
+    for name, tensor in tensors:
+        value = numpy_helper.to_array(tensor)
+        if value.dtype.kind == "i":
+            out[name] = tuple(int(v) for v in value.ravel())
+    return out
+
+
+def _shapes(model: onnx.ModelProto) -> dict[str, tuple[int | str, ...] | None]:
+    """Every value's inferred shape (symbolic dims as their names; None where the rank is unknown)."""
+    inferred = shape_inference.infer_shapes(model)
+    out: dict[str, tuple[int | str, ...] | None] = {}
+    g = inferred.graph
+    for v in [*g.input, *g.value_info, *g.output]:
+        t = v.type.tensor_type
+        if not t.HasField("shape"):
+            out[v.name] = None
+            continue
+        dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim)
+        out[v.name] = None if any(d is None for d in dims) else dims
+    return out
+
+
+def _attr(node: onnx.NodeProto, name: str, default: int) -> int:
+    return next((int(helper.get_attribute_value(a)) for a in node.attribute if a.name == name), default)
+
+
+def _reduced_axes(node: onnx.NodeProto, rank: int, ints: dict[str, tuple[int, ...]]) -> tuple[int, ...] | None:
+    """The axes a reduction node reduces (all where none are given), or None where they are not constant."""
+    if len(node.input) < 2 or not node.input[1]:
+        return None if _attr(node, "noop_with_empty_axes", 0) else tuple(range(rank))
+    axes = ints.get(node.input[1])
+    return None if axes is None else tuple(sorted(a % rank for a in axes))
+
+
+def _set_keepdims(node: onnx.NodeProto, value: int) -> None:
+    for a in node.attribute:
+        if a.name == "keepdims":
+            a.i = value
+            return
+    node.attribute.append(helper.make_attribute("keepdims", value))
+
+
+def _consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
+    out: dict[str, list[onnx.NodeProto]] = defaultdict(list)
+    for node in graph.node:
+        for name in node.input:
+            out[name].append(node)
+    return out
+
+
+def _stack_scalars(model: onnx.ModelProto) -> int:
+    """The ``Concat`` of ``Unsqueeze`` d full-reduction scalars rewrite (in place); returns the nodes removed."""
+    graph = model.graph
+    shapes, ints, consumers = _shapes(model), _int_constants(graph), _consumers(graph)
+    producer = {o: n for n in graph.node for o in n.output}
+    outputs = {o.name for o in graph.output}
+    drop: set[int] = set()
+    added: list[tuple[onnx.NodeProto, onnx.NodeProto]] = []  # (after this node, insert this one)
+    for node in graph.node:
+        if node.op_type != "Concat" or _attr(node, "axis", 0) != 0:
+            continue
+        pairs = []
+        for name in node.input:
+            unsq = producer.get(name)
+            red = producer.get(unsq.input[0]) if unsq is not None and unsq.op_type == "Unsqueeze" else None
+            if red is None or red.op_type not in _REDUCE or _attr(red, "keepdims", 1) != 0:
+                break
+            shape_in = shapes.get(red.input[0])
+            if (shape_in is None or ints.get(unsq.input[1]) != (0,) or len(consumers[unsq.output[0]]) != 1
+                    or len(consumers[red.output[0]]) != 1 or red.output[0] in outputs
+                    or _reduced_axes(red, len(shape_in), ints) != tuple(range(len(shape_in)))):
+                break
+            pairs.append((unsq, red, len(shape_in)))
+        if len(pairs) != len(node.input) or len({rank for *_, rank in pairs}) != 1:
+            continue
+        rank = pairs[0][2]
+        for i, (unsq, red, _) in enumerate(pairs):
+            _set_keepdims(red, 1)  # (1,) * rank instead of a scalar made (1,) by the Unsqueeze
+            node.input[i] = red.output[0]
+            drop.add(id(unsq))
+        if rank > 1:  # (K, 1, ..., 1) -> (K,)
+            final, stacked = node.output[0], node.output[0] + "_stacked"
+            node.output[0] = stacked
+            shape = f"{final}_shape"
+            graph.initializer.append(numpy_helper.from_array(np.array([len(pairs)], np.int64), shape))
+            added.append((node, helper.make_node("Reshape", [stacked, shape], [final])))
+    nodes = []
+    for n in graph.node:
+        if id(n) not in drop:
+            nodes.append(n)
+            nodes += [new for after, new in added if after is n]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return len(drop) - len(added)
+
+
+def _hoist_scale(model: onnx.ModelProto) -> int:
+    """The ``Mul(a, Mul(x, 2^j))`` -> ``Mul(x, a * 2^j)`` rewrite (in place); returns the nodes removed."""
+    graph = model.graph
+    scalars, consumers = _scalar_constants(graph), _consumers(graph)
+    producer = {o: n for n in graph.node for o in n.output}
+    outputs = {o.name for o in graph.output}
+    shared: dict[tuple[str, str], str] = {}  # (a, c) -> the value a * c
+    hoisted: dict[int, onnx.NodeProto] = {}  # id of the first Mul using a * c -> the node computing it
+    drop: set[int] = set()
+    for node in graph.node:
+        if node.op_type != "Mul":
+            continue
+        for a_pos in (0, 1):
+            inner = producer.get(node.input[1 - a_pos])
+            if inner is None or inner.op_type != "Mul" or len(consumers[inner.output[0]]) != 1:
+                continue
+            if inner.output[0] in outputs or id(inner) in drop:
+                continue
+            c_pos = next((i for i in (0, 1) if inner.input[i] in scalars), None)
+            if c_pos is None:
+                continue
+            c = scalars[inner.input[c_pos]]
+            if c == 0 or not np.isfinite(c) or np.frexp(abs(c))[0] != 0.5:  # a power of two: exact scaling
+                continue
+            a, x, c_name = node.input[a_pos], inner.input[1 - c_pos], inner.input[c_pos]
+            if a in scalars:  # two constants: nothing gained
+                continue
+            if (a, c_name) not in shared:
+                name = f"{a}_times_{c_name}"
+                shared[(a, c_name)] = name
+                hoisted[id(node)] = helper.make_node("Mul", [a, c_name], [name])
+            node.input[0], node.input[1] = x, shared[(a, c_name)]
+            drop.add(id(inner))
+            break
+    nodes = []
+    for n in graph.node:
+        if id(n) in hoisted:
+            nodes.append(hoisted[id(n)])  # a is computed before n (n used it): a * c can go right before n
+        if id(n) not in drop:
+            nodes.append(n)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return len(drop) - len(hoisted)
+
+
+def simplify(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+    """The model with the rewrites of this module applied, and the number of nodes removed."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())  # the caller's model stays as it was
+    graph = model.graph
+    scalars, ints, shapes = _scalar_constants(graph), _int_constants(graph), _shapes(model)
+    consumers = _consumers(graph)
+    outputs = {o.name for o in graph.output}
+    rename: dict[str, str] = {}  # value -> the value that replaces it
+    drop: set[int] = set()
+    for node in graph.node:
+        if node.op_type == "Pow" and len(node.input) == 2 and node.output[0] not in outputs:
+            exponent = scalars.get(node.input[1])
+            if exponent == 1.0:
+                rename[node.output[0]] = node.input[0]
+                drop.add(id(node))
+            elif exponent == 2.0:
+                node.op_type = "Mul"
+                node.input[1] = node.input[0]
+        elif node.op_type in _REDUCE and _attr(node, "keepdims", 1) == 1:
+            users = consumers[node.output[0]]
+            shape_in = shapes.get(node.input[0])
+            if len(users) != 1 or node.output[0] in outputs or shape_in is None:
+                continue
+            user = users[0]
+            axes = _reduced_axes(node, len(shape_in), ints)
+            if user.op_type not in ("Reshape", "Squeeze") or user.input[0] != node.output[0] or axes is None:
+                continue
+            kept = tuple(d for i, d in enumerate(shape_in) if i not in axes)
+            if shapes.get(user.output[0]) != kept:
+                continue
+            _set_keepdims(node, 0)
+            node.output[0] = user.output[0]  # the reduction was its only input: it now writes the user's value
+            drop.add(id(user))
+    kept_nodes = [n for n in graph.node if id(n) not in drop]
+    for node in kept_nodes:
+        for i, name in enumerate(node.input):
+            while name in rename:
+                name = rename[name]
+            node.input[i] = name
+    for node in kept_nodes:  # tracer debug info: most of the file, read by nothing
+        del node.metadata_props[:]
+        node.doc_string = ""
+    del graph.node[:]
+    graph.node.extend(kept_nodes)
+    removed = len(drop) + _stack_scalars(model) + _hoist_scale(model)
+    used = {name for n in graph.node for name in n.input}
+    keep_init = [t for t in graph.initializer if t.name in used or t.name in outputs]
+    del graph.initializer[:]
+    graph.initializer.extend(keep_init)  # e.g. the shapes of the Reshapes removed
+    keep_info = [v for v in graph.value_info if v.name in used or v.name in outputs]
+    del graph.value_info[:]
+    graph.value_info.extend(keep_info)  # the dropped nodes' values must not stay declared
+    onnx.checker.check_model(model)
+    return model, removed
+
+
+def simplify_file(path: Path) -> int:
+    """Rewrite the ONNX file at ``path`` in place (weights stay inside it); returns the nodes removed."""
+    model, removed = simplify(onnx.load(str(path)))
+    onnx.save(model, str(path))
+    return removed
+

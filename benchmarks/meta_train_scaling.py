@@ -12,7 +12,7 @@ repeats of a timed run sized to about ``--seconds`` s from the warm-up's rate; t
 Results: ``benchmarks/results/meta_train_scaling.json``; plot: ``docs/scaling_meta_train.png``.
 
 Run (from the repository root; the allocator settings are those the trainer sets for itself, see
-``docs/results-fasttrain.md``, and the learn2learn worker inherits them)::
+``docs/results.md``, "Speed by default", and the learn2learn worker inherits them)::
 
     MALLOC_MMAP_THRESHOLD_=1073741824 MALLOC_TRIM_THRESHOLD_=1073741824 \
         .venv/bin/python benchmarks/meta_train_scaling.py --l2l-python /path/to/l2l-venv/bin/python --eager

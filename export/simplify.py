@@ -1,7 +1,7 @@
 """Exact peephole rewrites of traced ONNX graphs: fewer nodes for ONNX Runtime to dispatch.
 
 A traced adaptation step is dozens of tiny operators, and ONNX Runtime spends about 0.3 us on each whatever its
-size (``docs/results-ort.md``), so on a small MLP the node count, not the FLOPs, sets the latency. The autograd
+size (docs/results.md, speed section), so on a small MLP the node count, not the FLOPs, sets the latency. The autograd
 trace carries nodes that compute nothing new; each rewrite below computes the same float32 values (ONNX Runtime's
 own fusions may then round one scaling differently: 7e-9 at most on the sinusoid bundle's outputs):
 

@@ -179,7 +179,7 @@ class FirstOrderMAML(MAML):
     On a conv net (:func:`~metaedge.sdk.models.conv.supports_task_batching`) the meta-batch runs through
     ``model.forward_tasks`` with plain autograd: the tasks side by side along the channels (grouped convolutions)
     instead of ``vmap``, and the inner steps outside the outer derivative, which first order does not need. The
-    same meta-gradient (tested against the task loop); about 1.25x faster for Conv4 (docs/results-conv.md).
+    same meta-gradient (tested against the task loop); about 1.25x faster for Conv4 (docs/results.md).
     """
 
     name = "fomaml"

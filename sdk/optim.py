@@ -22,8 +22,10 @@ _GROUP_DEFAULTS: dict[str, Any] = {"weight_decay": 0.0, "amsgrad": False, "maxim
 
 
 def fused_adam_serves(params: list[torch.Tensor]) -> bool:
-    """Whether :class:`FusedAdam` can step ``params``: floating-point tensors on the CPU or a CUDA device."""
-    return bool(params) and all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+    """Whether :class:`FusedAdam` can step ``params``: floating-point tensors on the CPU or a CUDA device, with a
+    torch that has the fused kernel (a private op: a torch without it gets ``torch.optim.Adam``)."""
+    on_devices = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+    return hasattr(torch, "_fused_adam_") and bool(params) and on_devices
 
 
 class FusedAdam:

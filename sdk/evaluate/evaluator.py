@@ -193,10 +193,12 @@ def evaluate(run: Run, settings: EvalSettings, progress: bool = False,
                 if embedded is not None:  # the same draw as sample_batch, as row indices into the embeddings
                     drawn = fam.sample_rows(rng, n, max_shots, queries, split=split, **ways_kw)
                     batch = fam.batch_of(drawn) if context is not None else None
+                    nb = norm.batch(batch) if batch is not None else None
                     target = drawn.y_query
                 else:
                     batch = fam.sample_batch(rng, n, max_shots, queries, split=split, **ways_kw)
-                    xs, ys, xq, _ = to_tensors(norm.batch(batch))
+                    nb = norm.batch(batch)
+                    xs, ys, xq, _ = to_tensors(nb)
                     if not classification:  # the first `shots` reference points; episodes are drawn per setting
                         xs, ys = xs[:, :shots], ys[:, :shots]
                     target = batch.y_query
@@ -227,7 +229,7 @@ def evaluate(run: Run, settings: EvalSettings, progress: bool = False,
                             rows.add(f"{method} (guarded)", ways, shots, st, task_metrics(kind, output(p), target),
                                      setting=shots)
                 if context is not None:
-                    for label, kshots, steps, pred in context.predictions(batch, norm.batch(batch), shots, output):
+                    for label, kshots, steps, pred in context.predictions(batch, nb, shots, output):
                         rows.add(label, ways, kshots, steps, task_metrics(kind, pred, target), setting=shots)
                 done += n
                 bar.update(n)

@@ -22,12 +22,25 @@ def test_sinusoid_follows_the_maml_paper():
     assert b.x_support.dtype == np.float32 and b.x_support.shape == (2000, 10, 1)
 
 
+def _sinusoid_task_one_uniform_at_a_time(fam, rng, shots, queries):
+    """The sinusoid draw as it was written before ``sample_batch`` (one ``rng.uniform`` call per quantity)."""
+    amp = rng.uniform(*fam.amplitude)
+    phase = rng.uniform(*fam.phase)
+    x = rng.uniform(*fam.x_range, size=(shots + queries, 1))
+    y = amp * np.sin(x - phase)
+    x, y = x.astype(np.float32), y.astype(np.float32)
+    return Task(x[:shots], y[:shots], x[shots:], y[shots:], {"amplitude": amp, "phase": phase})
+
+
 def test_sinusoid_batch_draws_what_its_tasks_draw_one_by_one():
-    """The one-call ``sample_batch`` gives the per-task draws of ``sample_task`` bit for bit (runs stay the same)."""
+    """The one-call ``sample_batch`` gives the per-task ``uniform`` draws bit for bit (runs stay the same), and
+    ``sample_task`` is its first task."""
     fam = make_family("sinusoid")
     fast = fam.sample_batch(np.random.default_rng([7, 3]), 9, 4, 6)
     rng = np.random.default_rng([7, 3])
-    slow = TaskBatch.stack([fam.sample_task(rng, 4, 6) for _ in range(9)])
+    slow = TaskBatch.stack([_sinusoid_task_one_uniform_at_a_time(fam, rng, 4, 6) for _ in range(9)])
+    single = fam.sample_task(np.random.default_rng([7, 3]), 4, 6)
+    assert np.array_equal(single.x_query, slow.x_query[0]) and single.info == slow.info[0]
     for key in ("x_support", "y_support", "x_query", "y_query"):
         a, b = getattr(fast, key), getattr(slow, key)
         assert a.dtype == b.dtype and np.array_equal(a, b), key

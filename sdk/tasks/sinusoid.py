@@ -33,19 +33,17 @@ class Sinusoid(TaskFamily):
         self.x_range = x_range
 
     def sample_task(self, rng: np.random.Generator, shots: int, queries: int, split: Split = "train") -> Task:
-        amp = rng.uniform(*self.amplitude)
-        phase = rng.uniform(*self.phase)
-        x = rng.uniform(*self.x_range, size=(shots + queries, 1))
-        y = amp * np.sin(x - phase)
-        x, y = x.astype(np.float32), y.astype(np.float32)
-        return Task(x[:shots], y[:shots], x[shots:], y[shots:], {"amplitude": amp, "phase": phase})
+        """Amplitude, phase, then the ``shots + queries`` inputs, uniform over their ranges (the first task of
+        :meth:`sample_batch`)."""
+        return self.sample_batch(rng, 1, shots, queries, split).task(0)
 
     def sample_batch(
         self, rng: np.random.Generator, n_tasks: int, shots: int, queries: int, split: Split = "train"
     ) -> TaskBatch:
-        """The tasks :meth:`sample_task` would draw one after the other, drawn in one call (the trainer samples a
-        meta-batch per iteration, and 25 small draws cost as much as the meta-gradient). ``uniform(lo, hi)`` is
-        ``lo + (hi - lo) * random()`` on the same stream, so the values are the same bit for bit."""
+        """``n_tasks`` tasks in one draw (the trainer samples a meta-batch per iteration, and 25 small draws cost as
+        much as the meta-gradient): per task, ``2 + shots + queries`` uniforms of the stream as ``lo + (hi - lo) *
+        random()``, which is ``rng.uniform(lo, hi)``'s arithmetic, so the tasks are those of one ``uniform`` draw
+        after the other, bit for bit (the draws runs made before this method existed)."""
         n = shots + queries
         u = rng.random((n_tasks, 2 + n))
         amp = self.amplitude[0] + (self.amplitude[1] - self.amplitude[0]) * u[:, 0]

@@ -374,12 +374,13 @@ def ort_overheads(model: Any, identity: str, xs: np.ndarray, ys: np.ndarray, xq:
 
     ident = session(Path(identity))  # same session options as the runtime (1 intra-op thread)
     layout, runner = model.layout, model.runner  # the onnxruntime backend's own sessions and support loss
-    theta, rates = layout.split(model.theta0, "theta."), layout.split(model.rates, "rate.")
-    step_feed = {"xs": xs, "ys": ys, **theta, **rates}
+    theta = layout.split(model.theta0, "theta.")
+    step_feed, steps_feed = ({"xs": xs, "ys": ys, **theta, **rates} for rates in (runner._step_rates,
+                                                                                 runner._steps_rates))
     ops: dict[str, Callable[[], Any]] = {
         "identity_run": lambda: ident.run(None, {"x": xs}),
         "adapt_step_run_k10": lambda: runner._step.run(None, step_feed),
-        "adapt_steps_unrolled_run_k10": lambda: runner._steps.run(None, step_feed),
+        "adapt_steps_unrolled_run_k10": lambda: runner._steps.run(None, steps_feed),
         "forward_run_n10": lambda: runner._forward.run(None, {"x": xs, **theta}),
         "forward_run_n100": lambda: runner._forward.run(None, {"x": xq, **theta}),
         "adapt_predict_run_k10_n100": lambda: runner._fused.run({"xs": xs, "ys": ys, "xq": xq}),

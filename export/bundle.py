@@ -141,14 +141,16 @@ def parameter_layout(run: Run) -> Layout:
     return Layout.build({name: tuple(tensor.shape) for name, tensor in fast.items()})
 
 
+def _flat(run: Run, layout: Layout, group: str) -> np.ndarray:
+    """The run's ``params`` or ``rates`` of the adapted parameters as one flat array, in ``layout`` order."""
+    return layout.flatten({n: run.state[group][n].detach().cpu().numpy() for n in layout.names})
+
+
 def write_parameters(run: Run, folder: Path, layout: Layout) -> list[Path]:
     """``theta0.npy`` (the meta-learned adapted parameters, flat float32) and ``rates.npy`` (their step sizes)."""
-    def flat(group: str) -> np.ndarray:
-        return layout.flatten({n: run.state[group][n].detach().cpu().numpy() for n in layout.names})
-
     paths = [folder / "theta0.npy", folder / "rates.npy"]
-    np.save(paths[0], flat("params"))
-    np.save(paths[1], flat("rates"))
+    np.save(paths[0], _flat(run, layout, "params"))
+    np.save(paths[1], _flat(run, layout, "rates"))
     return paths
 
 
@@ -213,6 +215,12 @@ def run_checks(run: Run, folder: Path, manifest: Manifest, tolerance: float = 1e
     Returns ``manifest`` with the measured figures added (``parity``, ``native_parity``); raises
     :class:`InputError` naming the worst comparison when one is beyond ``tolerance``.
     """
+    # step sizes that are one value per tensor are constants inside the graphs, which the parity below cannot tell
+    # from rates.npy's: compare the file itself
+    rates = np.load(folder / "rates.npy", allow_pickle=False)
+    expected = _flat(run, manifest.adaptation.layout, "rates")
+    if rates.shape != expected.shape or not np.array_equal(rates, expected.astype(rates.dtype)):
+        raise InputError("rates.npy does not hold the run's step sizes; the bundle was not written")
     if manifest.has_graphs:
         measured = parity(run, folder)
         record = OnnxParity(max_relative_difference=measured.worst, worst_at=measured.worst_at,

@@ -8,8 +8,9 @@ for Gauss-Newton learners (``ridge``) ``gauss_newton.onnx``: ``(xs, ys, *adapted
 linearised least-squares problem whose small damped solve the runtime does in float64 (ONNX has no solver).
 All come from the very functions the trainer differentiates (``InnerLoop.forward`` / ``InnerLoop.step``):
 ``make_fx`` turns the ``torch.func`` gradient into plain aten operations, then ``torch.onnx.export`` (dynamo)
-writes them as standard ONNX operators. Frozen parameters are constants inside the graphs; the number of
-samples (support size, prediction batch) is a dynamic axis.
+writes them as standard ONNX operators. Frozen parameters are constants inside the graphs, and so are step sizes
+that are one value throughout their tensor (``*rates`` above lists only the others, e.g. Meta-SGD's); the number
+of samples (support size, prediction batch) is a dynamic axis.
 """
 
 from __future__ import annotations
@@ -105,6 +106,13 @@ def _export(fn, args: tuple[torch.Tensor, ...], names: tuple[list[str], list[str
     simplify_file(path)  # exact rewrites: fewer nodes for the runtime to dispatch
 
 
+def _split_rates(rates: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """``(fixed, varying)``: the rates that hold one value throughout, as 0-d tensors, and the names of the others."""
+    fixed = {k: r.reshape(-1)[0].clone() for k, r in rates.items()
+             if r.numel() and bool((r == r.reshape(-1)[0]).all())}
+    return fixed, [k for k in rates if k not in fixed]
+
+
 def export_graphs(learner: Learner, state: MetaState, out_dir: Path, example_x: torch.Tensor,
                   example_y: torch.Tensor, opset: int = 18, unrolled_steps: int = 0) -> dict[str, Path]:
     """Write ``forward.onnx`` and ``adapt_step.onnx`` (or ``gauss_newton.onnx``) for a learner into ``out_dir``.
@@ -129,13 +137,19 @@ def export_graphs(learner: Learner, state: MetaState, out_dir: Path, example_x: 
     def forward(x: torch.Tensor, *flat: torch.Tensor) -> torch.Tensor:
         return inner.forward(dict(zip(names, flat)), frozen, x)
 
+    # a rate that is one number throughout its tensor (MAML, ANIL, Reptile) is a scalar constant of the step
+    # graphs, so a step's update folds into one Gemm (export/simplify.py); per-element rates (Meta-SGD) are inputs
+    fixed, varying = _split_rates({k: state["rates"][k].detach() for k in names})
+
+    def rates_of(flat: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
+        return {**fixed, **dict(zip(varying, flat))}
+
     def step(xs: torch.Tensor, ys: torch.Tensor, *flat: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        new, loss = inner.step(dict(zip(names, flat[: len(names)])), frozen, dict(zip(names, flat[len(names):])),
-                               xs, ys)
+        new, loss = inner.step(dict(zip(names, flat[: len(names)])), frozen, rates_of(flat[len(names):]), xs, ys)
         return (*[new[k] for k in names], loss)
 
     theta = tuple(fast[k].detach() for k in names)
-    rates = tuple(state["rates"][k].detach() for k in names)
+    rates = tuple(state["rates"][k].detach() for k in varying)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"forward": out_dir / "forward.onnx"}
     param_names = [f"theta.{k}" for k in names]
@@ -150,7 +164,7 @@ def export_graphs(learner: Learner, state: MetaState, out_dir: Path, example_x: 
                 paths["gauss_newton"], opset)
         return paths
     paths["adapt_step"] = out_dir / "adapt_step.onnx"
-    step_inputs = ["xs", "ys", *param_names, *[f"rate.{k}" for k in names]]
+    step_inputs = ["xs", "ys", *param_names, *[f"rate.{k}" for k in varying]]
     _export(step, (example_x, example_y, *theta, *rates), (step_inputs, [*[f"new.{k}" for k in names], "loss"]),
             2, paths["adapt_step"], opset)
     if unrolled_steps > 0:
@@ -158,7 +172,7 @@ def export_graphs(learner: Learner, state: MetaState, out_dir: Path, example_x: 
         def unroll(xs: torch.Tensor, ys: torch.Tensor, flat: tuple[torch.Tensor, ...]
                    ) -> tuple[list[dict[str, torch.Tensor]], torch.Tensor]:
             """The parameters after each of the steps, and the support losses ``(K + 1,)``."""
-            params, rates_ = dict(zip(names, flat[: len(names)])), dict(zip(names, flat[len(names):]))
+            params, rates_ = dict(zip(names, flat[: len(names)])), rates_of(flat[len(names):])
             history, losses = [], []
             for _ in range(unrolled_steps):
                 params, loss = inner.step(params, frozen, rates_, xs, ys)

@@ -3,7 +3,7 @@
 A traced adaptation step is dozens of tiny operators, and ONNX Runtime spends about 0.3 us on each whatever its
 size (docs/results.md, speed section), so on a small MLP the node count, not the FLOPs, sets the latency. The autograd
 trace carries nodes that compute nothing new; each rewrite below computes the same float32 values (ONNX Runtime's
-own fusions may then round one scaling differently: 7e-9 at most on the sinusoid bundle's outputs):
+own fusions may then round one scaling differently: 7e-9 at most on the sinusoid bundle's outputs), all but the last:
 
 * ``Pow(x, 1)`` (the derivative of a square, ``2 * x ** (2 - 1)``) is ``x``;
 * ``Pow(x, 2)`` is ``Mul(x, x)`` (both the correctly rounded square; the multiply kernel is the cheaper one);
@@ -16,6 +16,11 @@ own fusions may then round one scaling differently: 7e-9 at most on the sinusoid
 * ``Mul(a, Mul(x, c))`` with ``c`` a power of two (the derivative of a square times ``1/n``, once per step)
   becomes ``Mul(x, a * c)``, with ``a * c`` computed once for every such pair: scaling by a power of two is exact,
   so the product is rounded once either way (barring overflow).
+
+* ``Sub(p, Mul(r, g))`` with ``r`` a scalar constant (a step size the export made a constant) and ``g`` a weight
+  gradient (a 2-D ``MatMul``, its ``Transpose`` s included) or a bias gradient (a sum over the rows) becomes one
+  ``Gemm`` (``alpha = -r``, ``beta = 1``): the update of each parameter is one node instead of three or four. This
+  one is not bit-exact: the Gemm rounds its sum in its own order (relative differences of about 1e-7).
 
 The exporter's per-node debug metadata (the FX node, its name scopes and class hierarchy: about 90% of a small
 model's graph bytes) is dropped too, which the runtime never reads; the bundle's graphs shrink about tenfold.
@@ -31,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper, shape_inference
+from onnx import TensorProto, helper, numpy_helper, shape_inference
 
 _REDUCE = ("ReduceSum", "ReduceMean")
 
@@ -65,8 +70,8 @@ def _int_constants(graph: onnx.GraphProto) -> dict[str, tuple[int, ...]]:
 def _shapes(model: onnx.ModelProto) -> dict[str, tuple[int | str, ...] | None]:
     """Every value's inferred shape (symbolic dims as their names; None where the rank is unknown)."""
     inferred = shape_inference.infer_shapes(model)
-    out: dict[str, tuple[int | str, ...] | None] = {}
     g = inferred.graph
+    out: dict[str, tuple[int | str, ...] | None] = {t.name: tuple(int(d) for d in t.dims) for t in g.initializer}
     for v in [*g.input, *g.value_info, *g.output]:
         t = v.type.tensor_type
         if not t.HasField("shape"):
@@ -196,6 +201,127 @@ def _hoist_scale(model: onnx.ModelProto) -> int:
     return len(drop) - len(hoisted)
 
 
+def _untransposed(name: str, producer: dict[str, onnx.NodeProto], consumers: dict[str, list[onnx.NodeProto]],
+                  drop: set[int]) -> tuple[str, int]:
+    """``(x, 1)`` where ``name`` is a 2-D ``Transpose(x)`` (dropped where this is its only use), else ``(name, 0)``."""
+    node = producer.get(name)
+    if node is None or node.op_type != "Transpose" or [int(v) for a in node.attribute if a.name == "perm"
+                                                        for v in a.ints] != [1, 0]:
+        return name, 0
+    if len(consumers[name]) == 1:
+        drop.add(id(node))
+    return node.input[0], 1
+
+
+def _fold_updates(model: onnx.ModelProto) -> int:
+    """The ``Sub(p, Mul(r, g))`` -> one ``Gemm`` rewrite (in place); returns the nodes removed.
+
+    ``r`` is a scalar constant (a step size exported as a constant) and ``g`` is one of
+    * a 2-D ``MatMul`` (a weight gradient ``dZ^T A``; ``Transpose`` s of its inputs become ``transA`` /
+      ``transB``): ``Gemm(a, b, p, alpha=-r, beta=1)``, shaped as ``p``;
+    * ``ReduceSum(d, axes=[0], keepdims=0)`` of a 2-D float ``d`` ``(n, o)`` (a bias gradient):
+      ``Gemm(ones(1, n), d, p, alpha=-r, beta=1)``, which is ``(1, o)``. Its users take that row where they can
+      (a ``Gemm`` bias, the next such update, an axis-0 ``Concat`` of rows only followed by ``Reshape`` s);
+      any other user gets a ``Reshape`` back to ``(o,)``.
+    A Gemm sums the products in its own order, so the values may differ from the three nodes' in the last bit.
+    """
+    graph = model.graph
+    scalars, ints, shapes, consumers = _scalar_constants(graph), _int_constants(graph), _shapes(model), \
+        _consumers(graph)
+    producer = {o: n for n in graph.node for o in n.output}
+    outputs = {o.name for o in graph.output}
+    floats = {v.name for v in [*shape_inference.infer_shapes(model).graph.value_info, *graph.input]
+              if v.type.tensor_type.elem_type == TensorProto.FLOAT}
+    drop: set[int] = set()
+    gemms: dict[int, list[onnx.NodeProto]] = {}  # id of a Sub -> the nodes that replace it
+    rows: dict[str, str] = {}  # a bias update's value -> its (1, o) row
+    ones: dict[str, str] = {}  # a row count's symbol -> the (1, n) ones row
+    for node in graph.node:
+        if node.op_type != "Sub":
+            continue
+        p, m = node.input
+        mul = producer.get(m)
+        if mul is None or mul.op_type != "Mul" or len(consumers[m]) != 1 or m in outputs:
+            continue
+        r_pos = next((i for i in (0, 1) if mul.input[i] in scalars), None)
+        g = mul.input[1 - r_pos] if r_pos is not None else None
+        grad = producer.get(g) if g is not None else None
+        if grad is None or len(consumers[g]) != 1 or g in outputs:
+            continue
+        shape = shapes.get(p)
+        if shape is None or shapes.get(g) != shape or shapes.get(node.output[0]) != shape:
+            continue
+        alpha = -scalars[mul.input[r_pos]]
+        if grad.op_type == "MatMul" and len(shape) == 2 and all(len(shapes.get(i) or ()) == 2 for i in grad.input):
+            a, trans_a = _untransposed(grad.input[0], producer, consumers, drop)
+            b, trans_b = _untransposed(grad.input[1], producer, consumers, drop)
+            gemms[id(node)] = [helper.make_node("Gemm", [a, b, rows.get(p, p)], [node.output[0]], alpha=alpha,
+                                                beta=1.0, transA=trans_a, transB=trans_b)]
+        elif grad.op_type == "ReduceSum" and _attr(grad, "keepdims", 1) == 0 and len(shape) == 1:
+            d = grad.input[0]
+            d_shape = shapes.get(d)
+            if d_shape is None or len(d_shape) != 2 or d not in floats or _reduced_axes(grad, 2, ints) != (0,):
+                continue
+            new = []
+            key = str(d_shape[0])
+            if key not in ones:
+                ones[key] = f"ones_row_{len(ones)}"
+                count, size = f"{ones[key]}_count", f"{ones[key]}_shape"
+                graph.initializer.append(numpy_helper.from_array(np.array([1], np.int64), f"{ones[key]}_one"))
+                new += [helper.make_node("Shape", [d], [count], start=0, end=1),
+                        helper.make_node("Concat", [f"{ones[key]}_one", count], [size], axis=0),
+                        helper.make_node("ConstantOfShape", [size], [ones[key]],
+                                         value=helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0]))]
+            rows[node.output[0]] = f"{node.output[0]}_row"
+            new.append(helper.make_node("Gemm", [ones[key], d, rows.get(p, p)], [rows[node.output[0]]],
+                                        alpha=alpha, beta=1.0))
+            gemms[id(node)] = new
+        else:
+            continue
+        drop.update((id(mul), id(grad)))
+    # where a bias update's row cannot serve, a Reshape gives back the (o,) value
+    concat_ok = {id(n) for n in graph.node if n.op_type == "Concat" and _attr(n, "axis", 0) == 0
+                 and all(i in rows for i in n.input) and n.output[0] not in outputs
+                 and all(c.op_type == "Reshape" and c.input[0] == n.output[0] for c in consumers[n.output[0]])}
+    folded = {n.output[0] for i, ns in gemms.items() for n in ns}
+    needs_flat: set[str] = set()
+    for value, row in rows.items():
+        for user in consumers[value]:
+            for i, name in enumerate(user.input):
+                if name != value:
+                    continue
+                if (user.op_type == "Gemm" and i == 2) or id(user) in concat_ok:
+                    user.input[i] = row
+                elif id(user) in gemms or user.output[0] in folded:
+                    pass  # the replacing Gemm already reads the row
+                else:
+                    needs_flat.add(value)
+        if value in outputs:
+            needs_flat.add(value)
+    nodes, added = [], 0
+    for n in graph.node:
+        if id(n) in gemms:
+            nodes += gemms[id(n)]
+            added += len(gemms[id(n)])
+            out = gemms[id(n)][-1].output[0]
+            flat = next((v for v, r in rows.items() if r == out), None)
+            if flat in needs_flat:
+                shape_name = f"{flat}_flat_shape"
+                graph.initializer.append(numpy_helper.from_array(np.array([-1], np.int64), shape_name))
+                nodes.append(helper.make_node("Reshape", [out, shape_name], [flat]))
+                added += 1
+        elif id(n) not in drop:
+            nodes.append(n)
+    removed = len(drop) + len(gemms) - added
+    reshaped = {n.output[0] for n in graph.node if id(n) in concat_ok}  # (K * o,) is now (K, o)
+    keep_info = [v for v in graph.value_info if v.name not in reshaped]
+    del graph.value_info[:]
+    graph.value_info.extend(keep_info)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return removed
+
+
 def simplify(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     """The model with the rewrites of this module applied, and the number of nodes removed."""
     model = onnx.ModelProto.FromString(model.SerializeToString())  # the caller's model stays as it was
@@ -240,7 +366,7 @@ def simplify(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
         node.doc_string = ""
     del graph.node[:]
     graph.node.extend(kept_nodes)
-    removed = len(drop) + _stack_scalars(model) + _hoist_scale(model)
+    removed = len(drop) + _stack_scalars(model) + _hoist_scale(model) + _fold_updates(model)
     used = {name for n in graph.node for name in n.input}
     keep_init = [t for t in graph.initializer if t.name in used or t.name in outputs]
     del graph.initializer[:]

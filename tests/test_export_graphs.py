@@ -31,16 +31,26 @@ class Squares(EpisodicFamily):
 register_family("test-squares", Squares)
 
 
+def _taken(session, feeds):
+    """The feeds a session takes (step sizes exported as constants are no inputs)."""
+    names = {i.name for i in session.get_inputs()}
+    return {k: v for k, v in feeds.items() if k in names}
+
+
 @pytest.mark.parametrize("algo,adapt", [("maml", None), ("metasgd", None), ("anil", None), ("maml", "biases")])
 def test_forward_and_adapt_steps_match_torch(tmp_path, algo, adapt):
     torch.manual_seed(0)
     learner = make_learner(algo, MLP(2, 1, (16, 16), activation="tanh"), inner_lr=0.05, adapt=adapt)
     state = learner.init_state()
+    if algo == "metasgd":  # learned per-element rates: graph inputs (one value throughout: graph constants)
+        state["rates"] = {n: r * (1 + torch.rand_like(r)) for n, r in state["rates"].items()}
     paths = export_graphs(learner, state, tmp_path, torch.randn(5, 2), torch.randn(5, 1))
-    ops = {n.op_type for n in onnx.load(str(paths["adapt_step"])).graph.node}
+    graph = onnx.load(str(paths["adapt_step"])).graph
+    assert any(i.name.startswith("rate.") for i in graph.input) == (algo == "metasgd")
+    ops = {n.op_type for n in graph.node}
     assert ops <= {"Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "Tanh", "Pow", "ReduceMean", "ReduceSum", "Reshape",
                    "Transpose", "Expand", "Shape", "Concat", "Cast", "Squeeze", "Unsqueeze", "Where", "Constant",
-                   "Relu", "LessOrEqual", "Neg", "Slice", "Gather", "Identity"}, ops
+                   "Relu", "LessOrEqual", "Neg", "Slice", "Gather", "Identity", "ConstantOfShape"}, ops
     step = ort.InferenceSession(str(paths["adapt_step"]))
     forward = ort.InferenceSession(str(paths["forward"]))
     fast, frozen = learner.split(state["params"])
@@ -52,7 +62,7 @@ def test_forward_and_adapt_steps_match_torch(tmp_path, algo, adapt):
         for _ in range(5):
             feeds = {"xs": xs.numpy(), "ys": ys.numpy(), **{f"theta.{n}": theta[n] for n in names},
                      **{f"rate.{n}": state["rates"][n].numpy() for n in names}}
-            out = step.run(None, feeds)
+            out = step.run(None, _taken(step, feeds))
             theta = dict(zip(names, out[:-1]))
             ref, loss = learner.inner.step(ref, frozen, state["rates"], xs, ys)
             assert out[-1] == pytest.approx(loss.item(), rel=1e-5, abs=1e-7)
@@ -79,9 +89,10 @@ def test_conv4_full_network_adapt_step_exports_with_plain_ops(tmp_path, norm):
     assert "Conv" in ops and "ConvTranspose" in ops and not any(op.startswith("ATen") for op in ops)
     fast, frozen = learner.split(state["params"])
     names = list(fast)
-    out = ort.InferenceSession(str(paths["adapt_step"])).run(None, {
+    step = ort.InferenceSession(str(paths["adapt_step"]))
+    out = step.run(None, _taken(step, {
         "xs": xs.numpy(), "ys": ys.numpy(), **{f"theta.{n}": fast[n].numpy() for n in names},
-        **{f"rate.{n}": state["rates"][n].numpy() for n in names}})
+        **{f"rate.{n}": state["rates"][n].numpy() for n in names}}))
     ref, loss = learner.inner.step(fast, frozen, state["rates"], xs, ys)
     assert out[-1] == pytest.approx(loss.item(), rel=1e-5)
     for o, n in zip(out, names):

@@ -186,3 +186,42 @@ def test_simplify_stacks_reduced_scalars_and_hoists_power_of_two_scales():
     for before, after in zip(_run(model, x), _run(new, x)):
         assert before.shape == after.shape
         np.testing.assert_array_equal(before, after)
+
+
+def test_simplify_folds_scalar_rate_updates_into_gemms():
+    """``p - r * g`` for a weight gradient ``d^T a`` and a bias gradient ``sum_rows(d)``: one Gemm each, the bias
+    as a ``(1, o)`` row where its users take one (a Gemm bias, the next update, a Concat of rows), else reshaped."""
+    rng = np.random.default_rng(2)
+    w, b = rng.normal(size=(4, 3)).astype(np.float32), rng.normal(size=4).astype(np.float32)
+    inits = {"w": w, "b": b, "r": np.float32(0.1), "axes0": np.array([0]), "shape24": np.array([2, 4])}
+    nodes = [helper.make_node("Gemm", ["x", "w", "b"], ["d"], transB=1),           # d (n, 4): stands in for dZ
+             helper.make_node("Transpose", ["d"], ["dt"], perm=[1, 0]),
+             helper.make_node("MatMul", ["dt", "x"], ["gw"]),                     # (4, 3) weight gradient
+             helper.make_node("Mul", ["r", "gw"], ["sw"]),
+             helper.make_node("Sub", ["w", "sw"], ["w1"]),                        # -> Gemm(d, x, w, transA=1)
+             helper.make_node("ReduceSum", ["d", "axes0"], ["gb"], keepdims=0),   # (4,) bias gradient
+             helper.make_node("Mul", ["gb", "r"], ["sb"]),
+             helper.make_node("Sub", ["b", "sb"], ["b1"]),                        # -> Gemm(ones, d, b): a row
+             helper.make_node("Gemm", ["x", "w1", "b1"], ["d2"], transB=1),       # takes the row as its bias
+             helper.make_node("ReduceSum", ["d2", "axes0"], ["gb2"], keepdims=0),
+             helper.make_node("Mul", ["r", "gb2"], ["sb2"]),
+             helper.make_node("Sub", ["b1", "sb2"], ["b2"]),                      # the next update: row in, row out
+             helper.make_node("Concat", ["b1", "b2"], ["cat"], axis=0),           # rows only: (2, 4) directly
+             helper.make_node("Reshape", ["cat", "shape24"], ["history"]),
+             helper.make_node("Relu", ["b2"], ["last"])]                          # any other user: reshaped back
+    model = _graph(nodes, inits, {"w1": [4, 3], "history": [2, 4], "last": [4]})
+    new, removed = simplify(model)
+    ops = [n.op_type for n in new.graph.node]
+    assert "MatMul" not in ops and "Transpose" not in ops and "ReduceSum" not in ops and "Sub" not in ops
+    assert ops.count("Gemm") == 2 + 3 and ops.count("Reshape") == 2  # the history's and the one for Relu
+    assert removed == 15 - len(ops)
+    x = rng.normal(size=(6, 3)).astype(np.float32)
+    for before, after in zip(_run(model, x), _run(new, x)):
+        assert before.shape == after.shape
+        np.testing.assert_allclose(before, after, rtol=1e-6, atol=1e-6)
+    flat = _graph(nodes[:8], inits, {"w1": [4, 3], "b1": [4]})  # a graph output keeps its (o,) shape
+    for before, after in zip(_run(flat, x), _run(simplify(flat)[0], x)):
+        assert before.shape == after.shape
+        np.testing.assert_allclose(before, after, rtol=1e-6, atol=1e-6)
+    kept = _graph(nodes[:5], {**inits, "r": np.float32(0.1) * np.ones((4, 3), np.float32)}, {"w1": [4, 3]})
+    assert simplify(kept)[1] == 0  # per-element rates (Meta-SGD): no Gemm computes r * g

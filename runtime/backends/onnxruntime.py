@@ -41,6 +41,11 @@ def session(path: Path, plan: Plan | None = None) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), options, providers=list(zip(plan.providers, plan.provider_options)))
 
 
+def _input_names(session: Any) -> set[str]:
+    """The names of the inputs a session takes (an ONNX Runtime session, or an engine listing its ``inputs``)."""
+    return {i.name for i in session.get_inputs()} if hasattr(session, "get_inputs") else set(session.inputs)
+
+
 class BoundSession:
     """An ONNX Runtime session run through I/O binding, with the inputs that rarely change bound once.
 
@@ -96,10 +101,15 @@ class OnnxRuntimeBackend:
         self._default_steps = m.adaptation.inner_steps
         self._out_dim = m.output.dim
         self._theta0 = theta0
-        self._rates = self._layout.split(rates, "rate.")  # per-call constants, prepared once: a device's hot path
+        # per-call constants, prepared once (a device's hot path); a rate the export made a constant of the graphs
+        # (one value throughout its tensor) is not among a graph's inputs
+        rates_by_name = self._layout.split(rates, "rate.")
+        self._step_rates, self._steps_rates, fused_rates = (
+            {k: v for k, v in rates_by_name.items() if k in _input_names(s)} if s is not None else {}
+            for s in (self._step, self._steps, self._fused))
         # the fused graph through I/O binding with theta0 and the rates bound once (ONNX Runtime sessions only)
         fused = self._fused
-        self._fused = (BoundSession(fused, {**self._layout.split(theta0, "theta."), **self._rates})
+        self._fused = (BoundSession(fused, {**self._layout.split(theta0, "theta."), **fused_rates})
                        if fused is not None and hasattr(fused, "io_binding") else None)
         if self._solver == "gauss-newton":
             self._damping = np.exp(rates.astype(np.float64)) + m.adaptation.min_damping
@@ -162,7 +172,7 @@ class OnnxRuntimeBackend:
         """``theta -> (theta - rates * grad, support loss at theta)`` through ``adapt_step.onnx``."""
 
         def step(t: np.ndarray) -> tuple[np.ndarray, float]:
-            out = self._step.run(None, {"xs": x, "ys": y, **self._layout.split(t, "theta."), **self._rates})
+            out = self._step.run(None, {"xs": x, "ys": y, **self._layout.split(t, "theta."), **self._step_rates})
             return np.concatenate([o.ravel() for o in out[:-1]]), float(out[-1])
 
         return step
@@ -183,7 +193,7 @@ class OnnxRuntimeBackend:
     def _unrolled(self, x: np.ndarray, y: np.ndarray, steps: int, start: np.ndarray, guard: bool
                   ) -> tuple[np.ndarray, int]:
         """All steps in one graph call; the guard keeps the steps up to the first that raised the support loss."""
-        out = self._steps.run(None, {"xs": x, "ys": y, **self._layout.split(start, "theta."), **self._rates})
+        out = self._steps.run(None, {"xs": x, "ys": y, **self._layout.split(start, "theta."), **self._steps_rates})
         history, losses = out[:-1], out[-1]  # (K, *shape) per parameter; (K + 1,) support losses
         kept = kept_steps(losses, steps, guard)
         theta = np.concatenate([h[kept - 1].ravel() for h in history]).astype(np.float32) if kept else start.copy()

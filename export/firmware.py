@@ -3,8 +3,8 @@
 Only what the C library implements is exported: MLPs (dense layers with relu / tanh / sigmoid, optional linear
 skip path) adapted by SGD with per-parameter rates (maml, fomaml, metasgd, anil, reptile), by damped Gauss-Newton
 (ridge), or used as the embedding of a prototype head (protonet); and 1-D conv nets (``ConvNet(dims=1)``: Conv1d
-k=3 p=1, batch norm folded into it at export, ReLU, MaxPool1d(2)) as prototype embeddings only. Anything else is
-refused with the offending layer named, before a byte is written.
+k=3 p=1, batch norm folded into it at export, MaxPool1d(2) and ReLU in either order) as prototype embeddings only.
+Anything else is refused with the offending layer named, before a byte is written.
 """
 
 from __future__ import annotations
@@ -102,6 +102,16 @@ def _layers(run: Run) -> list[_Layer]:
     return layers
 
 
+def _relu_before_pool(children: list[tuple[str, nn.Module]]) -> list[tuple[str, nn.Module]]:
+    """The body's layers with each max-pool that a ReLU follows put after that ReLU: the same function (ReLU is
+    monotone), and the C library then runs the ReLU inside the convolution's loop before it."""
+    out = list(children)
+    for i in range(len(out) - 1):
+        if isinstance(out[i][1], nn.MaxPool1d) and isinstance(out[i + 1][1], nn.ReLU):
+            out[i], out[i + 1] = out[i + 1], out[i]
+    return out
+
+
 def _conv_layers(run: Run) -> list[_Layer]:
     """A 1-D ConvNet embedding (ProtoNets): Conv1d k=3 p=1 (batch norm in eval mode folded into its weight and
     bias), ReLU / tanh / sigmoid, MaxPool1d(2), then torch's flatten(1) order, which the C layout keeps."""
@@ -115,7 +125,7 @@ def _conv_layers(run: Run) -> list[_Layer]:
                              "gradients on the device); retrain with --algo protonet, or export with --format onnx")
     channels, length = (int(v) for v in run.family.input_shape)
     layers: list[_Layer] = []
-    for name, module in model.body.named_children():
+    for name, module in _relu_before_pool(list(model.body.named_children())):
         where = f"layer 'body.{name}' ({type(module).__name__})"
         prefix = f"body.{name}"
         if isinstance(module, nn.Conv1d):

@@ -42,6 +42,8 @@ import torch
 from _protocol import write_json
 from meta_train_speed import ROOT, Ours, WorkerContender, compare, find_l2l_python, initial_weights, make_task_pool
 
+from metaedge.export.bundle import git_commit
+
 
 def cli_run(algo: str, steps: int, iterations: int, out: Path) -> dict[str, float]:
     """Wall seconds of one ``metaedge train`` subprocess with default flags, and its loop seconds."""
@@ -139,7 +141,7 @@ def _record(args: argparse.Namespace, rows: list[dict[str, Any]], l2l_info: dict
                "imports not counted)",
         "setting": {"family": "sinusoid", "model": "MLP 1-40-40-1 relu", "shots": 10, "queries": 10,
                     "meta_batch": 25, "inner_lr": 0.01, "meta_lr": 1e-3, "threads": 1},
-        "commit": _commit(),
+        "commit": git_commit(),
         "protocol": {"repeats": args.repeats, "l2l_iters": args.l2l_iters, "warmup": args.warmup,
                      "statistic": "ratio of medians; per-repeat ratios beside it",
                      "order": "per repeat: l2l half, metaedge train run, l2l half"},
@@ -148,11 +150,6 @@ def _record(args: argparse.Namespace, rows: list[dict[str, Any]], l2l_info: dict
         "total_seconds": seconds,
         "results": rows,
     }
-
-
-def _commit() -> str | None:
-    done = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT)
-    return done.stdout.strip() or None
 
 
 if __name__ == "__main__":

@@ -64,7 +64,8 @@ ONNX_FORMATS = ("onnx", "all", "auto", "tensorrt")
 C_FORMATS = ("c", "all", "auto")
 
 
-def _git_commit() -> str | None:
+def git_commit() -> str | None:
+    """The commit of this checkout (None outside a git work tree or without git)."""
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
                              cwd=Path(__file__).resolve().parent)
@@ -190,7 +191,7 @@ def build_manifest(run: Run, run_path: str | Path, folder: Path, solver: DeviceS
         firmware_skipped=firmware_skipped,
         ops=ops_report(folder),
         files={p.name: sha256(p) for p in files},
-        provenance=Provenance(run=str(Path(run_path).resolve()), git_commit=_git_commit(),
+        provenance=Provenance(run=str(Path(run_path).resolve()), git_commit=git_commit(),
                               metaedge_version=__version__,
                               created=dt.datetime.now(dt.timezone.utc).isoformat(), train=run.config.to_dict()),
         control=control_part(run),

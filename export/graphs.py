@@ -19,6 +19,7 @@ import logging
 import warnings
 from pathlib import Path
 
+import onnx
 import torch
 import torch.nn.functional as F
 from torch._decomp import core_aten_decompositions
@@ -26,7 +27,7 @@ from torch.fx.experimental.proxy_tensor import make_fx
 
 from ..errors import InputError
 from ..sdk.learners import Learner, MetaState
-from .simplify import simplify_file
+from .simplify import drop_io, simplify_file
 
 
 def _convolution_backward(grad_output, input, weight, bias_sizes, stride, padding, dilation, transposed,
@@ -181,25 +182,20 @@ def export_graphs(learner: Learner, state: MetaState, out_dir: Path, example_x: 
             losses.append(inner.support_loss(params, frozen, xs, ys))
             return history, torch.stack(losses)
 
-        def steps(xs: torch.Tensor, ys: torch.Tensor, *flat: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            history, losses = unroll(xs, ys, flat)
-            return (*[torch.stack([h[k] for h in history]) for k in names], losses)
-
         def adapt_predict(xs: torch.Tensor, ys: torch.Tensor, xq: torch.Tensor, *flat: torch.Tensor
                           ) -> tuple[torch.Tensor, ...]:
             history, losses = unroll(xs, ys, flat)
             return (inner.forward(history[-1], frozen, xq), *[torch.stack([h[k] for h in history]) for k in names],
                     losses)
 
-        paths["adapt_steps"] = out_dir / "adapt_steps.onnx"
-        _export(steps, (example_x, example_y, *theta, *rates), (step_inputs, [*[f"steps.{k}" for k in names],
-                                                                               "losses"]),
-                2, paths["adapt_steps"], opset)
         paths["adapt_predict"] = out_dir / "adapt_predict.onnx"
         fused_inputs = ["xs", "ys", "xq", *step_inputs[2:]]
         _export(adapt_predict, (example_x, example_y, example_x, *theta, *rates),
                 (fused_inputs, ["y", *[f"steps.{k}" for k in names], "losses"]), 2, paths["adapt_predict"], opset,
                 queries=(2,))
+        # the same steps without the queries: cut out of the fused graph rather than traced a second time
+        paths["adapt_steps"] = out_dir / "adapt_steps.onnx"
+        onnx.save(drop_io(onnx.load(str(paths["adapt_predict"])), {"xq"}, {"y"}), str(paths["adapt_steps"]))
     return paths
 
 

@@ -384,3 +384,30 @@ def simplify_file(path: Path) -> int:
     onnx.save(model, str(path))
     return removed
 
+
+def drop_io(model: onnx.ModelProto, inputs: set[str], outputs: set[str]) -> onnx.ModelProto:
+    """A copy of ``model`` without the graph outputs ``outputs`` and the nodes only they needed, and without the
+    graph inputs ``inputs`` (which nothing left may read). Used to cut ``adapt_steps.onnx`` out of the traced
+    ``adapt_predict.onnx`` (the same steps without the queries) instead of tracing the steps a second time."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    graph = model.graph
+    kept_outputs = [o for o in graph.output if o.name not in outputs]
+    needed = {o.name for o in kept_outputs}
+    kept_nodes = []
+    for node in reversed(graph.node):  # topological order: a node's users come after it
+        if any(o in needed for o in node.output):
+            kept_nodes.append(node)
+            needed.update(i for i in node.input if i)
+    kept_nodes.reverse()
+    if needed & inputs:
+        raise ValueError(f"the kept outputs still read the inputs {sorted(needed & inputs)}")
+    for field, keep in ((graph.output, kept_outputs), (graph.node, kept_nodes),
+                        (graph.input, [i for i in graph.input if i.name not in inputs]),
+                        (graph.initializer, [t for t in graph.initializer if t.name in needed]),
+                        (graph.value_info, [v for v in graph.value_info if v.name in needed])):
+        keep = list(keep)
+        del field[:]
+        field.extend(keep)
+    onnx.checker.check_model(model)
+    return model
+

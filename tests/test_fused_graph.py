@@ -225,3 +225,26 @@ def test_simplify_folds_scalar_rate_updates_into_gemms():
         np.testing.assert_allclose(before, after, rtol=1e-6, atol=1e-6)
     kept = _graph(nodes[:5], {**inits, "r": np.float32(0.1) * np.ones((4, 3), np.float32)}, {"w1": [4, 3]})
     assert simplify(kept)[1] == 0  # per-element rates (Meta-SGD): no Gemm computes r * g
+
+
+def test_drop_io_cuts_an_output_and_what_only_it_needed():
+    """``adapt_steps.onnx`` is cut out of ``adapt_predict.onnx``: the query output and input go, with the nodes
+    only they needed; the rest computes what it did."""
+    from metaedge.export.simplify import drop_io
+
+    g = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Mul", ["r", "two"], ["kept"]),
+         helper.make_node("Add", ["q", "r"], ["s"]), helper.make_node("Abs", ["s"], ["y"])], "g",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["n", 3]) for n in ("x", "q")],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["n", 3]) for n in ("y", "kept")],
+        [numpy_helper.from_array(np.float32(2), "two")])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    cut = drop_io(model, {"q"}, {"y"})
+    assert [n.op_type for n in cut.graph.node] == ["Relu", "Mul"] and len(model.graph.node) == 4
+    assert [i.name for i in cut.graph.input] == ["x"] and [o.name for o in cut.graph.output] == ["kept"]
+    x = np.random.default_rng(3).normal(size=(4, 3)).astype(np.float32)
+    full = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    part = ort.InferenceSession(cut.SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_array_equal(part.run(None, {"x": x})[0], full.run(None, {"x": x, "q": x})[1])
+    with pytest.raises(ValueError, match="still read the inputs"):
+        drop_io(model, {"x"}, {"y"})

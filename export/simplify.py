@@ -67,10 +67,10 @@ def _int_constants(graph: onnx.GraphProto) -> dict[str, tuple[int, ...]]:
     return out
 
 
-def _shapes(model: onnx.ModelProto) -> dict[str, tuple[int | str, ...] | None]:
-    """Every value's inferred shape (symbolic dims as their names; None where the rank is unknown)."""
-    inferred = shape_inference.infer_shapes(model)
-    g = inferred.graph
+def _typed_shapes(model: onnx.ModelProto) -> tuple[dict[str, tuple[int | str, ...] | None], set[str]]:
+    """One shape inference: every value's shape (symbolic dims as their names; None where the rank is unknown),
+    and the names of the float32 inputs and intermediate values."""
+    g = shape_inference.infer_shapes(model).graph
     out: dict[str, tuple[int | str, ...] | None] = {t.name: tuple(int(d) for d in t.dims) for t in g.initializer}
     for v in [*g.input, *g.value_info, *g.output]:
         t = v.type.tensor_type
@@ -79,7 +79,20 @@ def _shapes(model: onnx.ModelProto) -> dict[str, tuple[int | str, ...] | None]:
             continue
         dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim)
         out[v.name] = None if any(d is None for d in dims) else dims
-    return out
+    floats = {v.name for v in [*g.value_info, *g.input] if v.type.tensor_type.elem_type == TensorProto.FLOAT}
+    return out, floats
+
+
+def _shapes(model: onnx.ModelProto) -> dict[str, tuple[int | str, ...] | None]:
+    """Every value's inferred shape (see :func:`_typed_shapes`)."""
+    return _typed_shapes(model)[0]
+
+
+def _replace(field, items) -> None:
+    """Set a repeated protobuf field (nodes, initializers, value infos, graph inputs/outputs) to ``items``."""
+    items = list(items)  # read before the field is cleared: items may be a view of it
+    del field[:]
+    field.extend(items)
 
 
 def _attr(node: onnx.NodeProto, name: str, default: int) -> int:
@@ -151,8 +164,7 @@ def _stack_scalars(model: onnx.ModelProto) -> int:
         if id(n) not in drop:
             nodes.append(n)
             nodes += [new for after, new in added if after is n]
-    del graph.node[:]
-    graph.node.extend(nodes)
+    _replace(graph.node, nodes)
     return len(drop) - len(added)
 
 
@@ -196,8 +208,7 @@ def _hoist_scale(model: onnx.ModelProto) -> int:
             nodes.append(hoisted[id(n)])  # a is computed before n (n used it): a * c can go right before n
         if id(n) not in drop:
             nodes.append(n)
-    del graph.node[:]
-    graph.node.extend(nodes)
+    _replace(graph.node, nodes)
     return len(drop) - len(hoisted)
 
 
@@ -226,12 +237,10 @@ def _fold_updates(model: onnx.ModelProto) -> int:
     A Gemm sums the products in its own order, so the values may differ from the three nodes' in the last bit.
     """
     graph = model.graph
-    scalars, ints, shapes, consumers = _scalar_constants(graph), _int_constants(graph), _shapes(model), \
-        _consumers(graph)
+    scalars, ints, consumers = _scalar_constants(graph), _int_constants(graph), _consumers(graph)
+    shapes, floats = _typed_shapes(model)
     producer = {o: n for n in graph.node for o in n.output}
     outputs = {o.name for o in graph.output}
-    floats = {v.name for v in [*shape_inference.infer_shapes(model).graph.value_info, *graph.input]
-              if v.type.tensor_type.elem_type == TensorProto.FLOAT}
     drop: set[int] = set()
     gemms: dict[int, list[onnx.NodeProto]] = {}  # id of a Sub -> the nodes that replace it
     rows: dict[str, str] = {}  # a bias update's value -> its (1, o) row
@@ -303,22 +312,18 @@ def _fold_updates(model: onnx.ModelProto) -> int:
         if id(n) in gemms:
             nodes += gemms[id(n)]
             added += len(gemms[id(n)])
-            out = gemms[id(n)][-1].output[0]
-            flat = next((v for v, r in rows.items() if r == out), None)
+            flat = n.output[0]  # a bias update's Gemm writes rows[flat]; a weight update's writes flat itself
             if flat in needs_flat:
                 shape_name = f"{flat}_flat_shape"
                 graph.initializer.append(numpy_helper.from_array(np.array([-1], np.int64), shape_name))
-                nodes.append(helper.make_node("Reshape", [out, shape_name], [flat]))
+                nodes.append(helper.make_node("Reshape", [rows[flat], shape_name], [flat]))
                 added += 1
         elif id(n) not in drop:
             nodes.append(n)
     removed = len(drop) + len(gemms) - added
     reshaped = {n.output[0] for n in graph.node if id(n) in concat_ok}  # (K * o,) is now (K, o)
-    keep_info = [v for v in graph.value_info if v.name not in reshaped]
-    del graph.value_info[:]
-    graph.value_info.extend(keep_info)
-    del graph.node[:]
-    graph.node.extend(nodes)
+    _replace(graph.value_info, [v for v in graph.value_info if v.name not in reshaped])
+    _replace(graph.node, nodes)
     return removed
 
 
@@ -364,16 +369,12 @@ def simplify(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     for node in kept_nodes:  # tracer debug info: most of the file, read by nothing
         del node.metadata_props[:]
         node.doc_string = ""
-    del graph.node[:]
-    graph.node.extend(kept_nodes)
+    _replace(graph.node, kept_nodes)
     removed = len(drop) + _stack_scalars(model) + _hoist_scale(model) + _fold_updates(model)
     used = {name for n in graph.node for name in n.input}
-    keep_init = [t for t in graph.initializer if t.name in used or t.name in outputs]
-    del graph.initializer[:]
-    graph.initializer.extend(keep_init)  # e.g. the shapes of the Reshapes removed
-    keep_info = [v for v in graph.value_info if v.name in used or v.name in outputs]
-    del graph.value_info[:]
-    graph.value_info.extend(keep_info)  # the dropped nodes' values must not stay declared
+    # e.g. the shapes of the Reshapes removed; the dropped nodes' values must not stay declared
+    _replace(graph.initializer, [t for t in graph.initializer if t.name in used or t.name in outputs])
+    _replace(graph.value_info, [v for v in graph.value_info if v.name in used or v.name in outputs])
     onnx.checker.check_model(model)
     return model, removed
 
@@ -401,13 +402,11 @@ def drop_io(model: onnx.ModelProto, inputs: set[str], outputs: set[str]) -> onnx
     kept_nodes.reverse()
     if needed & inputs:
         raise ValueError(f"the kept outputs still read the inputs {sorted(needed & inputs)}")
-    for field, keep in ((graph.output, kept_outputs), (graph.node, kept_nodes),
-                        (graph.input, [i for i in graph.input if i.name not in inputs]),
-                        (graph.initializer, [t for t in graph.initializer if t.name in needed]),
-                        (graph.value_info, [v for v in graph.value_info if v.name in needed])):
-        keep = list(keep)
-        del field[:]
-        field.extend(keep)
+    _replace(graph.output, kept_outputs)
+    _replace(graph.node, kept_nodes)
+    _replace(graph.input, [i for i in graph.input if i.name not in inputs])
+    _replace(graph.initializer, [t for t in graph.initializer if t.name in needed])
+    _replace(graph.value_info, [v for v in graph.value_info if v.name in needed])
     onnx.checker.check_model(model)
     return model
 

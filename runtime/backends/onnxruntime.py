@@ -104,9 +104,12 @@ class OnnxRuntimeBackend:
         # per-call constants, prepared once (a device's hot path); a rate the export made a constant of the graphs
         # (one value throughout its tensor) is not among a graph's inputs
         rates_by_name = self._layout.split(rates, "rate.")
-        self._step_rates, self._steps_rates, fused_rates = (
-            {k: v for k, v in rates_by_name.items() if k in _input_names(s)} if s is not None else {}
-            for s in (self._step, self._steps, self._fused))
+
+        def taken(s: Any) -> dict[str, np.ndarray]:
+            names = _input_names(s) if s is not None else set()
+            return {k: v for k, v in rates_by_name.items() if k in names}
+
+        self._step_rates, self._steps_rates, fused_rates = (taken(s) for s in (self._step, self._steps, self._fused))
         # the fused graph through I/O binding with theta0 and the rates bound once (ONNX Runtime sessions only)
         fused = self._fused
         self._fused = (BoundSession(fused, {**self._layout.split(theta0, "theta."), **fused_rates})
